@@ -1,0 +1,3 @@
+from vmctl.cli.main import main
+
+main()

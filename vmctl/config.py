@@ -1,0 +1,170 @@
+"""Where vmctl keeps things, and the settings a user can change.
+
+Two setups share one code base:
+- ``hosted`` (default): ``qemu:///session``, user-mode networking with ports forwarded on 127.0.0.1,
+  data under the user's XDG data dir;
+- ``system`` (bare-metal): ``qemu:///system``, KVM, libvirt networks/bridges, data under /var/lib/vmctl.
+
+Settings are read, lowest priority first, from built-in defaults, the config file
+(``$VMCTL_CONFIG``, else ``/etc/vmctl/config.toml`` in system mode or
+``$XDG_CONFIG_HOME/vmctl/config.toml``), environment variables (``VMCTL_ROOT``, ``VMCTL_MODE``,
+``VMCTL_CONNECT``) and finally command-line options.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+from vmctl.errors import UsageError
+
+MODES = ("hosted", "system")
+DEFAULT_URI = {"hosted": "qemu:///session", "system": "qemu:///system"}
+DEFAULT_PROFILE = {"hosted": "hosted", "system": "kvm"}
+
+
+def templates_dir() -> Path:
+    """Return the directory holding built-in profiles and recipes.
+
+    In a source checkout that is the top-level ``templates/``; in an installed wheel it is the
+    package ``vmctl._templates`` (pyproject maps one onto the other).
+    """
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    if checkout.is_dir():
+        return checkout
+    try:
+        return Path(str(resources.files("vmctl._templates")))
+    except ModuleNotFoundError:  # pragma: no cover - broken install
+        return checkout
+
+
+def _xdg(var: str, default: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / default
+
+
+def user_config_dir() -> Path:
+    """Directory of the user's own config, profiles and credentials (never readable by QEMU)."""
+    return _xdg("XDG_CONFIG_HOME", ".config") / "vmctl"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings for one vmctl invocation."""
+
+    mode: str = "hosted"
+    uri: str = "qemu:///session"
+    root: Path = field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share") / "vmctl")
+    profile: str = "hosted"
+    restrict_network: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    config_file: Path | None = None
+
+    @property
+    def paths(self) -> "Paths":
+        return Paths(self.root)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The store's layout under one data root. Every path vmctl writes derives from here."""
+
+    root: Path
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def instances(self) -> Path:
+        return self.root / "instances"
+
+    @property
+    def keys(self) -> Path:
+        """vmctl's own SSH key pair: 0700, never readable by QEMU."""
+        return self.root / "keys"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    def instance_dir(self, name: str) -> Path:
+        from vmctl.names import check_name
+
+        return self.instances / check_name(name, "VM name")
+
+
+def _config_path(mode_hint: str | None) -> Path | None:
+    explicit = os.environ.get("VMCTL_CONFIG")
+    if explicit:
+        return Path(explicit)
+    candidates = [user_config_dir() / "config.toml"]
+    if mode_hint == "system" or os.geteuid() == 0:
+        candidates.append(Path("/etc/vmctl/config.toml"))
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_config(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path}: {exc}") from None
+    known = {"mode", "connect", "root", "profile", "restrict_network", "insecure_registries"}
+    unknown = set(data) - known
+    if unknown:
+        raise UsageError(f"config file {path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    return data
+
+
+def load_settings(
+    *, mode: str | None = None, uri: str | None = None, root: str | Path | None = None,
+    profile: str | None = None, restrict_network: bool | None = None,
+) -> Settings:
+    """Resolve settings from defaults, config file, environment and explicit arguments (highest)."""
+    env_mode = os.environ.get("VMCTL_MODE")
+    path = _config_path(mode or env_mode)
+    cfg = _read_config(path)
+    chosen_mode = mode or env_mode or cfg.get("mode") or "hosted"
+    if chosen_mode not in MODES:
+        raise UsageError(f"invalid mode {chosen_mode!r}: choose one of {', '.join(MODES)}")
+    chosen_uri = uri or os.environ.get("VMCTL_CONNECT") or cfg.get("connect") or DEFAULT_URI[chosen_mode]
+    if root is not None:
+        chosen_root = Path(root)
+    elif os.environ.get("VMCTL_ROOT"):
+        chosen_root = Path(os.environ["VMCTL_ROOT"])
+    elif cfg.get("root"):
+        chosen_root = Path(cfg["root"])
+    elif chosen_mode == "system":
+        chosen_root = Path("/var/lib/vmctl")
+    else:
+        chosen_root = _xdg("XDG_DATA_HOME", ".local/share") / "vmctl"
+    restrict = restrict_network if restrict_network is not None else bool(cfg.get("restrict_network", False))
+    return Settings(
+        mode=chosen_mode,
+        uri=chosen_uri,
+        root=chosen_root.absolute(),
+        profile=profile or cfg.get("profile") or DEFAULT_PROFILE[chosen_mode],
+        restrict_network=restrict,
+        insecure_registries=tuple(cfg.get("insecure_registries", ())),
+        config_file=path,
+    )
+
+
+def with_overrides(settings: Settings, **changes) -> Settings:
+    """Return a copy of `settings` with some fields replaced."""
+    return replace(settings, **changes)

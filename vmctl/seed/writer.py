@@ -1,0 +1,91 @@
+"""The NoCloud seed: ``meta-data`` and ``user-data`` on an ISO labelled ``cidata``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from vmctl.errors import UsageError
+from vmctl.seed.cloudconfig import combine_user_data, dump_yaml
+from vmctl.seed.hostkeys import HostKey
+from vmctl.seed.iso import write_iso
+
+SEED_LABEL = "cidata"
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_INSTANCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-\S+) [A-Za-z0-9+/=]+( [^\r\n]*)?$")
+
+
+def check_hostname(hostname: str) -> str:
+    """Return ``hostname`` if it is an RFC 1123 host name, else raise ``UsageError``."""
+    if not _HOSTNAME_RE.match(hostname):
+        raise UsageError(f"invalid hostname {hostname!r}: use letters, digits, '-' and '.'")
+    return hostname
+
+
+def check_authorized_key(key: str) -> str:
+    """Return a one-line OpenSSH public key (stripped), else raise ``UsageError``."""
+    key = key.strip()
+    if not _KEY_RE.match(key):
+        raise UsageError(f"not a one-line OpenSSH public key: {key[:40]!r}")
+    return key
+
+
+def meta_data(instance_id: str, hostname: str) -> str:
+    """Return NoCloud ``meta-data`` YAML."""
+    if not _INSTANCE_RE.match(instance_id):
+        raise UsageError(f"invalid instance id {instance_id!r}")
+    return dump_yaml({"instance-id": instance_id, "local-hostname": check_hostname(hostname)})
+
+
+def vmctl_cloud_config(hostname: str, authorized_keys: Sequence[str],
+                       host_keys: Sequence[HostKey] | None,
+                       extra_runcmd: Sequence[str | Sequence[str]] | None) -> dict[str, Any]:
+    """Return the cloud-config keys vmctl sets: hostname, authorized keys, host keys, runcmd."""
+    data: dict[str, Any] = {"hostname": check_hostname(hostname)}
+    keys = [check_authorized_key(k) for k in authorized_keys]
+    if keys:
+        data["ssh_authorized_keys"] = keys
+    if host_keys:
+        ssh_keys: dict[str, str] = {}
+        for hk in host_keys:
+            name = hk.cloud_init_name
+            if f"{name}_private" in ssh_keys:
+                raise UsageError(f"two {name} host keys given")
+            ssh_keys[f"{name}_private"] = hk.private_openssh
+            ssh_keys[f"{name}_public"] = " ".join(hk.public.split()[:2])
+        data["ssh_keys"] = ssh_keys
+    if extra_runcmd:
+        cmds: list[str | list[str]] = []
+        for cmd in extra_runcmd:
+            if isinstance(cmd, str):
+                cmds.append(cmd)
+            else:
+                cmds.append([str(a) for a in cmd])
+        data["runcmd"] = cmds
+    return data
+
+
+def seed_files(*, instance_id: str, hostname: str, authorized_keys: Sequence[str],
+               host_keys: Sequence[HostKey] | None = None, user_data: str | None = None,
+               extra_runcmd: Sequence[str | Sequence[str]] | None = None) -> dict[str, str]:
+    """Return ``{"meta-data": ..., "user-data": ...}`` as ``write_seed`` would write them."""
+    ours = vmctl_cloud_config(hostname, authorized_keys, host_keys, extra_runcmd)
+    return {"meta-data": meta_data(instance_id, hostname),
+            "user-data": combine_user_data(ours, user_data)}
+
+
+def write_seed(path: Path, *, instance_id: str, hostname: str, authorized_keys: Sequence[str],
+               host_keys: Sequence[HostKey] | None = None, user_data: str | None = None,
+               extra_runcmd: Sequence[str | Sequence[str]] | None = None) -> None:
+    """Write a NoCloud seed ISO (label ``cidata``) at ``path``, atomically, mode 0600.
+
+    ``user_data`` is the user's own (``#cloud-config``, a ``#!`` script or MIME multipart): a
+    cloud-config is merged with vmctl's keys (lists appended), anything else is shipped next to
+    vmctl's cloud-config as a MIME multipart message. Raises ``UsageError`` on invalid input.
+    """
+    files = seed_files(instance_id=instance_id, hostname=hostname, authorized_keys=authorized_keys,
+                       host_keys=host_keys, user_data=user_data, extra_runcmd=extra_runcmd)
+    write_iso(path, {name: text.encode() for name, text in files.items()}, SEED_LABEL)

@@ -1,0 +1,33 @@
+# One entry point for people and CI. `make demo` runs the main job, `make test` the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VMCTL := $(VENV)/bin/vmctl
+
+.PHONY: venv demo test test-fast services bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+
+venv: $(PY)
+	$(VENV)/bin/pip install -q -e '.[test]'
+
+services:
+	bash .ci/services
+
+demo: venv services
+	bash demo.sh
+
+# Every tier: model, contract (libvirt test driver) and end-to-end (real libvirtd + QEMU/TCG guests).
+test: venv services
+	$(PY) -m pytest -v -p no:cacheprovider tests
+
+# Model and contract tiers only (seconds).
+test-fast: venv
+	$(PY) -m pytest -q -m "not e2e" tests
+
+bench: venv services
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

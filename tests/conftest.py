@@ -1,0 +1,67 @@
+"""Shared fixtures: a private data root per test, the CLI runner, and the libvirt daemons."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def vmctl_root(tmp_path, monkeypatch) -> Path:
+    """A fresh data root, and no config file from the machine leaking into the test."""
+    root = tmp_path / "root"
+    monkeypatch.setenv("VMCTL_ROOT", str(root))
+    monkeypatch.setenv("VMCTL_CONFIG", str(tmp_path / "no-config.toml"))
+    (tmp_path / "no-config.toml").write_text("")
+    monkeypatch.delenv("VMCTL_MODE", raising=False)
+    monkeypatch.delenv("VMCTL_CONNECT", raising=False)
+    return root
+
+
+@pytest.fixture
+def cli_run(vmctl_root):
+    """Run `vmctl ARGS...` in-process; returns click's Result (exit_code, stdout, stderr)."""
+    from vmctl.cli.main import cli
+
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None):
+        return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
+
+    return run
+
+
+def _running(name: str) -> bool:
+    return subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def libvirtd():
+    """Make sure virtlogd and libvirtd run; stop at the end only the ones this session started."""
+    if shutil.which("libvirtd") is None:
+        pytest.fail("libvirtd is not installed (run .ci/run or apt-get install libvirt-daemon-system)")
+    started = []
+    for daemon in ("virtlogd", "libvirtd"):
+        if not _running(daemon):
+            if daemon == "libvirtd":
+                # never let libvirt's NAT network come up in this namespace
+                Path("/etc/libvirt/qemu/networks/autostart/default.xml").unlink(missing_ok=True)
+            subprocess.run([daemon, "-d"], check=True)
+            started.append(daemon)
+    for _ in range(100):
+        if subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("libvirtd did not answer")
+    yield
+    for daemon in reversed(started):
+        subprocess.run(["pkill", "-x", daemon])

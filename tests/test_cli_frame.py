@@ -1,0 +1,56 @@
+"""The CLI frame: version, info with the KVM probe's verdict, errors as one line with exit codes."""
+
+import json
+import os
+
+import pytest
+
+from vmctl import errors
+
+
+def test_version_json(cli_run):
+    result = cli_run("version", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["vmctl"] and data["libvirt_python"].startswith(("9.", "10.", "11."))
+
+
+def test_exit_codes_are_distinct():
+    codes = [cls.exit_code for cls in errors.ALL_ERRORS]
+    assert len(codes) == len(set(codes))
+    assert errors.UsageError.exit_code == 2  # click's own usage errors use 2 as well
+
+
+def test_info_reports_verified_kvm_verdict(cli_run, libvirtd):
+    result = cli_run("--connect", "qemu:///system", "info", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data["kvm"]) >= {"usable", "verified", "reason", "accelerator"}
+    assert data["kvm"]["accelerator"] == ("kvm" if data["kvm"]["usable"] else "tcg")
+    assert data["libvirt"]["libvirt_daemon"].count(".") == 2
+    assert data["store"]["root"] == os.environ["VMCTL_ROOT"]
+
+
+def test_info_with_unreachable_libvirt_has_its_own_exit_code(cli_run):
+    result = cli_run("--connect", "qemu+unix:///system?socket=/nonexistent/sock", "info", "--json")
+    assert result.exit_code == errors.LibvirtUnreachable.exit_code
+    assert json.loads(result.stdout)["libvirt"]["error"]
+    assert result.stderr.startswith("vmctl: error: cannot connect")
+
+
+def test_unknown_mode_is_a_usage_error(cli_run):
+    result = cli_run("--mode", "cloud", "info")
+    assert result.exit_code == 2
+
+
+def test_kvm_probe_with_a_bogus_kernel_says_not_usable(tmp_path, monkeypatch):
+    from vmctl.backend.kvm_probe import probe_kvm
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("VMCTL_ACCEL", raising=False)
+    bogus = tmp_path / "vmlinuz"
+    bogus.write_bytes(b"not a kernel")
+    verdict = probe_kvm(kernel=bogus, timeout=5)
+    assert verdict.usable is False and verdict.reason
+    again = probe_kvm(kernel=bogus, timeout=5)
+    assert again.cached and again.usable is False

@@ -1,0 +1,238 @@
+"""A connection to libvirt and the calls vmctl makes through it.
+
+`Backend` is deliberately thin: each method is one libvirt operation (or one bulk query) with
+libvirt's errors translated. Policy (what may happen in which state) lives in `vmctl.core`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import libvirt
+
+from vmctl.backend.errors import libvirt_errors, translate
+from vmctl.errors import ConflictError, LibvirtUnreachable, NotFoundError
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "unknown",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "stopping",
+    libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+# libvirt learnt the passt backend for <interface type='user'> (with <portForward>) in 9.2.0.
+PASST_MIN_VERSION = 9_002_000
+
+
+def _version_text(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+@dataclass(frozen=True)
+class DomainState:
+    """A domain's name, lifecycle state (vmctl's words) and libvirt's reason code."""
+
+    name: str
+    uuid: str
+    state: str
+    reason: int
+    persistent: bool
+
+
+class Backend:
+    """One open libvirt connection."""
+
+    def __init__(self, conn: libvirt.virConnect, uri: str):
+        self._conn = conn
+        self.uri = uri
+
+    # ---- host facts -------------------------------------------------------------------------
+    def versions(self) -> dict[str, str]:
+        """libvirt library/daemon versions and the hypervisor's name and version."""
+        with libvirt_errors("version query"):
+            return {
+                "libvirt_library": _version_text(libvirt.getVersion()),
+                "libvirt_daemon": _version_text(self._conn.getLibVersion()),
+                "hypervisor": self._conn.getType(),
+                "hypervisor_version": _version_text(self._conn.getVersion()),
+            }
+
+    def supports_passt(self) -> bool:
+        """True when the daemon can use passt for user-mode networking with port forwards."""
+        with libvirt_errors("version query"):
+            return self._conn.getLibVersion() >= PASST_MIN_VERSION
+
+    def is_remote(self) -> bool:
+        """True when the daemon runs on another host (local files are then out of reach)."""
+        return "+" in self.uri.split(":", 1)[0] and not self.uri.split(":", 1)[0].endswith("+unix")
+
+    def capabilities(self) -> str:
+        with libvirt_errors("capabilities"):
+            return self._conn.getCapabilities()
+
+    # ---- definitions ------------------------------------------------------------------------
+    def define(self, xml: str) -> str:
+        """Define (or redefine) a persistent domain, validated against libvirt's schema; return its UUID."""
+        with libvirt_errors("define"):
+            dom = self._conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        return dom.UUIDString()
+
+    def undefine(self, name: str) -> None:
+        """Remove a domain's definition with its snapshot/checkpoint metadata, NVRAM and managed save."""
+        flags = (
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+            | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0)
+        )
+        dom = self._domain(name)
+        with libvirt_errors(f"undefine {name}"):
+            dom.undefineFlags(flags)
+
+    def exists(self, name: str) -> bool:
+        try:
+            self._conn.lookupByName(name)
+            return True
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise translate(exc, name) from exc
+
+    def xml(self, name: str, *, inactive: bool = False, secure: bool = False) -> str:
+        flags = (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0) | (
+            libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
+        )
+        dom = self._domain(name)
+        with libvirt_errors(name):
+            return dom.XMLDesc(flags)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def start(self, name: str) -> None:
+        dom = self._domain(name)
+        with libvirt_errors(f"start {name}"):
+            dom.create()
+
+    def shutdown(self, name: str) -> None:
+        """Ask the guest to power off by pressing the ACPI power button."""
+        dom = self._domain(name)
+        with libvirt_errors(f"stop {name}"):
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+
+    def destroy(self, name: str) -> None:
+        """Power off at once (the guest gets no chance to sync)."""
+        dom = self._domain(name)
+        with libvirt_errors(f"kill {name}"):
+            dom.destroy()
+
+    def reboot(self, name: str) -> None:
+        dom = self._domain(name)
+        with libvirt_errors(f"restart {name}"):
+            dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+
+    def suspend(self, name: str) -> None:
+        dom = self._domain(name)
+        with libvirt_errors(f"pause {name}"):
+            dom.suspend()
+
+    def resume(self, name: str) -> None:
+        dom = self._domain(name)
+        with libvirt_errors(f"resume {name}"):
+            dom.resume()
+
+    def state(self, name: str) -> DomainState:
+        dom = self._domain(name)
+        with libvirt_errors(name):
+            state, reason = dom.state()
+            return DomainState(name, dom.UUIDString(), STATE_NAMES.get(state, "unknown"), reason,
+                               bool(dom.isPersistent()))
+
+    def wait_state(self, name: str, wanted: set[str], timeout: float) -> str:
+        """Poll until the domain is in one of `wanted` states or `timeout` passes; return the last state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.state(name).state
+            if current in wanted or time.monotonic() >= deadline:
+                return current
+            time.sleep(0.1)
+
+    def list_states(self) -> dict[str, DomainState]:
+        """All domains and their states, from one bulk libvirt call."""
+        with libvirt_errors("list domains"):
+            stats = self._conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+        result = {}
+        for dom, values in stats:
+            state = values.get("state.state", libvirt.VIR_DOMAIN_NOSTATE)
+            result[dom.name()] = DomainState(
+                dom.name(), dom.UUIDString(), STATE_NAMES.get(state, "unknown"),
+                values.get("state.reason", 0), True,
+            )
+        return result
+
+    def interface_addresses(self, name: str, source: str = "lease") -> list[str]:
+        """IPv4 addresses of the domain's interfaces from DHCP leases or the guest agent."""
+        src = {
+            "lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+            "arp": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+        }[source]
+        dom = self._domain(name)
+        try:
+            ifaces = dom.interfaceAddresses(src)
+        except libvirt.libvirtError:
+            return []
+        addrs = []
+        for info in (ifaces or {}).values():
+            for addr in info.get("addrs") or []:
+                if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and addr.get("addr") != "127.0.0.1":
+                    addrs.append(addr["addr"])
+        return addrs
+
+    def network_exists(self, name: str) -> bool:
+        try:
+            self._conn.networkLookupByName(name)
+            return True
+        except libvirt.libvirtError:
+            return False
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    # ---- internals --------------------------------------------------------------------------
+    def _domain(self, name: str) -> libvirt.virDomain:
+        try:
+            return self._conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NotFoundError(f"no such VM: {name}") from None
+            raise translate(exc, name) from exc
+
+    @property
+    def raw(self) -> libvirt.virConnect:
+        """The libvirt connection, for other modules of this backend package only."""
+        return self._conn
+
+
+def open_backend(uri: str) -> Backend:
+    """Open `uri`; raise LibvirtUnreachable with a hint when the daemon cannot be reached."""
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        message = exc.get_error_message() or str(exc)
+        hint = ""
+        if uri.startswith(("qemu:///", "test:///")) is False or uri.startswith("qemu:///"):
+            hint = " (is libvirtd running? start it with 'virtlogd -d; libvirtd -d')"
+        raise LibvirtUnreachable(f"cannot connect to {uri}: {message}{hint}") from None
+    if conn is None:  # pragma: no cover - older bindings
+        raise LibvirtUnreachable(f"cannot connect to {uri}")
+    return Backend(conn, uri)
+
+
+__all__ = ["Backend", "DomainState", "open_backend", "ConflictError"]

@@ -1,0 +1,1 @@
+"""The click command line: parsing, output and exit codes. Commands stay thin over `vmctl.core`."""

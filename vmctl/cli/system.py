@@ -1,0 +1,60 @@
+"""System-wide commands: version, info."""
+
+from __future__ import annotations
+
+import click
+
+from vmctl.cli.context import App, pass_app
+from vmctl.cli.output import emit_json
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def version(app: App, as_json: bool):
+    """Show vmctl's version and its bindings'."""
+    from vmctl.core.host_info import version_info
+
+    info = version_info()
+    if as_json or app.json:
+        emit_json(info)
+    else:
+        for key, value in info.items():
+            click.echo(f"{key}: {value}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--reprobe", is_flag=True, help="Run the KVM probe again instead of using its cached verdict.")
+@pass_app
+def info(app: App, as_json: bool, reprobe: bool):
+    """Show libvirt and QEMU versions, mode, URI, whether KVM is verified usable, store paths."""
+    from vmctl.core.host_info import host_info
+
+    data, error = host_info(app.settings, lambda: app.backend, refresh_probe=reprobe)
+    if as_json or app.json:
+        emit_json(data)
+    else:
+        lv = data["libvirt"]
+        kvm = data["kvm"]
+        lines = [
+            ("vmctl", data["vmctl"]),
+            ("Mode", data["mode"]),
+            ("URI", data["uri"]),
+            ("Profile", data["profile"]),
+            ("libvirt", lv.get("error") or f"{lv['libvirt_daemon']} (library {lv['libvirt_library']})"),
+            ("QEMU", data["qemu"] or "not installed"),
+            ("KVM", ("usable" if kvm["usable"] else "not usable") + f" ({kvm['reason']}); guests use {kvm['accelerator'].upper()}"),
+            ("Data root", data["store"]["root"]),
+            ("Images", data["store"]["images"]),
+            ("Instances", data["store"]["instances"]),
+        ]
+        for key, value in lines:
+            click.echo(f"{key + ':':<11} {value}")
+    if error is not None:
+        raise error
+
+
+def register(group: click.Group) -> None:
+    group.add_command(version)
+    group.add_command(info)

@@ -1,0 +1,72 @@
+"""What `vmctl info` reports: versions, mode, URI, the KVM verdict and store paths."""
+
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import subprocess
+
+from vmctl import __version__
+from vmctl.config import Settings
+from vmctl.errors import VmctlError
+
+
+def qemu_version() -> str | None:
+    """The installed qemu-system-x86_64's version, or None when it is not installed."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        return None
+    out = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"version (\S+)", out)
+    return match.group(1) if match else out.strip() or None
+
+
+def version_info() -> dict:
+    import libvirt  # noqa: F401  (only for the bindings' version string below)
+
+    from vmctl.backend.connection import _version_text
+
+    return {
+        "vmctl": __version__,
+        "python": platform.python_version(),
+        "libvirt_python": _version_text(libvirt.getVersion()),
+    }
+
+
+def host_info(settings: Settings, backend_factory, *, refresh_probe: bool = False) -> tuple[dict, VmctlError | None]:
+    """Collect host facts; a libvirt failure is reported in the result and returned, not raised."""
+    from vmctl.backend.kvm_probe import probe_kvm
+
+    verdict = probe_kvm(refresh=refresh_probe)
+    paths = settings.paths
+    info: dict = {
+        "vmctl": __version__,
+        "mode": settings.mode,
+        "uri": settings.uri,
+        "profile": settings.profile,
+        "qemu": qemu_version(),
+        "kvm": {
+            "usable": verdict.usable,
+            "verified": True,
+            "reason": verdict.reason,
+            "accelerator": "kvm" if verdict.usable else "tcg",
+            "cached": verdict.cached,
+        },
+        "store": {
+            "root": str(paths.root),
+            "images": str(paths.images),
+            "instances": str(paths.instances),
+            "keys": str(paths.keys),
+        },
+        "config_file": str(settings.config_file) if settings.config_file else None,
+    }
+    error = None
+    try:
+        backend = backend_factory()
+        info["libvirt"] = backend.versions()
+        info["libvirt"]["passt_user_networking"] = backend.supports_passt()
+    except VmctlError as exc:
+        info["libvirt"] = {"error": exc.message}
+        error = exc
+    return info, error

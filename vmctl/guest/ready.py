@@ -1,0 +1,206 @@
+"""Waiting until a guest is ready: it has an address and its SSH server lets vmctl in.
+
+Ready means, in order (each attempt walks the steps; a failed step restarts from the first):
+
+``address``  the caller's ``address_fn`` returns (host, port): a DHCP lease, the guest agent or the
+             forwarded port, by mode -- this room never asks libvirt itself;
+``tcp``      the port accepts a TCP connection;
+``banner``   an ``SSH-2.0-`` line arrives (QEMU's user-mode hostfwd accepts TCP before the guest
+             listens, then closes or stalls, so a TCP connect alone proves nothing);
+``hostkey``  the server proves it holds the pinned host key -- a different key raises
+             `HostKeyMismatch` at once, it is never retried nor accepted;
+``auth``     vmctl's key is accepted and ``true`` runs (cloud-init may install the key after sshd
+             starts, so a refusal is retried until the deadline).
+
+Per-attempt timeouts are short and the pause between attempts grows to at most 0.5 s, so readiness
+is noticed soon after it happens. On timeout `GuestNotReady` names the last step that failed and
+why; its ``details`` attribute holds the tail of the serial log (with what the log says about the
+readiness line and host key fingerprints) for the CLI to print below the one-line message.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+
+from vmctl.errors import GuestNotReady
+from vmctl.guest.keys import ClientKey, fingerprint
+from vmctl.guest.ssh import StepFailed, _load_pkey, authenticate, handshake, tcp_connect, wait_banner
+
+try:  # the strings the vmctl guest prints on its console (shared with the image builder)
+    from vmctl.build.guest_contract import is_ready as _contract_is_ready
+    from vmctl.build.guest_contract import parse_fingerprints as _contract_fingerprints
+except ImportError:  # pragma: no cover - keep working if the build room is absent
+    _contract_is_ready = None
+    _contract_fingerprints = None
+
+READY_LINE = "vmctl-guest: ready"
+SERIAL_TAIL_LINES = 20
+_SERIAL_READ_BYTES = 256 * 1024
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+Progress = Callable[[str, str], None]
+
+
+def read_serial(serial_log: Path | None, limit: int = _SERIAL_READ_BYTES) -> str:
+    """The last `limit` bytes of the serial log as clean text ('' if absent or unreadable)."""
+    if serial_log is None:
+        return ""
+    try:
+        with open(serial_log, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+    text = _ANSI.sub("", text)
+    return _CONTROL.sub("", text)
+
+
+def serial_tail(serial_log: Path | None, lines: int = SERIAL_TAIL_LINES) -> str:
+    """The last `lines` non-empty lines of the serial log."""
+    kept = [line.rstrip() for line in read_serial(serial_log).split("\n") if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def guest_says_ready(text: str) -> bool:
+    if _contract_is_ready is not None:
+        return _contract_is_ready(text)
+    return any(line.strip() == READY_LINE for line in text.splitlines())
+
+
+def serial_fingerprints(text: str) -> list[str]:
+    """SHA256 fingerprints the guest printed (cloud-init's block), newest block only."""
+    if _contract_fingerprints is None:
+        return []
+    return [entry["fingerprint"] for entry in _contract_fingerprints(text)]
+
+
+def _diagnosis(serial_log: Path | None, host_key_line: str) -> str:
+    """A short note on what the serial log says, and its tail."""
+    if serial_log is None:
+        return ""
+    text = read_serial(serial_log)
+    notes = []
+    if not text:
+        notes.append(f"serial log {serial_log} is empty or unreadable")
+    else:
+        notes.append(f"the guest {'printed' if guest_says_ready(text) else 'has not printed'} {READY_LINE!r}")
+        prints = serial_fingerprints(text)
+        if prints:
+            pinned = fingerprint(host_key_line)
+            notes.append(
+                "its host key fingerprints include the pinned key" if pinned in prints
+                else f"its host key fingerprints ({', '.join(prints)}) do not include the pinned key {pinned}"
+            )
+    tail = serial_tail(serial_log)
+    out = "; ".join(notes)
+    if tail:
+        out += f"\n--- last lines of {serial_log} ---\n{tail}"
+    return out
+
+
+def _not_ready(step: str, reason: str, timeout: float, serial_log: Path | None, host_key_line: str) -> GuestNotReady:
+    err = GuestNotReady(f"guest not ready after {timeout:g} s: step '{step}' failed: {reason}")
+    err.step = step
+    err.reason = reason
+    err.details = _diagnosis(serial_log, host_key_line)
+    return err
+
+
+def try_once(
+    address: tuple[str, int], *, user: str, pkey: paramiko.PKey, host_key_line: str, timeout: float,
+    progress: Progress | None = None,
+) -> paramiko.Transport:
+    """One attempt at steps tcp → banner → hostkey → auth; returns the authenticated transport.
+
+    Raises `StepFailed` (retryable) or `HostKeyMismatch` (final).
+    """
+    host, port = address
+    where = f"{user}@{host}:{port}"
+
+    def note(step: str) -> None:
+        if progress is not None:
+            progress(step, where)
+
+    note("tcp")
+    sock = tcp_connect(host, port, timeout)
+    t = None
+    try:
+        note("banner")
+        wait_banner(sock, timeout)
+        note("hostkey")
+        t = handshake(sock, host_key_line, timeout, where=where)
+        note("auth")
+        authenticate(t, user, pkey, timeout)
+        chan = t.open_session(timeout=timeout)
+        try:
+            chan.settimeout(timeout)
+            chan.exec_command("true")
+            chan.shutdown_write()
+            while chan.recv(4096):
+                pass
+            status = chan.recv_exit_status()
+        finally:
+            chan.close()
+        if status != 0:
+            raise StepFailed("auth", f"logged in, but 'true' exited with status {status}")
+        return t
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        if t is not None:
+            t.close()
+        raise StepFailed("auth", f"logged in, but running a command failed: {exc or type(exc).__name__}") from None
+    except BaseException:
+        if t is not None:
+            t.close()
+        sock.close()
+        raise
+
+
+def wait_ready(
+    address_fn: Callable[[], tuple[str, int] | None], *, user: str,
+    client_key: ClientKey | paramiko.PKey | Path, host_key_line: str, timeout: float,
+    serial_log: Path | None = None, progress: Progress | None = None,
+    attempt_timeout: float = 3.0, max_pause: float = 0.5,
+) -> tuple[str, int]:
+    """Wait until the guest is ready (see module doc); return its (host, port).
+
+    `progress(step, detail)` is called when a step starts (and with ``"ready"`` at the end).
+    Raises `GuestNotReady` (``.step``, ``.reason``, ``.details``) or `HostKeyMismatch`.
+    """
+    pkey = _load_pkey(client_key)
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    last = ("address", "no attempt was made")
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _not_ready(*last, timeout, serial_log, host_key_line)
+        if progress is not None:
+            progress("address", "")
+        address = address_fn()
+        if address is None:
+            last = ("address", "the guest has no address yet")
+        else:
+            budget = max(0.05, min(attempt_timeout, deadline - time.monotonic()))
+            try:
+                t = try_once(address, user=user, pkey=pkey, host_key_line=host_key_line,
+                             timeout=budget, progress=progress)
+            except StepFailed as exc:
+                last = (exc.step, exc.reason)
+            else:
+                t.close()
+                if progress is not None:
+                    progress("ready", f"{address[0]}:{address[1]}")
+                return address[0], int(address[1])
+        sleep = min(pause, deadline - time.monotonic())
+        if sleep > 0:
+            time.sleep(sleep)
+        pause = min(pause * 2, max_pause)

@@ -3,9 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 VMCTL := $(VENV)/bin/vmctl
 
-.PHONY: venv demo test test-fast services bench clean
+.PHONY: deps venv demo test test-fast services bench clean
 
-$(PY):
+# Debian packages (QEMU, libvirt, the guest image's sources, registry and skopeo for interop tests).
+deps:
+	bash .ci/deps
+
+$(PY): | deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 
@@ -15,11 +19,11 @@ venv: $(PY)
 services:
 	bash .ci/services
 
-demo: venv services
+demo: deps venv services
 	bash demo.sh
 
 # Every tier: model, contract (libvirt test driver) and end-to-end (real libvirtd + QEMU/TCG guests).
-test: venv services
+test: deps venv services
 	$(PY) -m pytest -v -p no:cacheprovider tests
 
 # Model and contract tiers only (seconds).

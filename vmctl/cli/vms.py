@@ -1,0 +1,324 @@
+"""VM commands: create/run, lifecycle, listing, logs and console, reaching the guest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from vmctl.cli.context import App, pass_app
+from vmctl.cli.output import emit_json, human_size, progress_printer, table
+from vmctl.errors import UsageError, VmctlError
+
+
+def _create_options(f):
+    options = [
+        click.option("--image", "-i", "image", required=True, metavar="REF", help="Image reference (NAME[:TAG], NAME@sha256:..., ID prefix)."),
+        click.option("--cpus", type=click.IntRange(1, 512), help="Virtual CPUs (default: the image's)."),
+        click.option("--memory", "-m", metavar="SIZE", help="Memory, e.g. 512M or 2G (default: the image's)."),
+        click.option("--disk", metavar="SIZE", help="Grow the disk to SIZE (the image's size by default)."),
+        click.option("--port", "-p", "ports", multiple=True, metavar="[127.0.0.1:]HOST:GUEST[/udp]", help="Forward a host port on 127.0.0.1 to the guest (repeatable)."),
+        click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Also authorise this public key file (repeatable)."),
+        click.option("--user-data", type=click.Path(exists=True, dir_okay=False), help="cloud-init user-data (#cloud-config or a script)."),
+        click.option("--network", metavar="NET", help="Attach to this libvirt network (system mode)."),
+        click.option("--bridge", metavar="BR", help="Attach to this host bridge (system mode)."),
+        click.option("--profile", metavar="P", help="Machine profile (templates/profiles, or your own)."),
+        click.option("--restrict-network/--no-restrict-network", "restrict", default=None, help="User-mode networking: the guest reaches nothing outside (forwarded ports still work)."),
+        click.option("--uuid", hidden=True),
+        click.option("--ssh-port", type=click.IntRange(1, 65535), hidden=True),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _request(name, image, cpus, memory, disk, ports, ssh_keys, user_data, network, bridge, profile, restrict, uuid, ssh_port):
+    from vmctl.core.create import CreateRequest
+    from vmctl.core.ports import parse_port
+    from vmctl.units import parse_size
+
+    if network and bridge:
+        raise UsageError("--network and --bridge exclude each other")
+    keys = []
+    for path in ssh_keys:
+        text = Path(path).read_text().strip()
+        if not text or "PRIVATE KEY" in text:
+            raise UsageError(f"{path} is not a public key (give the .pub file)")
+        keys.extend(line.strip() for line in text.splitlines() if line.strip())
+    return CreateRequest(
+        name=name,
+        image=image,
+        cpus=cpus,
+        memory_bytes=parse_size(memory, "memory", default_unit="m") if memory else None,
+        disk_bytes=parse_size(disk, "disk size", default_unit="g") if disk else None,
+        ports=tuple(parse_port(p) for p in ports),
+        ssh_keys=tuple(keys),
+        user_data=Path(user_data).read_text() if user_data else None,
+        network=network,
+        bridge=bridge,
+        profile=profile,
+        restrict=restrict,
+        uuid=uuid,
+        ssh_port=ssh_port,
+    )
+
+
+@click.command()
+@click.argument("name")
+@_create_options
+@click.option("--print-xml", is_flag=True, help="Print the domain XML that would be defined, and touch nothing.")
+@pass_app
+def create(app: App, name, print_xml, **opts):
+    """Create a VM from an image (a copy-on-write disk, a cloud-init seed, a libvirt domain)."""
+    from vmctl.core import create as core
+
+    request = _request(name, **opts)
+    if print_xml:
+        click.echo(core.print_xml(app, request), nl=False)
+        return
+    record = core.create(app, request, progress=progress_printer())
+    click.echo(record.name)
+
+
+@click.command()
+@click.argument("name")
+@_create_options
+@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait for SSH.")
+@click.option("--no-wait", is_flag=True, help="Return once started.")
+@pass_app
+def run(app: App, name, timeout, no_wait, **opts):
+    """Create, start and wait for a VM: the common one-liner."""
+    from vmctl.core import create as core
+    from vmctl.core import reach
+
+    request = _request(name, **opts)
+    record = core.create(app, request, progress=progress_printer())
+    core.start_created(app, record.name)
+    if not no_wait:
+        reach.wait(app, record.name, timeout)
+    click.echo(record.name)
+
+
+def _each(app: App, names, action) -> None:
+    """Apply `action` to every name; report failures one line each and exit with the last code."""
+    failed: VmctlError | None = None
+    for name in names:
+        try:
+            action(name)
+        except VmctlError as exc:
+            if len(names) == 1:
+                raise
+            click.echo(f"vmctl: error: {exc.message}", err=True)
+            failed = exc
+    if failed is not None:
+        sys.exit(failed.exit_code)
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@pass_app
+def start(app: App, names):
+    """Start one or more VMs."""
+    from vmctl.core import instances
+
+    _each(app, names, lambda n: (instances.start(app, n), click.echo(n)))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--timeout", "-t", type=float, default=60, show_default=True, help="Seconds to wait after the ACPI power button before forcing power off.")
+@pass_app
+def stop(app: App, names, timeout):
+    """Shut VMs down gracefully (ACPI power button), forcing power off after the timeout."""
+    from vmctl.core import instances
+
+    def one(n):
+        how = instances.stop(app, n, timeout)
+        if how == "forced":
+            click.echo(f"vmctl: warning: {n} did not shut down within {timeout:g} s; powered off", err=True)
+        click.echo(n)
+
+    _each(app, names, one)
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@pass_app
+def kill(app: App, names):
+    """Power VMs off at once."""
+    from vmctl.core import instances
+
+    _each(app, names, lambda n: (instances.kill(app, n), click.echo(n)))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--timeout", "-t", type=float, default=60, show_default=True)
+@pass_app
+def restart(app: App, names, timeout):
+    """Stop and start VMs again."""
+    from vmctl.core import instances
+
+    _each(app, names, lambda n: (instances.restart(app, n, timeout), click.echo(n)))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@pass_app
+def pause(app: App, names):
+    """Freeze VMs' CPUs (memory stays allocated)."""
+    from vmctl.core import instances
+
+    _each(app, names, lambda n: (instances.pause(app, n), click.echo(n)))
+
+
+@click.command(name="resume")
+@click.argument("names", nargs=-1, required=True)
+@pass_app
+def resume(app: App, names):
+    """Unfreeze paused VMs."""
+    from vmctl.core import instances
+
+    _each(app, names, lambda n: (instances.resume(app, n), click.echo(n)))
+
+
+@click.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", "-f", is_flag=True, help="Power off running VMs first.")
+@pass_app
+def rm(app: App, names, force):
+    """Remove VMs: domain, disk, seed, snapshots' metadata, pinned host key. Nothing is left."""
+    from vmctl.core import instances
+
+    _each(app, names, lambda n: (instances.remove(app, n, force=force), click.echo(n)))
+
+
+@click.command(name="ls")
+@click.option("--all", "-a", "show_all", is_flag=True, help="Show stopped VMs too.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="Names only.")
+@pass_app
+def ls(app: App, show_all, as_json, quiet):
+    """List VMs (running ones; -a for all)."""
+    from vmctl.core import instances
+
+    rows = instances.listing(app, show_all=show_all)
+    if as_json or app.json:
+        emit_json(rows)
+        return
+    if quiet:
+        for row in rows:
+            click.echo(row["name"])
+        return
+    table(
+        [
+            (r["name"], r["image"], r["state"], r["cpus"], human_size(r["memory_mib"] * 1024 * 1024),
+             ", ".join(r["ports_text"]), r["created"])
+            for r in rows
+        ],
+        ["NAME", "IMAGE", "STATE", "CPUS", "MEMORY", "PORTS", "CREATED"],
+    )
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="(default: inspect always prints JSON)")
+@pass_app
+def inspect(app: App, names, as_json):
+    """Show VMs' details as JSON: image, state, addresses, ports, disk usage, profile."""
+    from vmctl.core import instances
+
+    emit_json([instances.inspect(app, n) for n in names])
+
+
+@click.command()
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing as the console writes.")
+@click.option("--tail", "-n", type=int, help="Only the last N lines.")
+@pass_app
+def logs(app: App, name, follow, tail):
+    """Print a VM's serial console log."""
+    from vmctl.core import instances
+
+    instances.logs(app, name, follow=follow, tail=tail, out=sys.stdout.buffer)
+
+
+@click.command()
+@click.argument("name")
+@pass_app
+def console(app: App, name):
+    """Attach to a VM's serial console (detach with Ctrl-])."""
+    from vmctl.core import instances
+
+    instances.console(app, name)
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--timeout", type=float, default=300, show_default=True)
+@pass_app
+def wait(app: App, names, timeout):
+    """Wait until VMs answer on SSH with their pinned host key and accept vmctl's key."""
+    from vmctl.core import reach
+
+    _each(app, names, lambda n: (reach.wait(app, n, timeout), click.echo(n)))
+
+
+@click.command()
+@click.argument("name")
+@pass_app
+def ip(app: App, name):
+    """Print the address vmctl reaches the VM's SSH server on (HOST or HOST:PORT)."""
+    from vmctl.core import reach
+
+    host, port = reach.address(app, name)
+    click.echo(host if port == 22 else f"{host}:{port}")
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--print-command", is_flag=True, help="Print an equivalent OpenSSH command line instead.")
+@pass_app
+def ssh(app: App, name, command, print_command):
+    """Open a shell in the VM, or run COMMAND (after --)."""
+    from vmctl.core import reach
+
+    if print_command:
+        import shlex
+
+        click.echo(shlex.join(reach.ssh_command(app, name)))
+        return
+    code = reach.ssh(app, name, list(command))
+    sys.exit(code)
+
+
+@click.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_app
+def exec_(app: App, name, command):
+    """Run COMMAND in the VM; its exit status, stdout and stderr are passed through."""
+    from vmctl.core import reach
+
+    sys.exit(reach.exec_(app, name, list(command)))
+
+
+@click.command()
+@click.argument("src")
+@click.argument("dst")
+@pass_app
+def cp(app: App, src, dst):
+    """Copy files between the host and a VM: one side is NAME:PATH."""
+    from vmctl.core import reach
+
+    reach.copy(app, src, dst)
+
+
+def register(group: click.Group) -> None:
+    for command in (create, run, start, stop, kill, restart, pause, resume, rm, ls, inspect, logs,
+                    console, wait, ip, ssh, exec_, cp):
+        group.add_command(command)
+    group.add_command(resume, name="unpause")
+    group.add_command(ls, name="ps")

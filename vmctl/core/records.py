@@ -1,0 +1,81 @@
+"""An instance's own record on disk (``instances/<name>/instance.json``).
+
+libvirt's definition is the truth for a VM's hardware and state; this record keeps what vmctl needs
+to reach and clean up the VM without asking libvirt (so ``ls`` stays one bulk call): its image, how
+to reach its SSH server, the pinned host key, forwarded ports and its files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vmctl.errors import IntegrityError, NotFoundError
+
+RECORD = "instance.json"
+DISK = "disk.qcow2"
+SEED = "seed.iso"
+SERIAL_LOG = "serial.log"
+
+
+@dataclass
+class InstanceRecord:
+    name: str
+    uuid: str
+    mode: str
+    uri: str
+    profile: str
+    image_ref: str
+    image_id: str
+    created: str
+    ssh_user: str
+    host_key: str
+    ssh_port: int | None = None          # hosted: forwarded SSH port on 127.0.0.1
+    ports: list[dict] = field(default_factory=list)  # {"host": "127.0.0.1", "host_port", "guest_port", "proto"}
+    network: dict = field(default_factory=dict)      # {"kind": "user"|"network"|"bridge", "name": ...}
+    restrict: bool = False
+    cpus: int = 1
+    memory_mib: int = 256
+    disk_bytes: int | None = None
+
+    def save(self, directory: Path) -> None:
+        """Write the record atomically, readable by its owner only."""
+        path = directory / RECORD
+        tmp = directory / f".{RECORD}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(asdict(self), fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, directory: Path) -> "InstanceRecord":
+        path = directory / RECORD
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise NotFoundError(f"no such VM: {directory.name}") from None
+        except ValueError as exc:
+            raise IntegrityError(f"{path} is damaged: {exc}") from None
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def list_records(instances_dir: Path) -> list[InstanceRecord]:
+    """Every complete instance record under `instances_dir` (half-made temp dirs are skipped)."""
+    records = []
+    try:
+        entries = sorted(instances_dir.iterdir())
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if entry.name.startswith(".") or not (entry / RECORD).is_file():
+            continue
+        try:
+            records.append(InstanceRecord.load(entry))
+        except IntegrityError:
+            continue
+    return records

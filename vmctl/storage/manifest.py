@@ -1,0 +1,202 @@
+"""The image manifest and image config (see FORMAT.md): building, canonical bytes, validation.
+
+Validation is strict because manifests also arrive from registries: every digest well-formed, every
+media type known, the kernel/initrd named in the config present among the descriptors.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from vmctl.errors import IntegrityError, UsageError
+from vmctl.storage.digest import canonical_json, is_digest
+
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+ARTIFACT_TYPE = "application/vnd.vmctl.image.v1"
+CONFIG_MEDIA_TYPE = "application/vnd.vmctl.image.config.v1+json"
+LAYER_MEDIA_TYPE = "application/vnd.vmctl.disk.layer.v1.qcow2"
+KERNEL_MEDIA_TYPE = "application/vnd.vmctl.kernel.v1"
+INITRD_MEDIA_TYPE = "application/vnd.vmctl.initrd.v1"
+BLOB_MEDIA_TYPES = (CONFIG_MEDIA_TYPE, KERNEL_MEDIA_TYPE, INITRD_MEDIA_TYPE)
+
+FIRMWARES = ("bios", "uefi")
+BOOT_KINDS = ("firmware", "kernel")
+RECIPE_LABEL = "vmctl.recipe.digest"
+DEFAULT_CPUS = 1
+DEFAULT_MEMORY_MIB = 1024
+
+
+def descriptor(media_type: str, digest: str, size: int) -> dict:
+    return {"mediaType": media_type, "digest": digest, "size": int(size)}
+
+
+def host_architecture() -> str:
+    """The host's architecture in QEMU/libvirt spelling (x86_64, aarch64, ...)."""
+    machine = platform.machine()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine)
+
+
+def normalize_created(value) -> str:
+    """RFC 3339 UTC with second precision, from a datetime, epoch seconds or an RFC 3339 string."""
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        dt = datetime.fromtimestamp(int(value), timezone.utc)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"invalid creation time {value!r}: expected RFC 3339") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+    else:
+        raise UsageError(f"invalid creation time {value!r}")
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def normalize_defaults(defaults: dict | None, *, disk_bytes: int) -> dict:
+    d = dict(defaults or {})
+    unknown = set(d) - {"cpus", "memory_mib", "disk_bytes"}
+    if unknown:
+        raise UsageError(f"unknown image default(s): {', '.join(sorted(unknown))}")
+    out = {
+        "cpus": int(d.get("cpus") or DEFAULT_CPUS),
+        "memory_mib": int(d.get("memory_mib") or DEFAULT_MEMORY_MIB),
+        "disk_bytes": max(int(d.get("disk_bytes") or 0), int(disk_bytes)),
+    }
+    if out["cpus"] < 1 or out["memory_mib"] < 16:
+        raise UsageError(f"invalid image defaults {out}")
+    return out
+
+
+def normalize_labels(labels: dict | None) -> dict[str, str]:
+    out = {}
+    for key, value in (labels or {}).items():
+        if not isinstance(key, str) or not key or len(key) > 255 or any(c.isspace() for c in key):
+            raise UsageError(f"invalid label key {key!r}")
+        out[key] = str(value)
+    return out
+
+
+def build_config(
+    *, architecture: str, boot: dict, defaults: dict, cloud_init: bool, user: str | None,
+    labels: dict, created: str, parent: str | None, history: list[dict],
+) -> dict:
+    return {
+        "architecture": architecture,
+        "boot": boot,
+        "defaults": defaults,
+        "cloud_init": bool(cloud_init),
+        "user": user,
+        "labels": labels,
+        "created": created,
+        "parent": parent,
+        "history": history,
+    }
+
+
+def build_manifest(config_desc: dict, layer_descs: list[dict], kernel_desc: dict | None = None,
+                   initrd_desc: dict | None = None) -> bytes:
+    """The canonical manifest bytes. Disk layers base first, then kernel, then initrd."""
+    layers = list(layer_descs)
+    if kernel_desc:
+        layers.append(kernel_desc)
+    if initrd_desc:
+        layers.append(initrd_desc)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": ARTIFACT_TYPE,
+        "config": config_desc,
+        "layers": layers,
+    }
+    return canonical_json(manifest)
+
+
+@dataclass(frozen=True)
+class ParsedManifest:
+    raw: dict
+    config: dict          # descriptor
+    disk_layers: list     # descriptors, base first
+    kernel: dict | None
+    initrd: dict | None
+
+    @property
+    def blobs(self) -> list[dict]:
+        """Every descriptor this manifest references (config, layers, kernel, initrd)."""
+        return [self.config, *self.disk_layers, *[d for d in (self.kernel, self.initrd) if d]]
+
+
+def _check_descriptor(desc, where: str) -> dict:
+    if (not isinstance(desc, dict) or not is_digest(desc.get("digest", ""))
+            or not isinstance(desc.get("size"), int) or desc["size"] < 0
+            or not isinstance(desc.get("mediaType"), str)):
+        raise IntegrityError(f"manifest: malformed {where} descriptor")
+    return desc
+
+
+def parse_manifest(data: bytes) -> ParsedManifest:
+    try:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"manifest is not JSON ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("schemaVersion") != 2:
+        raise IntegrityError("manifest: schemaVersion must be 2")
+    if raw.get("mediaType", MANIFEST_MEDIA_TYPE) != MANIFEST_MEDIA_TYPE:
+        raise IntegrityError(f"manifest: unsupported mediaType {raw.get('mediaType')!r}")
+    if raw.get("artifactType") != ARTIFACT_TYPE:
+        raise IntegrityError(f"manifest: not a vmctl image (artifactType {raw.get('artifactType')!r})")
+    config = _check_descriptor(raw.get("config"), "config")
+    if config["mediaType"] != CONFIG_MEDIA_TYPE:
+        raise IntegrityError(f"manifest: unexpected config mediaType {config['mediaType']!r}")
+    disks, kernel, initrd = [], None, None
+    layers = raw.get("layers")
+    if not isinstance(layers, list):
+        raise IntegrityError("manifest: layers must be a list")
+    for desc in layers:
+        _check_descriptor(desc, "layer")
+        mt = desc["mediaType"]
+        if mt == LAYER_MEDIA_TYPE:
+            if kernel or initrd:
+                raise IntegrityError("manifest: disk layers must come before kernel and initrd")
+            disks.append(desc)
+        elif mt == KERNEL_MEDIA_TYPE and kernel is None:
+            kernel = desc
+        elif mt == INITRD_MEDIA_TYPE and initrd is None:
+            initrd = desc
+        else:
+            raise IntegrityError(f"manifest: unexpected layer mediaType {mt!r}")
+    if not disks:
+        raise IntegrityError("manifest: an image needs at least one disk layer")
+    if len({d["digest"] for d in disks}) != len(disks):
+        raise IntegrityError("manifest: a disk layer appears twice")
+    return ParsedManifest(raw, config, disks, kernel, initrd)
+
+
+def validate_config(config, parsed: ParsedManifest) -> dict:
+    if not isinstance(config, dict):
+        raise IntegrityError("image config is not a JSON object")
+    for key, kind in (("architecture", str), ("boot", dict), ("defaults", dict), ("cloud_init", bool),
+                      ("labels", dict), ("created", str), ("history", list)):
+        if not isinstance(config.get(key), kind):
+            raise IntegrityError(f"image config: {key!r} missing or not a {kind.__name__}")
+    boot = config["boot"]
+    if boot.get("kind") == "kernel":
+        if not parsed.kernel or boot.get("kernel") != parsed.kernel["digest"]:
+            raise IntegrityError("image config: the kernel is not among the manifest's blobs")
+        if boot.get("initrd") and (not parsed.initrd or boot["initrd"] != parsed.initrd["digest"]):
+            raise IntegrityError("image config: the initrd is not among the manifest's blobs")
+        if not isinstance(boot.get("cmdline", ""), str):
+            raise IntegrityError("image config: cmdline must be a string")
+    elif boot.get("kind") == "firmware":
+        if boot.get("firmware") not in FIRMWARES:
+            raise IntegrityError(f"image config: unknown firmware {boot.get('firmware')!r}")
+    else:
+        raise IntegrityError(f"image config: unknown boot kind {boot.get('kind')!r}")
+    parent = config.get("parent")
+    if parent is not None and not is_digest(parent):
+        raise IntegrityError("image config: parent must be an image id or null")
+    return config

@@ -13,7 +13,7 @@ Sections (all optional except where a built-in default is missing)::
     description = "..."
     extends = "hosted"
     [libvirt]  uri, mode
-    [machine]  domain_type, arch, machine, cpu_mode, tcg_cpu_mode, cpu_model, firmware,
+    [machine]  domain_type, cpus, memory_mib, arch, machine, cpu_mode, tcg_cpu_mode, cpu_model, firmware,
                features_acpi, features_apic, vmport, on_poweroff, on_reboot, on_crash
     [clock]    offset, timers = [{name, tickpolicy, present}]
     [disk]     bus, cache, discard, seed_bus
@@ -56,6 +56,8 @@ class Timer:
 @dataclass(frozen=True)
 class MachineSpec:
     domain_type: str = "kvm"
+    cpus: int = 1
+    memory_mib: int = 1024
     arch: str = "x86_64"
     machine: str = "q35"
     cpu_mode: str = "host-passthrough"
@@ -141,6 +143,32 @@ class Profile:
     devices: DeviceSpec = field(default_factory=DeviceSpec)
     tuning: TuningSpec = field(default_factory=TuningSpec)
 
+    # shortcuts the create command uses
+    @property
+    def virt_type(self) -> str:
+        """Preferred domain type: "kvm" (falls back to "qemu" when KVM is unusable) or "qemu"."""
+        return self.machine.domain_type
+
+    @property
+    def cpus(self) -> int:
+        return self.machine.cpus
+
+    @property
+    def memory_mib(self) -> int:
+        return self.machine.memory_mib
+
+    @property
+    def network_kind(self) -> str:
+        return self.network.kind
+
+    @property
+    def network_name(self) -> str | None:
+        return self.network.source
+
+    @property
+    def uri(self) -> str | None:
+        return self.libvirt.uri
+
 
 # --- validation ---------------------------------------------------------------------------------
 
@@ -188,6 +216,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, Callable | None, bool]]] = {
     },
     "machine": {
         "domain_type": (str, _one_of("kvm", "qemu"), False),
+        "cpus": (int, _range(1, 255), False),
+        "memory_mib": (int, _range(64, 16 * 1024 * 1024), False),
         "arch": (str, _one_of("x86_64"), False),
         "machine": (str, _pattern(r"(q35|pc|pc-q35-[0-9.]+|pc-i440fx-[0-9.]+)",
                                   "q35, pc or a versioned q35/i440fx machine"), False),

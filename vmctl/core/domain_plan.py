@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
-from typing import Union
+from dataclasses import dataclass
 
 from vmctl.core.ports import LOOPBACK, PortForward, check_forwards
 from vmctl.errors import UsageError
@@ -29,6 +28,9 @@ from vmctl.profiles import Profile
 from vmctl.xml.domain import (
     CPU, RNG, Channel, Console, Disk, Domain, Graphics, Interface, Serial, Video,
 )
+
+__all__ = ["DomainInputs", "mac_from_uuid", "mark_created", "move_ssh_port", "plan_domain",
+           "user_netdev_args"]
 
 VIRT_TYPES = ("kvm", "qemu")
 MODES = ("hosted", "system")
@@ -43,51 +45,20 @@ _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 # --- inputs ----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class KernelBoot:
-    """Direct kernel boot: QEMU loads kernel and initrd itself (no bootloader in the image)."""
-
-    kernel: str
-    initrd: str | None = None
-    cmdline: str = ""
-
-
-@dataclass(frozen=True)
-class FirmwareBoot:
-    """Boot the disk through firmware: "bios" (SeaBIOS) or "uefi" (OVMF, auto-selected)."""
-
-    firmware: str = "bios"
-
-
-@dataclass(frozen=True)
-class UserNetwork:
-    """Hosted user-mode networking: SSH forward plus the user's forwards, all on 127.0.0.1."""
-
-    ssh_host_port: int
-    forwards: tuple[PortForward, ...] = ()
-    restrict: bool = False
-
-
-@dataclass(frozen=True)
-class LibvirtNetwork:
-    """A NIC on a libvirt virtual network (e.g. "default")."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class BridgeNetwork:
-    """A NIC on an existing host bridge (e.g. "br0")."""
-
-    name: str
-
-
-Network = Union[UserNetwork, LibvirtNetwork, BridgeNetwork]
+BOOT_KINDS = ("firmware", "kernel")
+NETWORK_KINDS = ("user", "network", "bridge")
 
 
 @dataclass(frozen=True)
 class DomainInputs:
-    """Everything `plan_domain` needs besides the profile, already resolved by the caller."""
+    """Everything `plan_domain` needs besides the profile, already resolved by the caller.
+
+    boot_kind "kernel": direct kernel boot from `kernel` (+ `initrd`, `cmdline`);
+    boot_kind "firmware": boot the disk through `firmware` "bios" (SeaBIOS) or "uefi" (OVMF).
+    network "user": hosted user-mode networking, SSH forward on 127.0.0.1:`ssh_host_port` plus
+    `ports` (PortForward), `restrict` = guest reaches nothing outside; "network"/"bridge": a NIC on
+    the libvirt network / host bridge `network_name`.
+    """
 
     name: str
     uuid: str
@@ -95,46 +66,33 @@ class DomainInputs:
     profile: str
     image_ref: str
     image_id: str
-    virt_type: str
-    boot: KernelBoot | FirmwareBoot
+    virt_type: str                      # "kvm" | "qemu" (TCG), from the caller's verified probe
     cpus: int
     memory_mib: int
-    overlay_path: str
-    seed_iso_path: str | None
-    serial_log_path: str
-    network: Network
+    disk: str                           # the qcow2 overlay
+    serial_log: str
+    network: str = "user"
+    boot_kind: str = "firmware"
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    firmware: str = "bios"
+    seed: str | None = None             # cloud-init NoCloud ISO
+    network_name: str | None = None
+    ssh_host_port: int | None = None
+    ports: tuple[PortForward, ...] = ()
+    restrict: bool = False
     passt_supported: bool = False
-    ssh_host_key: str | None = None
-    created: str = ""
-    mac: str | None = None
+    ssh_host_key: str | None = None     # pinned public key line
+    created: str = ""                   # RFC 3339 UTC
+    mac: str | None = None              # default: derived from uuid
     state: str = "creating"
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 def mac_from_uuid(uuid: str) -> str:
     """A stable locally administered MAC in QEMU's 52:54:00 range, derived from the uuid."""
     digest = hashlib.sha256(uuid.encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
-
-
-def network_from_profile(profile: Profile, *, ssh_host_port: int | None = None,
-                         forwards: tuple[PortForward, ...] = (), restrict: bool = False,
-                         network: str | None = None, bridge: str | None = None) -> Network:
-    """The network a VM gets: `--network`/`--bridge` if given, else the profile's kind."""
-    if network and bridge:
-        raise UsageError("--network and --bridge exclude each other")
-    if network:
-        return LibvirtNetwork(check_name(network, "network name"))
-    if bridge:
-        return BridgeNetwork(bridge)
-    kind = profile.network.kind
-    if kind == "network":
-        return LibvirtNetwork(profile.network.source or "default")
-    if kind == "bridge":
-        return BridgeNetwork(profile.network.source or "")
-    if ssh_host_port is None:
-        raise UsageError("user-mode networking needs a host port for the SSH forward")
-    return UserNetwork(ssh_host_port=ssh_host_port, forwards=tuple(forwards), restrict=restrict)
 
 
 def _check_inputs(profile: Profile, i: DomainInputs) -> None:
@@ -151,34 +109,38 @@ def _check_inputs(profile: Profile, i: DomainInputs) -> None:
         raise UsageError(f"invalid CPU count {i.cpus}: 1-255")
     if not 16 <= i.memory_mib <= 16 * 1024 * 1024:
         raise UsageError(f"invalid memory size {i.memory_mib} MiB: at least 16 MiB")
-    for what, path in (("overlay", i.overlay_path), ("seed", i.seed_iso_path),
-                       ("serial log", i.serial_log_path)):
+    for what, path in (("disk", i.disk), ("seed", i.seed), ("serial log", i.serial_log)):
         if path is not None and not path.startswith("/"):
             raise UsageError(f"{what} path must be absolute: {path}")
-    if isinstance(i.boot, KernelBoot):
-        for path in (i.boot.kernel, i.boot.initrd):
+    if i.boot_kind == "kernel":
+        if not i.kernel:
+            raise UsageError("direct kernel boot needs a kernel")
+        for path in (i.kernel, i.initrd):
             if path is not None and not path.startswith("/"):
                 raise UsageError(f"kernel/initrd path must be absolute: {path}")
-    elif isinstance(i.boot, FirmwareBoot):
-        if i.boot.firmware not in ("bios", "uefi"):
-            raise UsageError(f"invalid firmware {i.boot.firmware!r}: bios or uefi")
+    elif i.boot_kind == "firmware":
+        if i.firmware not in ("bios", "uefi"):
+            raise UsageError(f"invalid firmware {i.firmware!r}: bios or uefi")
     else:
-        raise UsageError("boot must be a kernel or a firmware boot")
+        raise UsageError(f"invalid boot kind {i.boot_kind!r}: firmware or kernel")
     if i.mac is not None and not _MAC.fullmatch(i.mac):
         raise UsageError(f"invalid MAC address {i.mac!r}: use 52:54:00:xx:xx:xx (lower case)")
     if i.ssh_host_key is not None and ("\n" in i.ssh_host_key or not i.ssh_host_key.strip()):
         raise UsageError("the SSH host key must be one public key line")
-    net = i.network
-    if isinstance(net, UserNetwork):
-        PortForward(net.ssh_host_port, 22)  # range check
-        check_forwards(net.forwards, reserved=(net.ssh_host_port,))
-    elif isinstance(net, LibvirtNetwork):
-        check_name(net.name, "network name")
-    elif isinstance(net, BridgeNetwork):
-        if not _IFNAME.fullmatch(net.name):
-            raise UsageError(f"invalid bridge name {net.name!r}")
+    if i.network == "user":
+        if i.ssh_host_port is None:
+            raise UsageError("user-mode networking needs a host port for the SSH forward")
+        PortForward(i.ssh_host_port, 22)  # range check
+        check_forwards(i.ports, reserved=(i.ssh_host_port,))
+    elif i.network == "network":
+        check_name(i.network_name or "", "network name")
+    elif i.network == "bridge":
+        if not _IFNAME.fullmatch(i.network_name or ""):
+            raise UsageError(f"invalid bridge name {i.network_name!r}")
     else:
-        raise UsageError("unknown network kind")
+        raise UsageError(f"invalid network kind {i.network!r}: user, network or bridge")
+    if i.ports and i.network != "user":
+        raise UsageError("port forwards need user-mode networking")
 
 
 # --- the plan ---------------------------------------------------------------------------------------
@@ -195,13 +157,13 @@ def _pci_bus(machine: str) -> str:
     return "pcie.0" if machine == "q35" or machine.startswith("pc-q35") else "pci.0"
 
 
-def user_netdev_args(profile: Profile, net: UserNetwork, mac: str) -> list[str]:
+def user_netdev_args(profile: Profile, i: DomainInputs, mac: str) -> list[str]:
     """QEMU arguments for user-mode networking with forwards on 127.0.0.1 (no passt)."""
     netdev = [f"user,id={NETDEV_ID}"]
-    if net.restrict:
+    if i.restrict:
         netdev.append("restrict=on")
-    netdev.append(f"hostfwd=tcp:{LOOPBACK}:{net.ssh_host_port}-:22")
-    for fwd in net.forwards:
+    netdev.append(f"hostfwd=tcp:{LOOPBACK}:{i.ssh_host_port}-:22")
+    for fwd in i.ports:
         netdev.append(f"hostfwd={fwd.proto}:{fwd.host_address}:{fwd.host_port}-:{fwd.guest_port}")
     model = {"virtio": "virtio-net-pci", "e1000e": "e1000e", "e1000": "e1000",
              "rtl8139": "rtl8139"}[profile.network.model]
@@ -211,15 +173,14 @@ def user_netdev_args(profile: Profile, net: UserNetwork, mac: str) -> list[str]:
 
 
 def _interface(profile: Profile, i: DomainInputs, mac: str, use_passt: bool) -> Interface | None:
-    net = i.network
-    if isinstance(net, UserNetwork) and not use_passt:
+    if i.network == "user" and not use_passt:
         return None
     iface = Interface()
-    if isinstance(net, UserNetwork):
+    if i.network == "user":
         iface.type = "user"
         iface.mac = mac
-        by_proto: dict[str, list[tuple[int, int]]] = {"tcp": [(net.ssh_host_port, 22)]}
-        for fwd in net.forwards:
+        by_proto: dict[str, list[tuple[int, int]]] = {"tcp": [(i.ssh_host_port, 22)]}
+        for fwd in i.ports:
             by_proto.setdefault(fwd.proto, []).append((fwd.host_port, fwd.guest_port))
         for proto, pairs in by_proto.items():
             pf = iface.add_port_forward(proto, LOOPBACK)
@@ -227,15 +188,15 @@ def _interface(profile: Profile, i: DomainInputs, mac: str, use_passt: bool) -> 
                 pf.add_range(host, guest)
         iface.model = profile.network.model
         iface.backend_type = "passt"
-    elif isinstance(net, LibvirtNetwork):
+    elif i.network == "network":
         iface.type = "network"
         iface.mac = mac
-        iface.source_network = net.name
+        iface.source_network = i.network_name
         iface.model = profile.network.model
     else:
         iface.type = "bridge"
         iface.mac = mac
-        iface.source_bridge = net.name
+        iface.source_bridge = i.network_name
         iface.model = profile.network.model
     return iface
 
@@ -245,8 +206,8 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
     _check_inputs(profile, inputs)
     i, p = inputs, profile
     mac = i.mac or mac_from_uuid(i.uuid)
-    user_net = isinstance(i.network, UserNetwork)
-    use_passt = user_net and i.passt_supported and not i.network.restrict
+    user_net = i.network == "user"
+    use_passt = user_net and i.passt_supported and not i.restrict
     commandline = user_net and not use_passt
 
     d = Domain(qemu_namespace=commandline)
@@ -266,11 +227,11 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
         meta.created = i.created
     if user_net:
         meta.ssh_address = LOOPBACK
-        meta.ssh_port = i.network.ssh_host_port
+        meta.ssh_port = i.ssh_host_port
     if i.ssh_host_key:
         meta.ssh_host_key = i.ssh_host_key.strip()
     if user_net:
-        for fwd in i.network.forwards:
+        for fwd in i.ports:
             meta.add_port(fwd.proto, fwd.host_address, fwd.host_port, fwd.guest_port)
 
     d.memory_mib = i.memory_mib
@@ -293,13 +254,13 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
     os_.os_type = "hvm"
     os_.arch = m.arch
     os_.machine = m.machine
-    if isinstance(i.boot, FirmwareBoot) and i.boot.firmware == "uefi":
+    if i.boot_kind == "firmware" and i.firmware == "uefi":
         os_.firmware = "efi"
-    if isinstance(i.boot, KernelBoot):
-        os_.kernel = i.boot.kernel
-        if i.boot.initrd:
-            os_.initrd = i.boot.initrd
-        os_.cmdline = i.boot.cmdline
+    if i.boot_kind == "kernel":
+        os_.kernel = i.kernel
+        if i.initrd:
+            os_.initrd = i.initrd
+        os_.cmdline = i.cmdline or ""
 
     f = d.features
     f.acpi = m.features_acpi
@@ -334,21 +295,21 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
     disk.driver_cache = p.disk.cache
     if p.disk.discard:
         disk.driver_discard = p.disk.discard
-    disk.source_file = i.overlay_path
+    disk.source_file = i.disk
     disk.target_dev = root_dev
     disk.target_bus = p.disk.bus
     disk.serial = "vmctl-root"
-    if isinstance(i.boot, FirmwareBoot):
+    if i.boot_kind == "firmware":
         disk.boot_order = 1
     devices.add(disk)
 
-    if i.seed_iso_path:
+    if i.seed:
         seed = Disk()
         seed.type = "file"
         seed.device = "cdrom"
         seed.driver_name = "qemu"
         seed.driver_type = "raw"
-        seed.source_file = i.seed_iso_path
+        seed.source_file = i.seed
         seed.target_dev = seed_dev
         seed.target_bus = p.disk.seed_bus
         seed.readonly = True
@@ -361,7 +322,7 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
     serial = Serial()
     serial.type = "pty"
     if p.console.serial_log:
-        serial.log_file = i.serial_log_path
+        serial.log_file = i.serial_log
         serial.log_append = p.console.log_append
     serial.target_type = "isa-serial"
     serial.target_port = 0
@@ -408,5 +369,47 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
         devices.add(rng)
 
     if commandline:
-        d.qemu_commandline.args = user_netdev_args(p, i.network, mac)
+        d.qemu_commandline.args = user_netdev_args(p, i, mac)
     return d
+
+
+# --- edits of a defined domain's XML -------------------------------------------------------------
+
+_HOSTFWD_SSH = re.compile(r"hostfwd=tcp:127\.0\.0\.1:(\d+)-:22(?=,|$)")
+
+
+def move_ssh_port(xml: str, old: int | None, new: int) -> str:
+    """Return `xml` (libvirt's, parsed losslessly) with the SSH forward moved to host port `new`.
+
+    Changes the hostfwd in <qemu:commandline> or the passt <portForward> range, and the metadata.
+    """
+    PortForward(new, 22)
+    d = Domain.from_xml(xml)
+    cl = d.qemu_commandline
+    if cl.exists:
+        args = cl.args
+        changed = False
+        for n, arg in enumerate(args):
+            match = _HOSTFWD_SSH.search(arg)
+            if match and (old is None or int(match.group(1)) == old):
+                args[n] = arg[:match.start(1)] + str(new) + arg[match.end(1):]
+                changed = True
+        if changed:
+            cl.args = args
+    for iface in d.devices.interfaces:
+        for pf in iface.port_forwards:
+            if pf.proto != "tcp":
+                continue
+            for rng in pf.ranges:
+                if rng.to == 22 and (old is None or rng.start == old):
+                    rng.start = new
+    if d.metadata.exists:
+        d.metadata.ssh_port = new
+    return d.to_xml()
+
+
+def mark_created(xml: str) -> str:
+    """Return `xml` with vmctl's creation state set to "created" (the create transaction finished)."""
+    d = Domain.from_xml(xml)
+    d.metadata.state = "created"
+    return d.to_xml()

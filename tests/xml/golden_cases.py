@@ -1,0 +1,113 @@
+"""The golden table: CLI lines and the fixed inputs that make their XML deterministic.
+
+Each case names the `vmctl create ... --print-xml` line it stands for and the `DomainInputs` that
+line resolves to with every volatile value pinned (uuid, SSH port, data root, creation time, host
+key, accelerator, passt support). Golden files live in tests/data/domain/<case>.xml; run with
+``VMCTL_REGENERATE=1`` to rewrite them, then review the diff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from vmctl.core.domain_plan import DomainInputs
+from vmctl.core.ports import parse_port
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+GOLDEN_DIR = DATA / "domain"
+INVALID_DIR = DATA / "domain-invalid"
+TEST_CONFIG_HOME = DATA / "config"      # user profile dir with test profiles (vnc, tcg-custom)
+ROOT = "/var/tmp/vmctl-golden"          # VMCTL_ROOT the CLI form of the table uses
+SSH_PORT = 40022
+CREATED = "2026-01-02T03:04:05Z"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdvbGRlbi1ob3N0LWtleS1mb3ItdGVzdHMtb25seQ vmctl-host-key"
+IMAGE_ID = "sha256:" + "5e" * 32
+
+
+def _inputs(name: str, uuid: str, **kw) -> DomainInputs:
+    base = dict(
+        name=name, uuid=uuid, mode="hosted", profile="hosted", image_ref="debian:12",
+        image_id=IMAGE_ID, virt_type="qemu", cpus=1, memory_mib=1024,
+        disk=f"{ROOT}/instances/{name}/disk.qcow2", seed=f"{ROOT}/instances/{name}/seed.iso",
+        serial_log=f"{ROOT}/instances/{name}/serial.log", network="user",
+        ssh_host_port=SSH_PORT, ssh_host_key=HOST_KEY, created=CREATED,
+    )
+    base.update(kw)
+    return DomainInputs(**base)
+
+
+# case name -> (CLI line, profile name, inputs)
+CASES: dict[str, tuple[str, str, DomainInputs]] = {
+    "hosted-tcg-forwards": (
+        "vmctl create web --image debian:12 -p 8080:80 -p 127.0.0.1:5353:53/udp --restrict-network --print-xml",
+        "hosted",
+        _inputs("web", "0c5f6f7e-1b2a-4c3d-8e9f-a0b1c2d3e4f5", restrict=True,
+                ports=(parse_port("8080:80"), parse_port("127.0.0.1:5353:53/udp"))),
+    ),
+    "hosted-kvm-kernel": (
+        "vmctl create tiny --image busybox:latest --cpus 2 --memory 256M --print-xml   # image boots a kernel directly; KVM usable",
+        "hosted",
+        _inputs("tiny", "1d2e3f40-5a6b-4c7d-9e8f-102132435465", image_ref="busybox:latest",
+                virt_type="kvm", cpus=2, memory_mib=256, boot_kind="kernel",
+                kernel=f"{ROOT}/images/sha256/{'5e' * 32}/vmlinuz",
+                initrd=f"{ROOT}/images/sha256/{'5e' * 32}/initrd.img",
+                cmdline="root=/dev/vda rw console=ttyS0 quiet", seed=None, ssh_host_key=None),
+    ),
+    "hosted-passt": (
+        "vmctl create api --image debian:12 -p 8443:443 -p 6000:6000/udp --print-xml   # libvirt with working passt",
+        "hosted",
+        _inputs("api", "2e3f4051-6b7c-4d8e-af90-213243546576", passt_supported=True,
+                ports=(parse_port("8443:443"), parse_port("6000:6000/udp"))),
+    ),
+    "hosted-passt-restrict": (
+        "vmctl create iso --image debian:12 --restrict-network --print-xml   # passt cannot restrict: slirp",
+        "hosted",
+        _inputs("iso", "3f405162-7c8d-4e9f-b0a1-324354657687", passt_supported=True, restrict=True),
+    ),
+    "kvm-network-uefi": (
+        "vmctl --mode system create db --image debian:12-uefi --print-xml",
+        "kvm",
+        _inputs("db", "40516273-8d9e-4fa0-81b2-435465768798", mode="system", profile="kvm",
+                image_ref="debian:12-uefi", virt_type="kvm", cpus=2, memory_mib=2048,
+                firmware="uefi", network="network", network_name="default", ssh_host_port=None),
+    ),
+    "kvm-bridge-tcg": (
+        "vmctl --mode system create edge --image debian:12 --bridge br0 --print-xml   # KVM not usable: TCG",
+        "kvm",
+        _inputs("edge", "51627384-9eaf-4b01-92c3-5465768798a9", mode="system", profile="kvm",
+                cpus=2, memory_mib=2048, network="bridge", network_name="br0",
+                ssh_host_port=None, mac="52:54:00:0a:0b:0c"),
+    ),
+    "vnc": (
+        "vmctl create desk --image debian:12 --profile vnc --print-xml   # user profile dir",
+        "vnc",
+        _inputs("desk", "62738495-afb0-4c12-a3d4-65768798a9ba", profile="vnc"),
+    ),
+    "tcg-custom": (
+        "vmctl create old --image debian:12 --profile tcg-custom --print-xml   # user profile dir",
+        "tcg-custom",
+        _inputs("old", "738495a6-b0c1-4d23-b4e5-768798a9bacb", profile="tcg-custom",
+                state="created"),
+    ),
+    "minimal": (
+        "vmctl create plain --image debian:12 --profile minimal --print-xml",
+        "minimal",
+        _inputs("plain", "8495a6b7-c1d2-4e34-85f6-8798a9bacbdc", profile="minimal"),
+    ),
+}
+
+
+def golden_path(case: str) -> Path:
+    return GOLDEN_DIR / f"{case}.xml"
+
+
+def golden_files() -> list[Path]:
+    return sorted(GOLDEN_DIR.glob("*.xml"))
+
+
+def invalid_files() -> list[Path]:
+    return sorted(INVALID_DIR.glob("*-invalid.xml"))
+
+
+__all__ = ["CASES", "golden_path", "golden_files", "invalid_files", "replace"]

@@ -21,7 +21,7 @@ from vmctl.errors import ConflictError, IntegrityError, InUseError, NotFoundErro
 from vmctl.storage import probe, qemu_img
 from vmctl.storage.blobs import Blobs
 from vmctl.storage.digest import canonical_json, check_digest, of_bytes
-from vmctl.storage.holds import Holds
+from vmctl.storage.holds import Holds, check_holder
 from vmctl.storage.importer import Progress, prepare_base_layer, prepare_overlay_layer
 from vmctl.storage.index import Index
 from vmctl.storage.layout import Layout, layer_name
@@ -258,6 +258,7 @@ class ImageStore:
 
     def hold(self, ref: str, holder: str) -> Image:
         """Keep an image alive for `holder` (``instance:web1``); idempotent."""
+        check_holder(holder)
         with self.lock:
             index = self._index()
             image_id = self._resolve_id(ref, index)

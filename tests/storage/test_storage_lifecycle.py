@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 
 import pytest
 
-from vmctl.errors import InUseError, NotFoundError, UsageError
+from vmctl.errors import ConflictError, InUseError, NotFoundError, UsageError
 from vmctl.storage import qemu_img
 
 from conftest import make_raw, qemu_io
@@ -47,6 +45,15 @@ def test_rm_only_untags_while_other_tags_remain(store, raw_disk):
     assert res.deleted == (im.id,) and res.freed > 0
     assert store.list() == [] and not im.top_layer.exists()
     assert list(store.layout.blobs.iterdir()) == []
+
+
+def test_rm_by_id_of_multi_tagged_image_needs_force(store, raw_disk):
+    im = store.import_image(raw_disk, "deb:12")
+    store.tag("deb:12", "deb:latest")
+    with pytest.raises(ConflictError, match="deb:12, deb:latest"):
+        store.remove(im.short_id)
+    res = store.remove(im.short_id, force=True)
+    assert res.deleted == (im.id,) and set(res.untagged) == {"deb:12", "deb:latest"}
 
 
 def test_rm_refused_while_held(store, raw_disk):

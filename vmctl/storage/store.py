@@ -289,6 +289,11 @@ class ImageStore:
                 index.untag(r.repo, r.tag)
                 index.save(self.layout.index)
                 return RemoveResult(untagged=(named,))
+            if not named and len(tags) > 1 and not force:
+                raise ConflictError(
+                    f"image {short_id(image_id)} has several tags ({', '.join(tags)}); remove them "
+                    "by name, or use --force to delete it with all its tags"
+                )
             holders = self.holds.holders(image_id)
             children = self._children(image_id, index)
             if holders or children:

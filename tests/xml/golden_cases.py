@@ -52,7 +52,7 @@ CASES: dict[str, tuple[str, str, DomainInputs]] = {
                 virt_type="kvm", cpus=2, memory_mib=256, boot_kind="kernel",
                 kernel=f"{ROOT}/images/sha256/{'5e' * 32}/vmlinuz",
                 initrd=f"{ROOT}/images/sha256/{'5e' * 32}/initrd.img",
-                cmdline="root=/dev/vda rw console=ttyS0 quiet", seed=None, ssh_host_key=None),
+                cmdline="root=/dev/vda rw console=ttyS0 quiet", seed=None),
     ),
     "hosted-passt": (
         "vmctl create api --image debian:12 -p 8443:443 -p 6000:6000/udp --print-xml   # libvirt with working passt",
@@ -66,18 +66,18 @@ CASES: dict[str, tuple[str, str, DomainInputs]] = {
         _inputs("iso", "3f405162-7c8d-4e9f-b0a1-324354657687", passt_supported=True, restrict=True),
     ),
     "kvm-network-uefi": (
-        "vmctl --mode system create db --image debian:12-uefi --print-xml",
+        "vmctl --mode system create db --image debian:12-uefi --cpus 2 --memory 2G --print-xml",
         "kvm",
         _inputs("db", "40516273-8d9e-4fa0-81b2-435465768798", mode="system", profile="kvm",
                 image_ref="debian:12-uefi", virt_type="kvm", cpus=2, memory_mib=2048,
                 firmware="uefi", network="network", network_name="default", ssh_host_port=None),
     ),
     "kvm-bridge-tcg": (
-        "vmctl --mode system create edge --image debian:12 --bridge br0 --print-xml   # KVM not usable: TCG",
+        "vmctl --mode system create edge --image debian:12 --cpus 2 --memory 2G --bridge br0 --print-xml   # KVM not usable: TCG",
         "kvm",
         _inputs("edge", "51627384-9eaf-4b01-92c3-5465768798a9", mode="system", profile="kvm",
                 cpus=2, memory_mib=2048, network="bridge", network_name="br0",
-                ssh_host_port=None, mac="52:54:00:0a:0b:0c"),
+                ssh_host_port=None),
     ),
     "vnc": (
         "vmctl create desk --image debian:12 --profile vnc --print-xml   # user profile dir",
@@ -87,8 +87,7 @@ CASES: dict[str, tuple[str, str, DomainInputs]] = {
     "tcg-custom": (
         "vmctl create old --image debian:12 --profile tcg-custom --print-xml   # user profile dir",
         "tcg-custom",
-        _inputs("old", "738495a6-b0c1-4d23-b4e5-768798a9bacb", profile="tcg-custom",
-                state="created"),
+        _inputs("old", "738495a6-b0c1-4d23-b4e5-768798a9bacb", profile="tcg-custom"),
     ),
     "minimal": (
         "vmctl create plain --image debian:12 --profile minimal --print-xml",

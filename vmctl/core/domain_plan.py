@@ -1,18 +1,28 @@
 """From resolved inputs and a machine profile to a domain model: one pure function, no I/O.
 
 `plan_domain(profile, inputs)` decides every element of the domain vmctl defines. Everything
-volatile (uuid, ports, paths, time, MAC) comes in through `DomainInputs`, so the same inputs always
-give the same XML: that is what the golden-file tests pin down.
+volatile (uuid, ports, paths, time, MAC, accelerator, passt support) comes in through
+`DomainInputs`, so the same inputs always give the same XML: the golden-file tests pin that down.
 
 Hosted networking. QEMU's user-mode stack with ports forwarded on 127.0.0.1 is written
 - as ``<interface type='user'><backend type='passt'/><portForward address='127.0.0.1'>`` when the
   caller says libvirt's passt backend works (``passt_supported``) and no ``restrict`` is asked
-  (passt has no equivalent of slirp's ``restrict=on`` in libvirt's XML, and dropping a requested
-  isolation silently is not acceptable);
+  (libvirt's passt XML has no equivalent of slirp's ``restrict=on``, and silently dropping an
+  isolation the user asked for is not acceptable);
 - otherwise as ``<qemu:commandline>``: ``-netdev user,id=vmctl0[,restrict=on],hostfwd=...`` and
-  ``-device virtio-net-pci,netdev=vmctl0,bus=pcie.0,addr=0x1c,mac=...,romfile=``. The explicit
-  address is on the root bus at a slot libvirt never fills by itself (see hosted.toml); libvirt 9.0
-  has no XML for hostfwd and rejects ``<backend type='passt'>``.
+  ``-device virtio-net-pci,netdev=vmctl0,bus=pcie.0,addr=0x1c,mac=...,romfile=``.
+
+libvirt 9.0.0 lists passt in its release notes, but its XML parser refuses
+``<backend type='passt'>`` ("Invalid value for attribute 'type' in element 'backend'"; checked on
+this project's Debian 12 hosts, and libvirt issue #462), hence the qemu:commandline form there.
+
+The device address: libvirt never learns about a device given on QEMU's command line, so the slot
+must be one libvirt never fills. On q35 it puts pcie-root-ports (and integrated devices) on the root
+bus from slot 0x01 upward and reserves 0x1f (ICH9 LPC/SATA/SMBus), 0x1e (DMI-PCI bridge), 0x1d (ICH9
+USB), 0x1b (ICH9 audio): 0x1c is free of all of them. Verified on libvirt 9.0 / QEMU 7.2: defined
+through qemu:///session, started, ``info pci`` shows the NIC at bus 0 device 28, ``info usernet``
+the forwards bound to 127.0.0.1. ``romfile=`` skips the iPXE option ROM (vmctl never net-boots).
+The slot is a profile key (``[network] user_pci_slot``) in case a profile adds such devices.
 """
 
 from __future__ import annotations

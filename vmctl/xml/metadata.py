@@ -23,7 +23,7 @@ leftovers of a killed create.
 
 from __future__ import annotations
 
-from vmctl.xml.base import NSMAP, VMCTL_NS, Children, Prop, XMLNode, make_child, qname
+from vmctl.xml.base import VMCTL_NS, Children, Prop, XMLNode, make_child, qname
 
 STATES = ("creating", "created")
 
@@ -77,4 +77,3 @@ class VmctlMetadata(XMLNode):
                 el.remove(container)
 
 
-assert NSMAP["vmctl"] == VMCTL_NS

@@ -55,10 +55,21 @@ def qemu_user_available() -> bool:
 
 
 @pytest.fixture
-def acl_store(tmp_path) -> ImageStore:
+def qemu_tmp():
+    """A temp dir outside pytest's basetemp: pytest (ours or a concurrent run) chmods
+    /tmp/pytest-of-<user> to 0700, which clears the ACL mask and with it QEMU's search right."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="vmctl-storage-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def acl_store(qemu_tmp) -> ImageStore:
     if not qemu_user_available():
         pytest.skip(f"needs root, setfacl and the {QEMU_USER} user")
-    return ImageStore(tmp_path / "root", QEMU_USER)
+    return ImageStore(qemu_tmp / "root", QEMU_USER)
 
 
 @pytest.fixture

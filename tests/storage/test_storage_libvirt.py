@@ -38,13 +38,13 @@ def _domain_xml(name: str, disk, kernel=None) -> str:
     return etree.tostring(dom).decode()
 
 
-def test_libvirt_opens_relative_backing_chain(tmp_path, libvirtd, raw_disk):
+def test_libvirt_opens_relative_backing_chain(tmp_path, qemu_tmp, libvirtd, raw_disk):
     if not qemu_user_available():
         pytest.skip("needs root, setfacl and libvirt-qemu")
     import libvirt
     import libvirt_qemu
 
-    root = tmp_path / "root"
+    root = qemu_tmp / "root"
     store = ImageStore(root, QEMU_USER)
     kernel = tmp_path / "k"
     kernel.write_bytes(b"\0" * 4096)

@@ -157,3 +157,16 @@ def test_df(tmp_path, store, raw_disk):
     assert usage.instances.reclaimable == usage.instances.size
     assert usage.snapshots.count == 2 and usage.snapshots.size == 300
     assert [r.kind for r in usage.rows] == ["images", "instances", "snapshots"]
+
+
+def test_hold_release_and_verify(store, raw_disk):
+    im = store.import_image(raw_disk, "deb:12")
+    with pytest.raises(NotFoundError):
+        store.hold("nope:1", "instance:x")
+    assert store.hold("deb:12", "instance:a").id == im.id
+    assert store.hold("deb:12", "instance:a").id == im.id  # idempotent
+    assert store.all_holds() == {im.id: ["instance:a"]}
+    assert store.release("deb:12", "instance:a") and store.all_holds() == {}
+    assert store.verify("deb:12") == []
+    im.top_layer.chmod(0o644)
+    assert any("writable" in p for p in store.verify("deb:12"))

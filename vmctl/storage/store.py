@@ -265,11 +265,16 @@ class ImageStore:
             self.holds.add(image_id, holder)
             return self._image(image_id, index)
 
-    def release(self, image_id: str, holder: str) -> bool:
-        """Drop a hold; True if it existed. Does not delete the image (prune does, if untagged)."""
-        check_digest(image_id)
+    def release(self, image: str, holder: str) -> bool:
+        """Drop a hold; True if it existed. Does not delete the image (prune does, if untagged).
+
+        `image` is best the full id the holder recorded; any reference that resolves also works.
+        """
+        check_holder(holder)
         with self.lock:
-            return self.holds.remove(image_id, holder)
+            if not (image.startswith("sha256:") and len(image) == 71):
+                image = self._resolve_id(image, self._index())
+            return self.holds.remove(check_digest(image), holder)
 
     # ------------------------------------------------------------------ removal
     def remove(self, ref: str, *, force: bool = False) -> RemoveResult:
@@ -669,6 +674,10 @@ class ImageStore:
             previous = desc["digest"]
         image_id = of_bytes(manifest)
         with self.lock:
+            for desc in parsed.blobs:  # again under the lock: an unpinned blob may have been pruned
+                mt = desc["mediaType"] if desc["mediaType"] == LAYER_MEDIA_TYPE else None
+                if not self.blobs.has(desc["digest"], mt):
+                    raise NotFoundError(f"blob {desc['digest']} of the manifest vanished (pruned?)")
             if not self.blobs.has(image_id):
                 work = WorkDir.create(self.layout.tmp, self.lock, "manifest")
                 try:
@@ -706,6 +715,14 @@ class ImageStore:
         for path in im.layers:
             if path.exists() and not qemu_img.is_clean(qemu_img.check(path, "qcow2", force_share=True)):
                 problems.append(f"{path} fails qemu-img check")
+        for path in [*im.layers, im.kernel, im.initrd]:
+            if path is None or not path.exists():
+                continue
+            st = path.stat()
+            if st.st_uid != os.geteuid():
+                problems.append(f"{path} is owned by uid {st.st_uid} (libvirt relabelling?), not by the store's owner")
+            if st.st_mode & 0o222:
+                problems.append(f"{path} is writable (mode {st.st_mode & 0o777:o})")
         return problems
 
     def df(self, **kwargs):

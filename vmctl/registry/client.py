@@ -705,8 +705,11 @@ class RegistryClient:
         resp.close()
         if resp.status_code != 204:
             return None, 0
+        # distribution says "0-0" both for nothing and for one byte received; this client never
+        # sends a 1-byte chunk (such blobs go in one PUT), so "0-0" means nothing.
         m = re.fullmatch(r"(?:bytes=)?0-(\d+)", resp.headers.get("Range", ""))
-        return resp.headers.get("Location", location), (int(m.group(1)) + 1 if m else 0)
+        end = int(m.group(1)) if m else 0
+        return resp.headers.get("Location", location), (end + 1 if end > 0 else 0)
 
     # ------------------------------------------------------------------ API: listing
     def _paged(self, path: str, key: str, scope: str, what: str, page: int) -> list[str]:

@@ -1,44 +1,19 @@
-"""Fixtures for the image store tests: small disks made with qemu-img, a store per test."""
+"""Fixtures for the image store tests: a store per test, small disks."""
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
-import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from vmctl.storage import ImageStore
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-QEMU_USER = "libvirt-qemu"
+from storage_helpers import QEMU_USER, make_qcow2, make_raw, qemu_user_available  # noqa: E402
 
-
-def qemu_io(path: Path, fmt: str, command: str) -> None:
-    subprocess.run(["qemu-io", "-f", fmt, "-c", command, str(path)], check=True, capture_output=True)
-
-
-def make_raw(path: Path, size: int = 64 << 20, pattern: int = 0x5A, at: int = 1 << 20,
-             length: int = 1 << 20) -> Path:
-    """A sparse raw disk with `length` bytes of `pattern` at offset `at`."""
-    with open(path, "wb") as fh:
-        fh.truncate(size)
-        fh.seek(at)
-        fh.write(bytes([pattern]) * length)
-    return path
-
-
-def make_qcow2(path: Path, size: int = 64 << 20, pattern: int = 0x33) -> Path:
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), str(size)], check=True)
-    qemu_io(path, "qcow2", f"write -P {pattern} 0 512k")
-    return path
-
-
-def read_back(path: Path, fmt: str, offset: int, length: int, pattern: int) -> bool:
-    proc = subprocess.run(["qemu-io", "-r", "-f", fmt, "-c", f"read -P {pattern} {offset} {length}", str(path)],
-                          capture_output=True, text=True)
-    return proc.returncode == 0 and "Pattern verification failed" not in proc.stdout
+from vmctl.storage import ImageStore  # noqa: E402
 
 
 @pytest.fixture
@@ -46,20 +21,10 @@ def store(tmp_path) -> ImageStore:
     return ImageStore(tmp_path / "root", None)
 
 
-def qemu_user_available() -> bool:
-    try:
-        pwd.getpwnam(QEMU_USER)
-    except KeyError:
-        return False
-    return shutil.which("setfacl") is not None and os.geteuid() == 0
-
-
 @pytest.fixture
 def qemu_tmp():
     """A temp dir outside pytest's basetemp: pytest (ours or a concurrent run) chmods
     /tmp/pytest-of-<user> to 0700, which clears the ACL mask and with it QEMU's search right."""
-    import tempfile
-
     path = Path(tempfile.mkdtemp(prefix="vmctl-storage-test-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)

@@ -15,7 +15,7 @@ import pytest
 from vmctl.storage import ImageStore, qemu_img
 from vmctl.storage.index import Index
 
-from conftest import qemu_io
+from storage_helpers import qemu_io
 
 CHILD = r"""
 import json, os, signal, sys

@@ -11,7 +11,7 @@ import pytest
 from vmctl.errors import NotFoundError, UsageError
 from vmctl.storage import ImageStore, qemu_img
 
-from conftest import make_qcow2, make_raw, read_back
+from storage_helpers import make_qcow2, make_raw, read_back
 
 
 def test_import_raw(store, raw_disk):

@@ -13,7 +13,7 @@ from vmctl.errors import IntegrityError, UsageError
 from vmctl.storage import ImageStore, probe, qemu_img
 from vmctl.storage.digest import of_bytes, of_file
 
-from conftest import QEMU_USER, qemu_io, read_back
+from storage_helpers import QEMU_USER, qemu_io, read_back
 
 
 def _commit(store, tmp_path, parent_ref, ref, pattern=0x42, offset="2M"):

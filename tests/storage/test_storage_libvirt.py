@@ -12,7 +12,7 @@ import pytest
 from vmctl import perms
 from vmctl.storage import ImageStore, qemu_img
 
-from conftest import QEMU_USER, qemu_io, qemu_user_available
+from storage_helpers import QEMU_USER, qemu_io, qemu_user_available
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import pytest
 from vmctl.errors import ConflictError, InUseError, NotFoundError, UsageError
 from vmctl.storage import qemu_img
 
-from conftest import make_raw, qemu_io
+from storage_helpers import make_raw, qemu_io
 
 
 def _child(store, tmp_path, parent_ref: str, ref: str, pattern: int = 0x42):

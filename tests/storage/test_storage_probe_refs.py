@@ -10,7 +10,7 @@ from vmctl.errors import UsageError
 from vmctl.storage import probe
 from vmctl.storage.refs import parse_name, parse_reference
 
-from conftest import make_qcow2, make_raw
+from storage_helpers import make_qcow2, make_raw
 
 
 def test_detect_format(tmp_path):

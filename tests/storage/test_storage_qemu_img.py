@@ -7,7 +7,7 @@ import pytest
 from vmctl.errors import ExternalToolError
 from vmctl.storage import qemu_img
 
-from conftest import make_qcow2, make_raw, qemu_io
+from storage_helpers import make_qcow2, make_raw, qemu_io
 
 
 def test_create_info_overlay_always_names_backing_format(tmp_path):

@@ -4,7 +4,8 @@ Layout of ``cache_dir`` (reused across builds)::
 
     debs/                  .deb files fetched by ``apt-get download``
     extract/<deb stem>/    their contents (``dpkg-deb -x``)
-    images/<hex digest>/   finished builds: disk.qcow2, vmlinuz, initrd.img, build.json
+    images/<hex digest>/   finished builds: disk.qcow2, vmlinux (PVH ELF) or vmlinuz, initrd.img,
+                           build.json
 
 A finished build directory appears atomically (built under a temporary name in ``work_dir``'s
 sibling, then renamed), so an interrupted build never looks finished.
@@ -24,6 +25,7 @@ from typing import Callable
 
 from vmctl.build import debs, initramfs, kmod
 from vmctl.build.elf import read_needed
+from vmctl.build.kernel import pvh_kernel
 from vmctl.build.recipe import FORMAT_VERSION, Recipe, load_recipe, recipe_digest
 from vmctl.build.tools import require, run
 from vmctl.errors import ExternalToolError, NotFoundError, UsageError
@@ -74,11 +76,12 @@ def _noop(_msg: str, _frac: float | None) -> None:
 
 
 def build(recipe_name_or_path: str | Path, cache_dir: Path, work_dir: Path,
-          progress: Progress | None = None) -> BuildResult:
+          progress: Progress | None = None, *, packages_cache: Path | None = None) -> BuildResult:
     """Build the recipe (or return the cached build with the same recipe digest).
 
-    ``cache_dir`` keeps downloads, extractions and finished images across builds; ``work_dir``
-    holds temporary staging trees and is left clean. Raises ``ExternalToolError`` when a tool
+    ``cache_dir`` keeps downloads, extractions and finished images across builds; downloads and
+    extractions go to ``packages_cache`` instead when given (tests share one across runs while
+    building images from scratch). ``work_dir`` holds temporary staging trees and is left clean. Raises ``ExternalToolError`` when a tool
     fails (with its stderr tail), ``NotFoundError``/``UsageError`` for a bad recipe.
     """
     say = progress or _noop
@@ -100,17 +103,18 @@ def build(recipe_name_or_path: str | Path, cache_dir: Path, work_dir: Path,
         kernel_pkg = debs.resolve_kernel_package(recipe.boot["kernel_package"])
         packages = [kernel_pkg, *recipe.rootfs["packages"]]
         say(f"downloading {len(packages)} packages", 0.05)
-        deb_files = debs.download(packages, cache_dir / "debs")
+        pkg_cache = packages_cache or cache_dir
+        deb_files = debs.download(packages, pkg_cache / "debs")
         trees = {}
         for i, pkg in enumerate(packages):
             say(f"extracting {pkg}", 0.1 + 0.3 * i / len(packages))
-            trees[pkg] = debs.extract(deb_files[pkg], cache_dir / "extract")
+            trees[pkg] = debs.extract(deb_files[pkg], pkg_cache / "extract")
         kernel_tree = trees.pop(kernel_pkg)
         kernel, modules_root = _kernel_files(kernel_tree)
 
         say("writing initramfs", 0.45)
         _write_initrd(recipe, trees, modules_root, tmp_out / "initrd.img")
-        shutil.copyfile(kernel, tmp_out / "vmlinuz")
+        kernel_name = _write_kernel(recipe, kernel, tmp_out, say)
 
         say("assembling root filesystem", 0.55)
         _assemble_rootfs(recipe, trees, modules_root, staging)
@@ -119,7 +123,7 @@ def build(recipe_name_or_path: str | Path, cache_dir: Path, work_dir: Path,
         _make_disk(staging, size, recipe.rootfs.get("label", "root"), work_dir, tmp_out / "disk.qcow2")
 
         result = BuildResult(
-            recipe_digest=digest, disk=final / "disk.qcow2", kernel=final / "vmlinuz",
+            recipe_digest=digest, disk=final / "disk.qcow2", kernel=final / kernel_name,
             initrd=final / "initrd.img", cmdline=recipe.boot["cmdline"], boot_kind=recipe.boot["kind"],
             architecture=recipe.data.get("architecture", "x86_64"),
             defaults={"cpus": int(recipe.data["defaults"].get("cpus", 1)),
@@ -166,6 +170,21 @@ def _kernel_files(tree: Path) -> tuple[Path, Path]:
     if len(kernels) != 1 or len(roots) != 1:
         raise NotFoundError(f"kernel package at {tree} has no single vmlinuz and modules directory")
     return kernels[0], roots[0]
+
+
+def _write_kernel(recipe: Recipe, bzimage: Path, out: Path, say: Progress) -> str:
+    """Write the kernel blob; ``kernel_format = "pvh"`` gives the ELF for PVH boot when possible."""
+    fmt = recipe.boot.get("kernel_format", "bzimage")
+    if fmt not in ("pvh", "bzimage"):
+        raise UsageError(f"recipe {recipe.name}: kernel_format must be 'pvh' or 'bzimage'")
+    if fmt == "pvh":
+        elf = pvh_kernel(bzimage.read_bytes())
+        if elf is not None:
+            (out / "vmlinux").write_bytes(elf)
+            return "vmlinux"
+        say("kernel has no PVH entry point: using its bzImage", None)
+    shutil.copyfile(bzimage, out / "vmlinuz")
+    return "vmlinuz"
 
 
 def _busybox(recipe: Recipe, trees: dict[str, Path]) -> Path:

@@ -11,6 +11,8 @@ import re
 
 #: Printed once the guest has applied its seed, has an address and its SSH server listens.
 READY_LINE = "vmctl-guest: ready"
+#: Printed just before READY_LINE: ``vmctl-guest: up <seconds since the kernel started> s``.
+UPTIME_RE = re.compile(r"^vmctl-guest: up (?P<seconds>[0-9.]+) s$")
 #: Printed by the guest's shutdown script after its disk was synced and remounted read-only.
 CLEAN_SHUTDOWN_LINE = "vmctl-guest: clean shutdown"
 #: cloud-init's markers around the host key fingerprints (one ``ssh-keygen -l`` line each).

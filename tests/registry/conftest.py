@@ -17,6 +17,7 @@ Servers are stopped at the end of the session.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -74,8 +75,9 @@ def registry_client(registry):
 
 @pytest.fixture
 def repo_name(request) -> str:
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60].strip("-")
-    return f"test/{name}"
+    full = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    tag = hashlib.sha256(full.encode()).hexdigest()[:6]
+    return f"test/{full[:36].strip('-')}-{tag}"
 
 
 @pytest.fixture

@@ -1,0 +1,465 @@
+"""Push and pull vmctl images between the local store and a registry (the glue; see FORMAT.md).
+
+Push: every disk layer is compressed with zstd (deterministic, :mod:`.compress`) and uploaded unless
+the registry has that blob already (``HEAD``), or can mount it from another repository where this
+host pushed it before; config, kernel and initrd go as they are. A small cache under
+``<data root>/cache/registry/zstd/`` remembers, per uncompressed layer digest, the compressed digest
+and size (and which repositories got it), so a re-push or the push of a derived image does not even
+recompress the layers the registry already has: only the new layer is compressed and uploaded.
+
+Pull, in two phases so that a failure leaves the store as it was:
+
+1. fetch and check: the manifest (digest-verified), its translation into the local manifest (which
+   is byte-identical to the one the pushing host had, so the image id is the same everywhere), the
+   config (validated before any big download). Then every blob the store lacks — a layer is looked
+   up by its *uncompressed* digest, so layers already present are never downloaded — is downloaded
+   resumably into ``<data root>/cache/registry/partial/`` and verified against its digest, and a
+   compressed layer is also decompressed to nowhere to check the uncompressed digest and size the
+   manifest announces. Network errors, mismatches and truncation all happen here; the store is not
+   touched.
+2. ingest: each blob is decompressed into the store's own verified, qcow2-checked write path
+   (:meth:`ImageStore.ingest_blob`), pinned by the pull's work dir, then the manifest is put (and
+   tagged) in one step. If this phase fails (a layer that fails ``qemu-img check``, disk full), the
+   layers it published and nothing else references are removed again.
+
+A verified compressed blob stays in ``partial/`` only until it is ingested; an interrupted download
+stays there as ``<hex>.partial`` and the next pull resumes it with ``Range``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import zstandard
+
+from vmctl.errors import IntegrityError, NotFoundError, UsageError
+from vmctl.registry import compress
+from vmctl.registry import mediatypes as mt
+from vmctl.registry.auth import AuthStore
+from vmctl.registry.client import RegistryClient
+from vmctl.registry.refs import RegistryRef, require_registry_ref
+
+# (phase, done, total): phase is e.g. "compress 1a2b3c4d5e6f", "upload 1a2b3c4d5e6f", "download …"
+Progress = Callable[[str, int, int | None], None]
+
+_ZSTD_ID = f"{compress.FORMAT_ID}/libzstd-{zstandard.ZSTD_VERSION}"
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[1][:12]
+
+
+def _sub(progress: Progress | None, phase: str):
+    if progress is None:
+        return None
+    return lambda done, total: progress(phase, done, total)
+
+
+# ------------------------------------------------------------------ clients for refs
+def open_client(ref_or_host: RegistryRef | str, *, settings=None, insecure: bool | None = None,
+                ca_file: str | None = None, auth_store: AuthStore | None = None,
+                **client_kw) -> RegistryClient:
+    """A client for the registry of `ref_or_host`, with stored credentials (vmctl's, else Docker's
+    or podman's) and TLS settings: `insecure` explicitly, else whether the host is listed in
+    ``settings.insecure_registries``."""
+    if isinstance(ref_or_host, RegistryRef):
+        host, repo, api_host = ref_or_host.host, ref_or_host.repo, ref_or_host.api_host
+    else:
+        from vmctl.registry.refs import normalize_host
+
+        host, repo = normalize_host(ref_or_host), None
+        api_host = "registry-1.docker.io" if host == "docker.io" else host
+    if insecure is None:
+        listed = tuple(getattr(settings, "insecure_registries", ()) or ())
+        insecure = host in listed or api_host in listed
+    creds = (auth_store or AuthStore()).get(host, repo)
+    return RegistryClient(api_host, insecure=insecure, ca_file=ca_file, credentials=creds, **client_kw)
+
+
+def cache_root(store) -> Path:
+    return Path(store.data_root) / "cache" / "registry"
+
+
+# ------------------------------------------------------------------ manifest translation
+def registry_manifest(local: dict, layers: dict[str, dict]) -> bytes:
+    """The registry form of local manifest `local`: disk layers replaced by their compressed
+    descriptors (`layers`: uncompressed digest -> {"digest","size"}), canonical JSON."""
+    out_layers = []
+    for desc in local["layers"]:
+        if desc["mediaType"] == mt.LOCAL_LAYER:
+            c = layers[desc["digest"]]
+            out_layers.append({
+                "mediaType": mt.DISK_LAYER_ZSTD, "digest": c["digest"], "size": c["size"],
+                "annotations": {mt.ANN_UNCOMPRESSED_DIGEST: desc["digest"],
+                                mt.ANN_UNCOMPRESSED_SIZE: str(desc["size"])},
+            })
+        else:
+            out_layers.append(dict(desc))
+    doc = {k: v for k, v in local.items() if k != "layers"}
+    doc["layers"] = out_layers
+    return _canonical(doc)
+
+
+@dataclass(frozen=True)
+class RemoteBlob:
+    """One blob of a pulled image: where it is in the registry and what it becomes locally."""
+
+    local_type: str       # media type in the store
+    local_digest: str
+    local_size: int
+    remote_digest: str
+    remote_size: int
+    compressed: bool
+
+
+def local_manifest(data: bytes) -> tuple[bytes, list[RemoteBlob], dict]:
+    """Translate a registry manifest into (local manifest bytes, blobs, config descriptor).
+
+    Raises IntegrityError for anything that is not a well-formed vmctl image.
+    """
+    from vmctl.storage.digest import is_digest
+
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise IntegrityError("manifest is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
+        raise IntegrityError("manifest: schemaVersion must be 2")
+    if doc.get("artifactType") != mt.ARTIFACT_TYPE:
+        raise IntegrityError(
+            f"not a vmctl image (artifactType {doc.get('artifactType')!r}, config "
+            f"{(doc.get('config') or {}).get('mediaType')!r})")
+    layers = doc.get("layers")
+    if not isinstance(layers, list):
+        raise IntegrityError("manifest: layers must be a list")
+    blobs: list[RemoteBlob] = []
+    local_layers = []
+    for desc in layers:
+        if (not isinstance(desc, dict) or not is_digest(desc.get("digest", ""))
+                or not isinstance(desc.get("size"), int) or desc["size"] < 0):
+            raise IntegrityError("manifest: malformed layer descriptor")
+        media = desc.get("mediaType")
+        if media in mt.DECOMPRESSED:
+            ann = desc.get("annotations") or {}
+            udigest, usize = ann.get(mt.ANN_UNCOMPRESSED_DIGEST), ann.get(mt.ANN_UNCOMPRESSED_SIZE)
+            if not is_digest(udigest or "") or not str(usize or "").isdigit():
+                raise IntegrityError(f"manifest: compressed layer {desc['digest']} lacks its "
+                                     f"{mt.ANN_UNCOMPRESSED_DIGEST}/{mt.ANN_UNCOMPRESSED_SIZE} annotations")
+            local_type = mt.DECOMPRESSED[media]
+            blobs.append(RemoteBlob(local_type, udigest, int(usize), desc["digest"], desc["size"], True))
+            local_layers.append({"mediaType": local_type, "digest": udigest, "size": int(usize)})
+        elif media in (mt.LOCAL_LAYER, mt.KERNEL, mt.INITRD):
+            blobs.append(RemoteBlob(media, desc["digest"], desc["size"], desc["digest"], desc["size"], False))
+            local_layers.append({"mediaType": media, "digest": desc["digest"], "size": desc["size"]})
+        else:
+            raise IntegrityError(f"manifest: unexpected layer mediaType {media!r}")
+    config = doc.get("config")
+    if not isinstance(config, dict) or config.get("mediaType") != mt.CONFIG or not is_digest(config.get("digest", "")):
+        raise IntegrityError("manifest: missing or foreign config descriptor")
+    local = {k: v for k, v in doc.items() if k not in ("layers", "annotations")}
+    local["layers"] = local_layers
+    local["config"] = {"mediaType": config["mediaType"], "digest": config["digest"], "size": config["size"]}
+    local["mediaType"] = mt.OCI_MANIFEST
+    return _canonical(local), blobs, local["config"]
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _canonical(obj) -> bytes:
+    from vmctl.storage.digest import canonical_json
+
+    return canonical_json(obj)
+
+
+# ------------------------------------------------------------------ compression cache
+class CompressionCache:
+    """uncompressed layer digest -> compressed digest/size (and repos holding it), per zstd build."""
+
+    def __init__(self, root: Path):
+        self.dir = root / "zstd"
+
+    def _path(self, udigest: str) -> Path:
+        return self.dir / f"{udigest.split(':', 1)[1]}.json"
+
+    def get(self, udigest: str) -> dict | None:
+        try:
+            entry = json.loads(self._path(udigest).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return entry if entry.get("format") == _ZSTD_ID else None
+
+    def put(self, udigest: str, digest: str, size: int, seen: dict | None = None) -> dict:
+        from vmctl.storage.digest import atomic_write
+
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        entry = {"format": _ZSTD_ID, "digest": digest, "size": size, "seen": seen or {}}
+        atomic_write(self._path(udigest), json.dumps(entry, sort_keys=True).encode())
+        return entry
+
+    def saw(self, udigest: str, entry: dict, host: str, repo: str) -> None:
+        seen = dict(entry.get("seen") or {})
+        repos = [r for r in seen.get(host, []) if r != repo]
+        seen[host] = ([repo] + repos)[:8]
+        self.put(udigest, entry["digest"], entry["size"], seen)
+
+
+# ------------------------------------------------------------------ push
+@dataclass
+class PushResult:
+    ref: RegistryRef
+    manifest_digest: str
+    image_id: str
+    bytes_uploaded: int
+    blobs: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, digest, exists|mounted|uploaded)
+
+    @property
+    def uploaded(self) -> list[str]:
+        return [d for _, d, status in self.blobs if status == "uploaded"]
+
+
+def push(store, local_ref: str, dest: RegistryRef | str, client: RegistryClient, *,
+         progress: Progress | None = None) -> PushResult:
+    """Push image `local_ref` of `store` to `dest` (``HOST/REPO[:TAG]``)."""
+    dest = require_registry_ref(dest) if isinstance(dest, str) else dest
+    image = store.resolve(local_ref)
+    local = image.manifest
+    root = cache_root(store)
+    cache = CompressionCache(root)
+    work = root / "tmp"
+    work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    before = client.bytes_uploaded
+    statuses: list[tuple[str, str, str]] = []
+    compressed: dict[str, dict] = {}
+    repo = dest.repo
+
+    for desc in local["layers"]:
+        if desc["mediaType"] != mt.LOCAL_LAYER:
+            continue
+        udigest = desc["digest"]
+        src = store.blob_path(udigest, mt.LOCAL_LAYER)
+        entry = cache.get(udigest)
+        if entry and client.blob_exists(repo, entry["digest"]):
+            statuses.append(("layer", entry["digest"], "exists"))
+            compressed[udigest] = entry
+            continue
+        tmp = work / f"{udigest.split(':', 1)[1]}.{os.getpid()}.{os.urandom(4).hex()}.zst"
+        try:
+            c = compress.compress_file(src, tmp, progress=_sub(progress, f"compress {_short(udigest)}"))
+            if c.uncompressed_digest != udigest:
+                raise IntegrityError(f"layer {udigest} in the store is damaged (it hashes to {c.uncompressed_digest})")
+            entry = cache.get(udigest) or {}
+            entry = cache.put(udigest, c.digest, c.size, entry.get("seen") if entry.get("digest") == c.digest else None)
+            mount = next((r for r in entry.get("seen", {}).get(client.host, []) if r != repo), None)
+            status = client.upload_blob(repo, c.digest, tmp, c.size, mount_from=mount,
+                                        progress=_sub(progress, f"upload {_short(c.digest)}"))
+        finally:
+            tmp.unlink(missing_ok=True)
+        statuses.append(("layer", c.digest, status))
+        compressed[udigest] = entry
+
+    others = [("config", local["config"])] + [
+        ("kernel" if d["mediaType"] == mt.KERNEL else "initrd", d)
+        for d in local["layers"] if d["mediaType"] != mt.LOCAL_LAYER]
+    for kind, desc in others:
+        path = store.blob_path(desc["digest"])
+        status = client.upload_blob(repo, desc["digest"], path, desc["size"],
+                                    progress=_sub(progress, f"upload {_short(desc['digest'])}"))
+        statuses.append((kind, desc["digest"], status))
+
+    data = registry_manifest(local, compressed)
+    tag = dest.tag if not dest.digest else None
+    if dest.digest and dest.digest != _sha256(data):
+        raise UsageError(f"{dest}: this image's manifest is {_sha256(data)}; push it by tag instead")
+    digest = client.put_manifest(repo, tag or dest.digest, data, mt.OCI_MANIFEST)
+    for udigest, entry in compressed.items():
+        cache.saw(udigest, entry, client.host, repo)
+    return PushResult(dest, digest, image.id, client.bytes_uploaded - before, statuses)
+
+
+# ------------------------------------------------------------------ pull
+@dataclass
+class PullResult:
+    ref: RegistryRef
+    manifest_digest: str
+    image: object          # vmctl.storage.Image
+    bytes_downloaded: int
+    downloaded: list[str] = field(default_factory=list)   # local digests fetched
+    present: list[str] = field(default_factory=list)      # local digests already in the store
+
+
+def _pick_from_index(client: RegistryClient, repo: str, data: bytes) -> tuple[bytes, str]:
+    from vmctl.storage.manifest import host_architecture
+
+    doc = json.loads(data)
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(host_architecture(), host_architecture())
+    for entry in doc.get("manifests", []):
+        plat = entry.get("platform") or {}
+        if entry.get("artifactType") == mt.ARTIFACT_TYPE and plat.get("architecture") in (None, arch):
+            raw, _, digest = client.get_manifest(repo, entry["digest"], accept=[mt.OCI_MANIFEST])
+            return raw, digest
+    raise NotFoundError(f"{client.host}/{repo}: the index lists no vmctl image for {arch}")
+
+
+def pull(store, ref: RegistryRef | str, client: RegistryClient, *, local_ref: str | None = "",
+         progress: Progress | None = None) -> PullResult:
+    """Pull `ref` into `store`; tag it `local_ref` (default ``REPO:TAG``; None: leave untagged)."""
+    ref = require_registry_ref(ref) if isinstance(ref, str) else ref
+    if local_ref == "":
+        local_ref = f"{ref.repo}:{ref.tag}" if ref.tag and not ref.digest else None
+    if local_ref:
+        from vmctl.storage.refs import parse_name
+
+        parse_name(local_ref)  # a name the store refuses fails now, before any download
+    repo = ref.repo
+    data, media_type, mdigest = client.get_manifest(repo, ref.reference, accept=mt.MANIFEST_ACCEPT)
+    if media_type == mt.OCI_INDEX:
+        data, mdigest = _pick_from_index(client, repo, data)
+    elif media_type not in (mt.OCI_MANIFEST, ""):
+        raise IntegrityError(f"{ref}: not a vmctl image (a {media_type} manifest)")
+    local, blobs, config_desc = local_manifest(data)
+
+    from vmctl.storage.manifest import parse_manifest, validate_config
+
+    parsed = parse_manifest(local)
+    before = client.bytes_downloaded
+    partial = cache_root(store) / "partial"
+    partial.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # -- phase 1: fetch and verify everything the store lacks, without touching the store
+    config_bytes = None
+    if not store.has_blob(config_desc["digest"]):
+        config_bytes = client.get_blob_bytes(repo, config_desc["digest"])
+    else:
+        config_bytes = store.blob_path(config_desc["digest"]).read_bytes()
+    try:
+        validate_config(json.loads(config_bytes), parsed)
+    except ValueError:
+        raise IntegrityError(f"{ref}: image config is not JSON") from None
+    present, needed = [], []
+    for blob in blobs:
+        kind = blob.local_type if blob.local_type == mt.LOCAL_LAYER else None
+        (present if store.has_blob(blob.local_digest, kind) else needed).append(blob)
+    fetched: dict[str, Path] = {}
+    for blob in needed:
+        dest = partial / f"{blob.remote_digest.split(':', 1)[1]}.verified"
+        if not dest.exists():
+            client.download_blob(repo, blob.remote_digest, dest, partial_dir=partial, size=blob.remote_size,
+                                 progress=_sub(progress, f"download {_short(blob.remote_digest)}"))
+        if blob.compressed:
+            _check_decompressed(dest, blob, progress)
+        fetched[blob.local_digest] = dest
+
+    # -- phase 2: ingest into the store, then the manifest (one index update)
+    published: list[tuple[str, str | None]] = []
+    try:
+        with store.session("pull") as work:
+            if not store.has_blob(config_desc["digest"]):
+                published.append((config_desc["digest"], None))
+                store.ingest_blob(config_desc["digest"], io.BytesIO(config_bytes), size=config_desc["size"],
+                                  session=work)
+            else:
+                work.pin(config_desc["digest"])
+            for blob in blobs:
+                kind = blob.local_type if blob.local_type == mt.LOCAL_LAYER else None
+                if blob.local_digest not in fetched or store.has_blob(blob.local_digest, kind):
+                    work.pin(blob.local_digest)
+                    continue
+                published.append((blob.local_digest, kind))
+                with open(fetched[blob.local_digest], "rb") as fh:
+                    stream = compress.DecompressReader(fh, max_size=blob.local_size) if blob.compressed else fh
+                    store.ingest_blob(blob.local_digest, stream, media_type=kind, size=blob.local_size,
+                                      session=work, progress=_sub(progress, f"extract {_short(blob.local_digest)}"))
+            image = store.put_manifest(local, local_ref)
+    except BaseException:
+        _rollback(store, published)
+        raise
+    for path in fetched.values():
+        path.unlink(missing_ok=True)
+    return PullResult(ref, mdigest, image, client.bytes_downloaded - before,
+                      downloaded=[b.local_digest for b in needed], present=[b.local_digest for b in present])
+
+
+def _check_decompressed(path: Path, blob: RemoteBlob, progress: Progress | None) -> None:
+    """Decompress a verified download to nowhere: the bytes must be what the manifest announced."""
+    try:
+        with open(path, "rb") as fh:
+            reader = compress.DecompressReader(fh, max_size=blob.local_size)
+            while chunk := reader.read():
+                if progress:
+                    progress(f"verify {_short(blob.local_digest)}", reader.size, blob.local_size)
+            reader.check(blob.local_digest, blob.local_size)
+    except IntegrityError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _rollback(store, published: list[tuple[str, str | None]]) -> None:
+    """Remove blobs this pull published that no image references (best effort; prune also would)."""
+    if not published:
+        return
+    try:
+        from vmctl.storage.locks import live_pins
+
+        with store.lock:
+            refs, damaged = store._referenced(store._index())  # noqa: SLF001 - no public API yet
+            if damaged:
+                return
+            refs |= live_pins(store.layout.tmp)
+            for digest, kind in published:
+                if digest not in refs:
+                    store.blobs.delete(digest, kind)
+    except Exception:  # noqa: BLE001 - rollback must not hide the original error
+        pass
+
+
+# ------------------------------------------------------------------ search
+@dataclass(frozen=True)
+class SearchHit:
+    repo: str
+    tags: tuple[str, ...]
+
+
+def search(client: RegistryClient, term: str, *, with_tags: bool = True, limit: int = 100) -> list[SearchHit]:
+    """Repositories of the registry's catalog whose name contains `term` (case-insensitive)."""
+    term = (term or "").lower()
+    hits = []
+    for repo in sorted(client.catalog()):
+        if term in repo.lower():
+            tags: tuple[str, ...] = ()
+            if with_tags:
+                try:
+                    tags = tuple(sorted(client.list_tags(repo)))
+                except NotFoundError:
+                    tags = ()
+            hits.append(SearchHit(repo, tags))
+            if len(hits) >= limit:
+                break
+    return hits
+
+
+def clean_partials(store, *, older_than: float = 7 * 86400) -> int:
+    """Remove partial downloads older than `older_than` seconds; return bytes freed (for doctor/prune)."""
+    import time
+
+    freed = 0
+    d = cache_root(store) / "partial"
+    if not d.is_dir():
+        return 0
+    now = time.time()
+    for entry in d.iterdir():
+        try:
+            st = entry.stat()
+            if now - st.st_mtime > older_than:
+                freed += st.st_size
+                entry.unlink()
+        except FileNotFoundError:
+            pass
+    return freed

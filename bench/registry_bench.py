@@ -1,0 +1,154 @@
+"""vmctl push/pull against skopeo on the same local registry: what do compression and checks cost?
+
+One image with `--data-mib` MiB of incompressible data (plus sparse space) is imported into a store.
+Each run starts a fresh Debian ``docker-registry`` on 127.0.0.1 (plain HTTP, htpasswd auth, storage
+in a temp dir) so nothing is deduplicated across runs, then times:
+
+- push:   ``vmctl push`` (zstd compress + upload + manifest)       vs ``skopeo copy oci:DIR docker://``
+          of the same image's blobs (upload only, nothing to compress);
+- upload: vmctl's client uploading the already compressed layer  (the network part of push alone);
+- pull:   ``vmctl pull`` into a fresh store (download, verify, decompress, verify, qemu-img check,
+          publish)                                                  vs ``skopeo copy docker:// oci:DIR``
+          (download and verify);
+- re-push of the same image to the same registry (both find every blob and send none).
+
+Prints medians and ratios with the machine noted. No assertions.
+
+    python bench/registry_bench.py [--runs 3] [--data-mib 256] [--dir /var/tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "registry"))
+
+import regserver  # noqa: E402
+
+from vmctl.registry import compress, transfer  # noqa: E402
+from vmctl.registry.auth import Credentials  # noqa: E402
+from vmctl.registry.client import RegistryClient  # noqa: E402
+from vmctl.registry.refs import parse_registry_ref  # noqa: E402
+from vmctl.storage import ImageStore  # noqa: E402
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    skopeo = subprocess.run(["skopeo", "--version"], capture_output=True, text=True).stdout.strip()
+    reg = subprocess.run(["docker-registry", "--version"], capture_output=True, text=True).stdout.strip()
+    import zstandard
+
+    return (f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {cpu}; {skopeo}; {reg}; "
+            f"python-zstandard {zstandard.__version__} (libzstd {zstandard.ZSTD_VERSION})")
+
+
+def client_for(server) -> RegistryClient:
+    return RegistryClient(server.host, insecure=True, credentials=Credentials(server.user, server.password))
+
+
+def timed(fn) -> float:
+    os.sync()
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def skopeo(*args: str) -> None:
+    subprocess.run(["skopeo", *args], check=True, capture_output=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--data-mib", type=int, default=256)
+    ap.add_argument("--disk-gib", type=int, default=2)
+    ap.add_argument("--dir", default=tempfile.gettempdir())
+    args = ap.parse_args()
+    missing = regserver.missing_tools(("skopeo", "qemu-img"))
+    if missing:
+        sys.exit(f"missing tools: {', '.join(missing)}")
+
+    work = Path(tempfile.mkdtemp(prefix="registry-bench-", dir=args.dir))
+    results: dict[str, list[float]] = {k: [] for k in (
+        "vmctl push", "skopeo push", "vmctl upload", "vmctl pull", "skopeo pull", "vmctl re-push", "skopeo re-push")}
+    servers = []
+    try:
+        disk = work / "disk.raw"
+        with open(disk, "wb") as fh:
+            fh.truncate(args.disk_gib << 30)
+            chunk = (args.data_mib << 20) // 8
+            for i in range(8):
+                fh.seek(i * ((args.disk_gib << 30) // 8))
+                fh.write(os.urandom(chunk))
+        store = ImageStore(work / "root", None)
+        image = store.import_image(disk, "bench:1")
+        layer = store.blob_path(image.layer_digests[0], "application/vnd.vmctl.disk.layer.v1.qcow2")
+        zst = work / "layer.zst"
+        c = compress.compress_file(layer, zst)
+        layout = None
+
+        for i in range(args.runs):
+            server = regserver.start_registry(work / f"reg-{i}", tls=False)
+            servers.append(server)
+            client = client_for(server)
+            vm_ref = parse_registry_ref(f"{server.host}/bench/vm:1")
+            results["vmctl push"].append(timed(lambda: transfer.push(store, "bench:1", vm_ref, client)))
+            if layout is None:
+                layout = work / "oci"
+                skopeo("copy", *server.skopeo_args("src"), f"docker://{server.host}/bench/vm:1", f"oci:{layout}:1")
+            sk_dst = f"docker://{server.host}/bench/sk:1"
+            results["skopeo push"].append(timed(lambda: skopeo(
+                "copy", "--preserve-digests", *server.skopeo_args("dest"), f"oci:{layout}:1", sk_dst)))
+            up = client_for(server)
+            results["vmctl upload"].append(timed(lambda: up.upload_blob("bench/up", c.digest, zst, c.size)))
+            fresh = ImageStore(work / f"pull-{i}", None)
+            results["vmctl pull"].append(timed(lambda: transfer.pull(fresh, vm_ref, client)))
+            out = work / f"sk-pull-{i}"
+            results["skopeo pull"].append(timed(lambda: skopeo(
+                "copy", *server.skopeo_args("src"), f"docker://{server.host}/bench/vm:1", f"oci:{out}:1")))
+            results["vmctl re-push"].append(timed(lambda: transfer.push(store, "bench:1", vm_ref, client)))
+            results["skopeo re-push"].append(timed(lambda: skopeo(
+                "copy", "--preserve-digests", *server.skopeo_args("dest"), f"oci:{layout}:1", sk_dst)))
+            client.close()
+            up.close()
+            server.stop()
+            shutil.rmtree(work / f"pull-{i}", ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(work / f"reg-{i}", ignore_errors=True)
+
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print(f"machine: {machine()}")
+        print(f"runs: {args.runs}; image: {args.disk_gib} GiB virtual, {args.data_mib} MiB random data; "
+              f"layer {layer.stat().st_size >> 20} MiB qcow2 -> {c.size >> 20} MiB zstd")
+        print(f"{'operation':<16} {'median':>9}  {'vs skopeo':>9}")
+        for k, v in med.items():
+            peer = {"vmctl push": "skopeo push", "vmctl upload": "skopeo push", "vmctl pull": "skopeo pull",
+                    "vmctl re-push": "skopeo re-push"}.get(k)
+            ratio = f"{v / med[peer]:>8.2f}x" if peer else ""
+            print(f"{k:<16} {v:>7.3f} s  {ratio:>9}")
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

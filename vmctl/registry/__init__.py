@@ -1,0 +1,20 @@
+"""vmctl's OCI registry support: an OCI distribution client and the push/pull glue.
+
+- :mod:`.refs`: ``HOST/REPO[:TAG][@sha256:…]`` references (None for local names);
+- :mod:`.auth`: credentials (vmctl's file, Docker's and podman's read-only), login/logout;
+- :mod:`.client`: :class:`RegistryClient` — auth challenges, manifests, resumable verified blobs;
+- :mod:`.compress`: streaming, deterministic zstd with digests of both sides;
+- :mod:`.mediatypes` and FORMAT.md: how a vmctl image looks in a registry;
+- :mod:`.transfer`: push/pull between the image store and a registry, search.
+
+The client knows nothing about libvirt, the CLI or the store; only :mod:`.transfer` uses the store.
+"""
+
+from vmctl.registry.auth import AuthStore, Credentials, login, logout
+from vmctl.registry.client import RegistryClient
+from vmctl.registry.refs import RegistryRef, parse_registry_ref, require_registry_ref
+
+__all__ = [
+    "AuthStore", "Credentials", "login", "logout", "RegistryClient", "RegistryRef",
+    "parse_registry_ref", "require_registry_ref",
+]

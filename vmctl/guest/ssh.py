@@ -236,15 +236,22 @@ def _check_name(name: str, where: str) -> str:
 
 
 def _tar_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-    """Extraction policy for tar streams from a guest: tarfile's ``data`` filter, except symlinks
-    may point anywhere (``/etc/localtime``); nothing is ever written through a link because every
-    member's resolved path must stay inside the destination."""
+    """Extraction policy for tar streams from a guest: tarfile's ``data`` filter (no absolute
+    names, no ``..``, hard links only inside, no devices, no ownership), except that symlinks may
+    point anywhere (``/etc/localtime``) -- nothing is ever written through a link because every
+    member's resolved path must stay inside the destination -- and permission bits are kept
+    (setuid/setgid/sticky dropped, as for every download)."""
     if member.isdev() or member.isfifo():
         return None
     if member.issym():
         member = tarfile.tar_filter(member, dest)
         return member.replace(uid=None, gid=None, uname=None, gname=None, deep=False)
-    return tarfile.data_filter(member, dest)
+    filtered = tarfile.data_filter(member, dest)
+    if filtered is not None and (filtered.isdir() or filtered.isreg()):
+        # keep permission bits as they were (the data filter drops group/other write and directory
+        # modes); like every download, only setuid/setgid/sticky are dropped
+        filtered = filtered.replace(mode=member.mode & 0o777, deep=False)
+    return filtered
 
 
 class _ChannelWriter(io.RawIOBase):
@@ -690,7 +697,7 @@ class GuestSession:
                                 break
                             fh.write(data)
                     self._exec_checked(f"cat < {_rq(remote)}", f"reading {remote}", consume=consume)
-            os.chmod(tmp, (mode if mode is not None else 0o644) & 0o7777 & ~0o7000)
+            os.chmod(tmp, (mode if mode is not None else 0o644) & 0o777)
             os.replace(tmp, target)
         except BaseException:
             try:
@@ -735,7 +742,7 @@ class GuestSession:
                     if dest.is_symlink():
                         dest.unlink()
                     self._get_file(src, dest, stat.S_IMODE(m))
-            os.chmod(target, stat.S_IMODE(st.st_mode or 0o755) & ~0o7000)
+            os.chmod(target, stat.S_IMODE(st.st_mode or 0o755) & 0o777)
         except OSError as exc:
             raise ExternalToolError("sftp", f"copying {remote} to {target}: {exc}") from None
 
@@ -762,7 +769,8 @@ class GuestSession:
             for fd in (stdout_fd, stdin_fd):
                 try:
                     sz = os.get_terminal_size(fd)
-                    return sz.columns, sz.lines
+                    if sz.columns and sz.lines:
+                        return sz.columns, sz.lines
                 except OSError:
                     continue
             return 80, 24

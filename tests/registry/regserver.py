@@ -108,7 +108,7 @@ class RegistryServer:
 
 
 def start_registry(workdir: Path, *, tls: bool = False, auth: bool = True,
-                   certs: dict[str, Path] | None = None) -> RegistryServer:
+                   certs: dict[str, Path] | None = None, token: dict | None = None) -> RegistryServer:
     """Write a config and start ``docker-registry serve`` on a free 127.0.0.1 port; wait until it answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     storage = workdir / "storage"
@@ -135,7 +135,9 @@ def start_registry(workdir: Path, *, tls: bool = False, auth: bool = True,
     if tls:
         certs = certs or make_ca(workdir / "pki")
         lines += ["  tls:", f"    certificate: {certs['cert']}", f"    key: {certs['key']}"]
-    if auth:
+    if token:  # {"realm", "service", "issuer", "rootcertbundle"}: Bearer token auth instead
+        lines += ["auth:", "  token:"] + [f"    {k}: {token[k]}" for k in ("realm", "service", "issuer", "rootcertbundle")]
+    elif auth:
         htpasswd = workdir / "htpasswd"
         out = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True)
         htpasswd.write_text(out.stdout.strip() + "\n")

@@ -122,6 +122,22 @@ def test_derived_image_uploads_and_downloads_only_its_new_layer(registry, regist
     assert store_b.verify(f"{repo_name}:child") == []
 
 
+def test_kernel_boot_image_round_trip(registry, registry_client, store, store_b, repo_name, tmp_path):
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
+    kernel.write_bytes(os.urandom(600 * 1024))
+    initrd.write_bytes(os.urandom(300 * 1024))
+    image = store.import_image(random_raw(tmp_path / "k.raw", 8 * MiB, MiB), "kern:1", kernel=kernel,
+                               initrd=initrd, cmdline="console=ttyS0", created=1_700_000_000)
+    transfer.push(store, "kern:1", ref(registry, repo_name), registry_client)
+    manifest = json.loads(registry_client.get_manifest(repo_name, "v1")[0])
+    assert [d["mediaType"] for d in manifest["layers"]] == [mt.DISK_LAYER_ZSTD, mt.KERNEL, mt.INITRD]
+    assert manifest["layers"][1]["digest"] == image.boot["kernel"]   # same digest on both sides
+    pulled = transfer.pull(store_b, ref(registry, repo_name), registry_client)
+    assert pulled.image.id == image.id
+    assert pulled.image.kernel.read_bytes() == kernel.read_bytes()
+    assert pulled.image.cmdline == "console=ttyS0"
+
+
 def test_local_name_the_store_refuses_fails_before_any_download(registry, registry_client, store, store_b,
                                                               base, repo_name):
     from vmctl.errors import UsageError

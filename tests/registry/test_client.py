@@ -83,7 +83,7 @@ def test_blob_round_trip(registry, client_for, repo_name, tmp_path, size, chunk)
     got = client.download_blob(repo_name, digest, dest, partial_dir=tmp_path / "partial", size=size)
     assert got == dest and h.file_digest(dest) == digest
     assert client.bytes_downloaded == size
-    assert list((tmp_path / "partial").glob("*.partial")) == []
+    assert list((tmp_path / "partial").iterdir()) == []  # no partial, no lock file left
 
 
 def test_upload_of_existing_blob_sends_no_bytes(registry_client, repo_name, tmp_path):
@@ -140,7 +140,7 @@ def test_tampered_blob_is_refused_and_nothing_stored(registry, registry_client, 
     with pytest.raises(IntegrityError, match="does not match its digest"):
         registry_client.download_blob(repo_name, digest, dest, partial_dir=partial, size=3 * MiB)
     assert not dest.exists()
-    assert list(partial.glob("*.partial")) == []
+    assert list(partial.iterdir()) == []
 
 
 def test_truncated_blob_is_refused(registry, registry_client, repo_name, tmp_path):
@@ -264,3 +264,48 @@ def test_tags_and_catalog(registry_client, repo_name, tmp_path):
     assert repo_name in registry_client.catalog(page=2)
     with pytest.raises(NotFoundError):
         registry_client.list_tags(repo_name + "-none")
+
+
+MEMORY = textwrap.dedent("""
+    import os, resource, sys
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from conftest import make_client
+    import regserver
+    from vmctl.registry import compress
+    work = Path({work!r})
+    big = work / "big.raw"
+    with open(big, "wb") as fh:                      # 1 GiB: zeros, a random stretch every 64 MiB
+        fh.truncate(1 << 30)
+        for i in range(16):
+            fh.seek(i << 26)
+            fh.write(os.urandom(1 << 20))
+    c = compress.compress_file(big, work / "big.zst")
+    compress.decompress_file(work / "big.zst", work / "big.out", expected_digest=c.uncompressed_digest,
+                             expected_size=c.uncompressed_size)
+    blob = work / "blob"
+    with open(blob, "wb") as fh:
+        for _ in range(96):
+            fh.write(os.urandom(1 << 20))
+    import hashlib
+    h = hashlib.sha256()
+    with open(blob, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    digest = "sha256:" + h.hexdigest()
+    client = make_client(regserver.RegistryServer(**{server!r}, proc=None), upload_chunk=32 << 20)
+    client.upload_blob({repo!r}, digest, blob)
+    client.download_blob({repo!r}, digest, work / "dl", size=96 << 20)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+""")
+
+
+def test_memory_stays_flat_for_big_layers(registry_http, repo_name, tmp_path):
+    fields = {k: v for k, v in registry_http.__dict__.items() if k in ("host", "url", "tls", "user", "password")}
+    fields.update(storage="/nonexistent", workdir="/nonexistent", ca_file=None)
+    script = MEMORY.format(tests=str(Path(__file__).parent), work=str(tmp_path), server=fields, repo=repo_name)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    peak_mib = int(proc.stdout.split()[-1])
+    print(f"peak RSS {peak_mib} MiB")
+    assert peak_mib < 120, f"peak RSS {peak_mib} MiB for a 1 GiB layer and a 96 MiB blob"

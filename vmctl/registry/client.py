@@ -130,12 +130,32 @@ class _Window:
 
 @contextmanager
 def _flock(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Hold an exclusive flock on `path`, and remove the file when done.
+
+    Removing a lock file is safe with the usual check: after locking, the holder makes sure the
+    name still points at the inode it locked (else someone removed it meanwhile: try again).
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
 
 
 class RegistryClient:

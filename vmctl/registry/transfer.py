@@ -38,7 +38,7 @@ from typing import Callable
 
 import zstandard
 
-from vmctl.errors import IntegrityError, NotFoundError, UsageError
+from vmctl.errors import IntegrityError, NotFoundError, RegistryError, UsageError
 from vmctl.registry import compress
 from vmctl.registry import mediatypes as mt
 from vmctl.registry.auth import AuthStore
@@ -431,7 +431,12 @@ def search(client: RegistryClient, term: str, *, with_tags: bool = True, limit: 
     """Repositories of the registry's catalog whose name contains `term` (case-insensitive)."""
     term = (term or "").lower()
     hits = []
-    for repo in sorted(client.catalog()):
+    try:
+        repos = client.catalog()
+    except NotFoundError:
+        raise RegistryError(f"{client.host} does not offer a catalog of its repositories; "
+                            "search needs one (name the repository instead)") from None
+    for repo in sorted(repos):
         if term in repo.lower():
             tags: tuple[str, ...] = ()
             if with_tags:

@@ -102,3 +102,36 @@ final: |+
 """
     got = parse(text, tmp_path)
     assert got == flatten(yaml.safe_load(text))
+
+
+GUEST_LIB = AWK.parent
+
+
+def test_multipart_split_and_runcmd_quoting(tmp_path):
+    """mime.awk splits vmctl's multipart user-data; runcmd argv items are quoted for sh."""
+    from vmctl.seed import seed_files
+    tricky = ["printf '%s\\n' \"$HOME\" > /tmp/o", ["sh", "-c", "echo it's \"q\" $x; echo b", "arg with 'quotes'"]]
+    ud = seed_files(instance_id="i", hostname="h", authorized_keys=[KEY],
+                    user_data="#!/bin/sh\necho héllo\n", extra_runcmd=tricky)["user-data"]
+    src = tmp_path / "user-data"
+    src.write_text(ud)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    subprocess.run([BUSYBOX, "awk", "-v", f"out={parts}", "-f", str(GUEST_LIB / "mime.awk"), str(src)], check=True)
+    assert (parts / "001.type").read_text() == "text/cloud-config"
+    assert (parts / "002.type").read_text() == "text/x-shellscript"
+    assert (parts / "002.encoding").read_text() == "base64"
+    import base64
+    assert base64.b64decode((parts / "002.body").read_text()).decode() == "#!/bin/sh\necho héllo\n"
+    cc = tmp_path / "cc"
+    cc.mkdir()
+    subprocess.run([BUSYBOX, "awk", "-v", f"out={cc}", "-f", str(AWK), str(parts / "001.body")], check=True)
+    assert (cc / "hostname").read_text() == "h"
+    script = tmp_path / "runcmd"
+    subprocess.run([BUSYBOX, "sh", str(GUEST_LIB / "nocloud.sh"), "runcmd-script", str(cc), str(script)], check=True)
+    lines = script.read_text().splitlines()
+    assert lines[0] == tricky[0]
+    # the argv line, run by sh, gives back exactly the original arguments
+    out = subprocess.run([BUSYBOX, "sh", "-c", "set -- " + lines[1] + '; for a; do printf "<%s>" "$a"; done'],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "".join(f"<{a}>" for a in tricky[1])

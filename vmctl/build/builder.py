@@ -195,6 +195,11 @@ def _busybox(recipe: Recipe, trees: dict[str, Path]) -> Path:
     raise NotFoundError(f"recipe {recipe.name}: {recipe.rootfs['busybox']} is in none of its packages")
 
 
+def _module_bytes(recipe: Recipe, path: Path) -> bytes:
+    data = path.read_bytes()
+    return kmod.strip_signature(data) if recipe.boot.get("strip_module_signatures", False) else data
+
+
 def _modules(names: list[str], modules_root: Path) -> list[tuple[str, Path]]:
     index = kmod.module_index(modules_root)
     builtin = kmod.builtin_modules(modules_root)
@@ -214,7 +219,7 @@ def _write_initrd(recipe: Recipe, trees: dict[str, Path], modules_root: Path, de
     entries += [initramfs.symlink(f"bin/{a}", "busybox") for a in _INITRD_APPLETS]
     entries.append(initramfs.file("init", recipe.template(recipe.boot["initrd_init"]).read_bytes(), 0o755))
     entries.append(initramfs.file("etc/modules.order", "".join(f"{n}\n" for n, _ in mods).encode()))
-    entries += [initramfs.file(f"lib/modules/{n}.ko", p.read_bytes()) for n, p in mods]
+    entries += [initramfs.file(f"lib/modules/{n}.ko", _module_bytes(recipe, p)) for n, p in mods]
     initramfs.write_initramfs(entries, dest, recipe.boot.get("initrd_compression", "gzip"))
 
 
@@ -303,7 +308,7 @@ def _assemble_rootfs(recipe: Recipe, trees: dict[str, Path], modules_root: Path,
     mod_dir = root / "lib" / "modules" / modules_root.name
     mod_dir.mkdir(parents=True, exist_ok=True)
     for name, path in mods:
-        _copy_file(path, mod_dir / f"{name}.ko", 0o644)
+        (mod_dir / f"{name}.ko").write_bytes(_module_bytes(recipe, path))
     # guest files: scripts (#!) executable, everything else 0644 unless the recipe says otherwise
     tree = recipe.template(rf["tree"])
     for src in sorted(tree.rglob("*")):

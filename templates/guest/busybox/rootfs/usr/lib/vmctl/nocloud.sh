@@ -23,23 +23,27 @@ valid_hostname() {
     [ ${#1} -le 253 ]
 }
 
-# Copy the seed files off the cidata volume (ISO9660 or vfat) into $RUN/seed.
+# The ISO9660 volume label of a block device (primary volume descriptor, offset 32808).
+iso_label() {
+    dd if="$1" bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=40 count=32 2>/dev/null | tr -d ' \000'
+}
+
+# Copy the seed files off the cidata volume (ISO9660, label cidata or CIDATA) into $RUN/seed.
+# The cdrom appears asynchronously after the SATA scan: poll for up to SEED_WAIT_TENTHS/10 s.
 fetch_seed() {
     mkdir -p "$RUN/seed" "$RUN/seed-mnt"
     i=0
     while :; do
-        dev=$(findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null)
-        [ -z "$dev" ] && [ -b /dev/sr0 ] && dev=/dev/sr0
-        if [ -n "$dev" ] && mount -o ro "$dev" "$RUN/seed-mnt" 2>/dev/null; then
-            if [ -f "$RUN/seed-mnt/meta-data" ]; then
-                for f in meta-data user-data vendor-data network-config; do
-                    [ -f "$RUN/seed-mnt/$f" ] && cp "$RUN/seed-mnt/$f" "$RUN/seed/$f"
-                done
-                umount "$RUN/seed-mnt"
-                return 0
-            fi
+        for dev in /dev/sr* /dev/vd[b-z] /dev/sd[a-z]; do
+            [ -b "$dev" ] || continue
+            case "$(iso_label "$dev")" in cidata|CIDATA) ;; *) continue ;; esac
+            mount -t iso9660 -o ro "$dev" "$RUN/seed-mnt" 2>/dev/null || continue
+            for f in meta-data user-data vendor-data network-config; do
+                [ -f "$RUN/seed-mnt/$f" ] && cp "$RUN/seed-mnt/$f" "$RUN/seed/$f"
+            done
             umount "$RUN/seed-mnt"
-        fi
+            [ -f "$RUN/seed/meta-data" ] && return 0
+        done
         i=$((i + 1))
         [ $i -ge "$SEED_WAIT_TENTHS" ] && return 1
         usleep 100000
@@ -265,5 +269,6 @@ case "$1" in
     apply) apply ;;
     run-scripts) run_scripts ;;
     fingerprints) fingerprints ;;
-    *) echo "usage: $0 apply|run-scripts|fingerprints" >&2; exit 2 ;;
+    runcmd-script) add_runcmd "$2" "$3" ;;   # for tests: parsed cloud-config dir -> script
+    *) echo "usage: $0 apply|run-scripts|fingerprints|runcmd-script DIR OUT" >&2; exit 2 ;;
 esac

@@ -5,7 +5,9 @@
   namespace (``unshare -m``) where a copy of /etc/passwd with root's home set to a temp dir is
   bind-mounted over /etc/passwd; the real /root/.ssh is never touched. OpenSSH's sftp-server is
   hidden there too (dropbear would otherwise find ``/usr/lib/sftp-server`` on this host), so the
-  exec fallback is what gets tested.
+  exec fallback is what gets tested. When Debian's ``busybox`` is installed, ``/usr/bin`` in that
+  namespace holds only busybox applets, so the remote commands vmctl sends meet the same userland
+  as on the tiny guest (busybox sh, cat, tar, stat).
 - ``openssh`` (Debian ``openssh-server``): ``sshd -D -f <temp config>`` with ``AuthorizedKeysFile``
   in a temp dir and the SFTP subsystem, like a cloud image.
 
@@ -117,7 +119,19 @@ def start_dropbear(base: Path, authorized_line: str) -> Server:
     host_line = " ".join(host_line.split()[:2])
     port = free_port()
     hide_sftp = f"mount --bind /dev/null {SFTP_SERVER} && " if os.path.exists(SFTP_SERVER) else ""
-    script = (f'mount --bind "$1" /etc/passwd && {hide_sftp}'
+    userland = ""
+    busybox = shutil.which("busybox")
+    if busybox:
+        # the tiny guest's userland: only busybox applets on /usr/bin (and /bin, merged-usr)
+        bindir = base / "busybox-bin"
+        bindir.mkdir()
+        shutil.copy2(busybox, bindir / "busybox")
+        applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
+        for applet in applets:
+            if applet != "busybox":
+                os.symlink("busybox", bindir / applet)
+        userland = f"mount --bind {bindir} /usr/bin && "
+    script = (f'mount --bind "$1" /etc/passwd && {hide_sftp}{userland}'
               f'exec {DROPBEAR} -F -E -s -p 127.0.0.1:{port} -r "$2"')
     log = base / "dropbear.log"
     with open(log, "wb") as fh:

@@ -29,7 +29,9 @@ import paramiko
 
 from vmctl.errors import GuestNotReady
 from vmctl.guest.keys import ClientKey, fingerprint
-from vmctl.guest.ssh import StepFailed, _load_pkey, authenticate, handshake, tcp_connect, wait_banner
+from vmctl.guest.ssh import (
+    StepFailed, _load_pkey, _probe_any_key, authenticate, handshake, tcp_connect, wait_banner,
+)
 
 try:  # the strings the vmctl guest prints on its console (shared with the image builder)
     from vmctl.build.guest_contract import is_ready as _contract_is_ready
@@ -137,7 +139,8 @@ def try_once(
         note("banner")
         wait_banner(sock, timeout)
         note("hostkey")
-        t = handshake(sock, host_key_line, timeout, where=where)
+        t = handshake(sock, host_key_line, timeout, where=where,
+                      probe=lambda: _probe_any_key(host, port, timeout))
         note("auth")
         authenticate(t, user, pkey, timeout)
         chan = t.open_session(timeout=timeout)
@@ -173,7 +176,8 @@ def wait_ready(
     """Wait until the guest is ready (see module doc); return its (host, port).
 
     `progress(step, detail)` is called when a step starts (and with ``"ready"`` at the end).
-    Raises `GuestNotReady` (``.step``, ``.reason``, ``.details``) or `HostKeyMismatch`.
+    Raises `GuestNotReady` (``.step``, ``.reason``, ``.details``) or `HostKeyMismatch`; an
+    exception from `address_fn` (say, the VM stopped) propagates at once.
     """
     pkey = _load_pkey(client_key)
     deadline = time.monotonic() + timeout

@@ -293,6 +293,21 @@ def _drain(read: Callable[[int], bytes], sink: Callable[[bytes], None] | None) -
     return th
 
 
+def _settle(chan: paramiko.Channel, timeout: float = 2.0) -> None:
+    """Close a channel after the server closed its side (bounded wait).
+
+    Closing first while the remote process is still exiting races in dropbear: the next channel
+    opened on the connection is sometimes refused or closed at once ("Unable to open channel").
+    """
+    deadline = time.monotonic() + timeout
+    while not chan.closed and time.monotonic() < deadline:
+        transport = chan.get_transport()
+        if transport is None or not transport.is_active():
+            break
+        time.sleep(0.005)
+    chan.close()
+
+
 class _Capped:
     """Keeps the last bytes of a stream (remote stderr for error messages)."""
 
@@ -449,6 +464,7 @@ class GuestSession:
             status = chan.recv_exit_status()
             if feeder is not None:
                 feeder.join(timeout=0.2)
+            _settle(chan)
         finally:
             chan.close()
         return 255 if status < 0 else status
@@ -501,6 +517,7 @@ class GuestSession:
                 out_thread.join()
             err_thread.join()
             status = chan.recv_exit_status()
+            _settle(chan)
         finally:
             chan.close()
         if status != 0:
@@ -528,7 +545,7 @@ class GuestSession:
             client = paramiko.SFTPClient(chan)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if chan is not None:
-                chan.close()
+                _settle(chan)
             if self.sftp_mode:
                 raise ExternalToolError("sftp", f"{self.where}: the guest offers no SFTP: {exc}") from None
             return None
@@ -815,6 +832,7 @@ class GuestSession:
                         chan.shutdown_write()
                         watch = [chan]
             status = chan.recv_exit_status()
+            _settle(chan)
         finally:
             if old_attrs is not None:
                 termios.tcsetattr(stdin_fd, termios.TCSADRAIN, old_attrs)

@@ -53,3 +53,14 @@ def test_normalize_host():
     assert normalize_host("index.docker.io") == "docker.io"
     with pytest.raises(UsageError):
         normalize_host("bad host")
+
+
+def test_push_args():
+    from vmctl.registry.transfer import push_args
+
+    assert push_args("tiny:1", "localhost:5000/x/tiny:2") == ("tiny:1", parse_registry_ref("localhost:5000/x/tiny:2"))
+    assert push_args("localhost:5000/tiny") == ("tiny:latest", parse_registry_ref("localhost:5000/tiny:latest"))
+    with pytest.raises(UsageError):
+        push_args("tiny:1")
+    with pytest.raises(UsageError):
+        push_args(f"localhost:5000/tiny@{D}")

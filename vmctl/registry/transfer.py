@@ -450,21 +450,37 @@ def search(client: RegistryClient, term: str, *, with_tags: bool = True, limit: 
     return hits
 
 
-def clean_partials(store, *, older_than: float = 7 * 86400) -> int:
-    """Remove partial downloads older than `older_than` seconds; return bytes freed (for doctor/prune)."""
+def clean_cache(store, *, older_than: float = 7 * 86400) -> int:
+    """Remove interrupted downloads (``partial/``) and compression leftovers of killed pushes
+    (``tmp/``) older than `older_than` seconds; return the bytes freed (for doctor/prune)."""
     import time
 
     freed = 0
-    d = cache_root(store) / "partial"
-    if not d.is_dir():
-        return 0
     now = time.time()
-    for entry in d.iterdir():
-        try:
-            st = entry.stat()
-            if now - st.st_mtime > older_than:
-                freed += st.st_size
-                entry.unlink()
-        except FileNotFoundError:
-            pass
+    for sub in ("partial", "tmp"):
+        d = cache_root(store) / sub
+        if not d.is_dir():
+            continue
+        for entry in d.iterdir():
+            try:
+                st = entry.stat()
+                if now - st.st_mtime > older_than:
+                    entry.unlink()
+                    freed += st.st_size
+            except (FileNotFoundError, IsADirectoryError):
+                pass
     return freed
+
+
+def push_args(ref: str, dest: str | None = None) -> tuple[str, RegistryRef]:
+    """``vmctl push REF [DEST]`` -> (local image reference, registry reference).
+
+    With DEST, REF is any local reference and DEST the registry reference. Without DEST, REF must be
+    a registry reference and the local image is its ``REPO:TAG`` (local names cannot carry a host).
+    """
+    if dest is not None:
+        return ref, require_registry_ref(dest)
+    remote = require_registry_ref(ref)
+    if remote.digest:
+        raise UsageError(f"{ref}: push to a tag, not a digest")
+    return f"{remote.repo}:{remote.tag}", remote

@@ -326,7 +326,8 @@ class RegistryClient:
         while True:
             url = self._url(path)
             h = dict(headers or {})
-            auth = self._auth_header(scope)
+            # credentials only ever go to the registry itself, never to a host a Location names
+            auth = self._auth_header(scope) if urlparse(url).netloc == urlparse(self.base_url).netloc else {}
             h.update(auth)
             body = data() if callable(data) else data
             try:

@@ -13,11 +13,13 @@ from vmctl.guest.keys import fingerprint, new_ed25519_keypair
 from vmctl.guest.ready import serial_tail, wait_ready
 from vmctl.guest.ssh import GuestSession
 
-from conftest import free_port
-
 pytestmark = pytest.mark.contract
 
-RSA_LINE = None
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_ready_succeeds_after_address_appears(server, client_key):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import posixpath
 import select
@@ -51,6 +52,9 @@ from vmctl.errors import (
 from vmctl.guest.keys import HOST_KEY_ALGORITHMS, ClientKey, fingerprint, parse_public_line
 
 CHUNK = 64 * 1024
+# paramiko logs failed handshakes at ERROR; while a guest boots that is expected, and the CLI reports
+# failures itself. Without a handler Python would print them to stderr (logging.lastResort).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 STEPS = ("address", "tcp", "banner", "hostkey", "auth")
 
 

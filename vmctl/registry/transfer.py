@@ -131,7 +131,9 @@ def local_manifest(data: bytes) -> tuple[bytes, list[RemoteBlob], dict]:
         raise IntegrityError("manifest is not JSON") from None
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         raise IntegrityError("manifest: schemaVersion must be 2")
-    if doc.get("artifactType") != mt.ARTIFACT_TYPE:
+    # OCI 1.1 lets a copy drop artifactType when the config media type says the same thing
+    if doc.get("artifactType", mt.ARTIFACT_TYPE if (doc.get("config") or {}).get("mediaType") == mt.CONFIG
+               else None) != mt.ARTIFACT_TYPE:
         raise IntegrityError(
             f"not a vmctl image (artifactType {doc.get('artifactType')!r}, config "
             f"{(doc.get('config') or {}).get('mediaType')!r})")
@@ -160,13 +162,14 @@ def local_manifest(data: bytes) -> tuple[bytes, list[RemoteBlob], dict]:
         else:
             raise IntegrityError(f"manifest: unexpected layer mediaType {media!r}")
     config = doc.get("config")
-    if not isinstance(config, dict) or config.get("mediaType") != mt.CONFIG or not is_digest(config.get("digest", "")):
+    if (not isinstance(config, dict) or config.get("mediaType") != mt.CONFIG
+            or not is_digest(config.get("digest", "")) or not isinstance(config.get("size"), int)):
         raise IntegrityError("manifest: missing or foreign config descriptor")
-    local = {k: v for k, v in doc.items() if k not in ("layers", "annotations")}
-    local["layers"] = local_layers
-    local["config"] = {"mediaType": config["mediaType"], "digest": config["digest"], "size": config["size"]}
-    local["mediaType"] = mt.OCI_MANIFEST
-    return _canonical(local), blobs, local["config"]
+    config_desc = {"mediaType": mt.CONFIG, "digest": config["digest"], "size": config["size"]}
+    # exactly the fields the store writes (vmctl/storage/FORMAT.md): same bytes, same image id
+    local = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": mt.ARTIFACT_TYPE,
+             "config": config_desc, "layers": local_layers}
+    return _canonical(local), blobs, config_desc
 
 
 def _sha256(data: bytes) -> str:

@@ -189,6 +189,18 @@ def test_exec_fallback_reports_remote_failure(dropbear, client_key, tmp_path):
         assert "exit" in str(info.value)
 
 
+def test_session_errors_name_the_step(dropbear, client_key):
+    from vmctl.errors import GuestNotReady
+
+    with pytest.raises(GuestNotReady) as info:
+        GuestSession("127.0.0.1", 1, user="root", client_key=client_key,
+                     host_key_line=dropbear.host_key_line, connect_timeout=1).open()
+    assert info.value.step == "tcp"
+    with session(dropbear, client_key, sftp=True) as s, pytest.raises(ExternalToolError) as info:
+        s.put(__file__, "/tmp/never-written")
+    assert "offers no SFTP" in str(info.value)
+
+
 def test_tar_filter_refuses_escapes(tmp_path):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:

@@ -100,7 +100,7 @@ def wait_banner(sock: socket.socket, timeout: float) -> str:
         if not r:
             break
         try:
-            data = sock.recv(4096, socket.MSG_PEEK)
+            data = sock.recv(8193, socket.MSG_PEEK)
         except OSError as exc:
             raise StepFailed("banner", f"connection failed before an SSH banner: {exc.strerror or exc}") from None
         if not data:
@@ -116,11 +116,8 @@ def wait_banner(sock: socket.socket, timeout: float) -> str:
             raise StepFailed("banner", "the server sent 8 KiB without an SSH version line")
         # Data without a complete line yet: wait a little for more (peek returns the same bytes).
         time.sleep(0.01)
-    if data:
-        return_hint = f" (got {data[:40]!r})"
-    else:
-        return_hint = ""
-    raise StepFailed("banner", f"no SSH banner within {timeout:.1f} s{return_hint}")
+    hint = f" (it sent {data[:40]!r})" if data else ""
+    raise StepFailed("banner", f"no SSH banner within {timeout:.1f} s{hint}")
 
 
 def _mismatch(where: str, server_type: str, server_blob: bytes | None, pinned_line: str) -> HostKeyMismatch:
@@ -386,13 +383,6 @@ class GuestSession:
         t.set_keepalive(15)
         self._transport = t
         return self
-
-    @classmethod
-    def from_transport(cls, t: paramiko.Transport, **kwargs) -> "GuestSession":
-        """Wrap an already authenticated transport (as left by readiness checks)."""
-        session = cls(**kwargs)
-        session._transport = t
-        return session
 
     def close(self) -> None:
         if self._sftp is not None:

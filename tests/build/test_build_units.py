@@ -134,3 +134,17 @@ def test_guest_contract_parsing():
     assert guest_contract.is_ready(text)
     assert not guest_contract.is_ready("vmctl-guest: ready-ish")
     assert guest_contract.parse_fingerprints(guest_contract.FINGERPRINTS_BEGIN) == []
+
+
+def test_grub_cfg_refuses_shell_text():
+    from vmctl.build.bootloader import grub_cfg
+    assert "linux /boot/vmlinuz root=/dev/vda1 console=ttyS0\n" in grub_cfg("root=/dev/vda1 console=ttyS0")
+    for bad in ["root=/dev/vda1; reboot", "a\nboot", "$(x)", "x'y"]:
+        with pytest.raises(UsageError):
+            grub_cfg(bad)
+
+
+def test_tiny_bios_recipe_loads():
+    r = load_recipe("tiny-bios")
+    assert r.boot["kind"] == "firmware" and "root=/dev/vda1" in r.boot["cmdline"]
+    assert recipe_digest("tiny-bios") != recipe_digest("tiny")

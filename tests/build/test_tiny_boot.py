@@ -104,3 +104,23 @@ def test_boot_without_seed_generates_a_host_key(tiny_build, tmp_path):
         assert len(fps) == 1 and fps[0]["type"] == "ED25519"
         boot.qmp("system_powerdown")
         assert boot.wait_exit(timeout=30) == 0
+
+
+def test_firmware_image_boots_by_itself(tiny_bios_build, tmp_path):
+    """tiny-bios: no -kernel; SeaBIOS boots GRUB from the MBR, GRUB the kernel from /boot."""
+    r = tiny_bios_build
+    assert r.boot_kind == "firmware"
+    raw = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(r.disk), str(raw)], check=True)
+    with open(raw, "rb") as f:
+        mbr = f.read(512)
+    assert mbr[510:] == b"\x55\xaa" and mbr[446] == 0x80 and mbr[450] == 0x83
+    host_key = generate_host_key()
+    seed = tmp_path / "seed.iso"
+    write_seed(seed, instance_id="iid-bios", hostname="tiny-bios", authorized_keys=[], host_keys=[host_key])
+    with DirectBoot(r, seed, tmp_path) as boot:
+        boot.wait_for(r"^vmctl-guest: ready\r?$", timeout=120)
+        assert host_key.fingerprint in [f["fingerprint"] for f in guest_contract.parse_fingerprints(boot.text())]
+        boot.qmp("system_powerdown")
+        assert boot.wait_exit(timeout=30) == 0
+        assert guest_contract.CLEAN_SHUTDOWN_LINE in boot.text()

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from vmctl.build import debs, initramfs, kmod
+from vmctl.build import bootloader, debs, initramfs, kmod
 from vmctl.build.elf import read_needed
 from vmctl.build.kernel import pvh_kernel
 from vmctl.build.recipe import FORMAT_VERSION, Recipe, load_recipe, recipe_digest
@@ -101,7 +101,9 @@ def build(recipe_name_or_path: str | Path, cache_dir: Path, work_dir: Path,
     try:
         say("resolving packages", 0.0)
         kernel_pkg = debs.resolve_kernel_package(recipe.boot["kernel_package"])
-        packages = [kernel_pkg, *recipe.rootfs["packages"]]
+        firmware = recipe.boot["kind"] == "firmware"
+        loader_pkgs = list(recipe.boot.get("bootloader_packages", [])) if firmware else []
+        packages = [kernel_pkg, *recipe.rootfs["packages"], *loader_pkgs]
         say(f"downloading {len(packages)} packages", 0.05)
         pkg_cache = packages_cache or cache_dir
         deb_files = debs.download(packages, pkg_cache / "debs")
@@ -111,6 +113,7 @@ def build(recipe_name_or_path: str | Path, cache_dir: Path, work_dir: Path,
             trees[pkg] = debs.extract(deb_files[pkg], pkg_cache / "extract")
         kernel_tree = trees.pop(kernel_pkg)
         kernel, modules_root = _kernel_files(kernel_tree)
+        loader_trees = [trees.pop(p) for p in loader_pkgs]
 
         say("writing initramfs", 0.45)
         _write_initrd(recipe, trees, modules_root, tmp_out / "initrd.img")
@@ -118,9 +121,16 @@ def build(recipe_name_or_path: str | Path, cache_dir: Path, work_dir: Path,
 
         say("assembling root filesystem", 0.55)
         _assemble_rootfs(recipe, trees, modules_root, staging)
+        if firmware:
+            boot = staging / "boot"
+            (boot / "grub").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kernel, boot / "vmlinuz")
+            shutil.copyfile(tmp_out / "initrd.img", boot / "initrd.img")
+            (boot / "grub" / "grub.cfg").write_text(bootloader.grub_cfg(recipe.boot["cmdline"]))
         size = int(recipe.rootfs["size_mib"]) * MiB
         say("making ext4 and qcow2", 0.7)
-        _make_disk(staging, size, recipe.rootfs.get("label", "root"), work_dir, tmp_out / "disk.qcow2")
+        _make_disk(staging, size, recipe.rootfs.get("label", "root"), work_dir, tmp_out / "disk.qcow2",
+                   grub_tree=_merge_trees(loader_trees, work_dir) if firmware else None)
 
         result = BuildResult(
             recipe_digest=digest, disk=final / "disk.qcow2", kernel=final / kernel_name,
@@ -333,14 +343,36 @@ def _assemble_rootfs(recipe: Recipe, trees: dict[str, Path], modules_root: Path,
         (root / "etc" / "vmctl" / "chown-on-first-boot").write_text("")
 
 
-def _make_disk(staging: Path, size: int, label: str, work_dir: Path, dest: Path) -> None:
-    """``mkfs.ext4 -d`` a sparse raw file from ``staging``, then convert it to qcow2 at ``dest``."""
+def _merge_trees(trees: list[Path], work_dir: Path) -> Path:
+    """One directory holding the files of several extracted packages (symlinked, not copied)."""
+    merged = Path(tempfile.mkdtemp(dir=work_dir, prefix="loader-"))
+    for tree in trees:
+        for src in tree.rglob("*"):
+            dest = merged / src.relative_to(tree)
+            if src.is_dir() and not src.is_symlink():
+                dest.mkdir(parents=True, exist_ok=True)
+            elif not os.path.lexists(dest):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.symlink_to(src.resolve() if src.is_symlink() else src)
+    return merged
+
+
+def _make_disk(staging: Path, size: int, label: str, work_dir: Path, dest: Path,
+               grub_tree: Path | None = None) -> None:
+    """``mkfs.ext4 -d`` a sparse raw file from ``staging``, then convert it to qcow2 at ``dest``.
+
+    With ``grub_tree`` the file system goes into an MBR partition at 1 MiB and GRUB is installed
+    in front of it (see ``bootloader``); otherwise it fills the whole disk.
+    """
     raw = Path(tempfile.mkstemp(dir=work_dir, prefix="root-", suffix=".raw")[1])
+    offset = bootloader.PARTITION_OFFSET if grub_tree else 0
     try:
         os.truncate(raw, size)
         run([require("mkfs.ext4", "e2fsprogs"), "-q", "-F", "-L", label[:16], "-m", "1",
-             "-E", "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0",
-             "-d", str(staging), str(raw)])
+             "-E", f"lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0,offset={offset}",
+             "-d", str(staging), str(raw), f"{(size - offset) // 1024}k"])
+        if grub_tree is not None:
+            bootloader.install(raw, grub_tree, work_dir)
         run([require("qemu-img", "qemu-utils"), "convert", "-q", "-f", "raw", "-O", "qcow2",
              str(raw), str(dest)])
     finally:

@@ -89,8 +89,12 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     _require(data, str(path), ["name", "boot", "rootfs", "defaults"])
     _require(data["boot"], f"{path} [boot]", ["kind", "kernel_package", "cmdline", "initrd_modules", "initrd_init"])
     _require(data["rootfs"], f"{path} [rootfs]", ["size_mib", "packages", "busybox", "tree"])
-    if data["boot"]["kind"] != "kernel":
-        raise UsageError(f"recipe {path}: boot kind {data['boot']['kind']!r} is not supported yet")
+    if data["boot"]["kind"] not in ("kernel", "firmware"):
+        raise UsageError(f"recipe {path}: boot kind must be 'kernel' or 'firmware'")
+    if data["boot"]["kind"] == "firmware":
+        _require(data["boot"], f"{path} [boot]", ["bootloader", "bootloader_packages"])
+        if data["boot"]["bootloader"] != "grub-pc":
+            raise UsageError(f"recipe {path}: the only firmware bootloader is 'grub-pc'")
     if not _NAME_RE.match(data["name"]):
         raise UsageError(f"recipe {path}: invalid name {data['name']!r}")
     base = templates_dir()

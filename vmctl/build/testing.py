@@ -1,10 +1,11 @@
 """Test and benchmark helpers: a shared ``tiny`` build and a direct QEMU/TCG boot of it.
 
-Import only from tests and benchmarks (it imports pytest lazily for the fixture). Any conftest can
-expose the session fixture with ``from vmctl.build.testing import tiny_build  # noqa: F401``.
+Import only from tests and benchmarks (it imports pytest lazily for the fixtures). Any conftest can
+expose the session fixtures with ``from vmctl.build.testing import tiny_build  # noqa: F401``
+(and ``tiny_bios_build`` for the firmware-boot image).
 
 ``DirectBoot`` runs ``qemu-system-x86_64 -accel tcg -machine q35`` on a throw-away qcow2 overlay
-of a build, with the seed as a SATA cdrom, user-mode networking ``restrict=on`` and SSH forwarded
+of a build (direct kernel boot, or SeaBIOS for ``boot_kind == "firmware"``), with the seed as a SATA cdrom, user-mode networking ``restrict=on`` and SSH forwarded
 from a free port on 127.0.0.1, the serial console in a file and a QMP unix socket.
 """
 
@@ -32,25 +33,26 @@ def test_cache_dir() -> Path:
 test_cache_dir.__test__ = False  # type: ignore[attr-defined]  # not a test despite its name
 
 
-def build_tiny(cache_dir: Path, work_dir: Path) -> BuildResult:
-    """Build ``tiny`` into ``cache_dir`` with packages from the shared test cache."""
-    return build("tiny", cache_dir, work_dir, packages_cache=test_cache_dir())
+def build_for_tests(recipe: str, cache_dir: Path, work_dir: Path) -> BuildResult:
+    """Build ``recipe`` into ``cache_dir`` with packages from the shared test cache."""
+    return build(recipe, cache_dir, work_dir, packages_cache=test_cache_dir())
 
 
-def _fixture():
+def _fixture(recipe: str):
     import pytest
 
     @pytest.fixture(scope="session")
-    def tiny_build(tmp_path_factory) -> BuildResult:
-        """The ``tiny`` image, built once per test session from a clean image cache."""
-        base = tmp_path_factory.mktemp("tiny-build")
-        return build_tiny(base / "cache", base / "work")
+    def fixture(tmp_path_factory) -> BuildResult:
+        base = tmp_path_factory.mktemp(f"{recipe}-build")
+        return build_for_tests(recipe, base / "cache", base / "work")
 
-    return tiny_build
+    fixture.__doc__ = f"The ``{recipe}`` image, built once per test session from a clean image cache."
+    return fixture
 
 
 try:
-    tiny_build = _fixture()
+    tiny_build = _fixture("tiny")
+    tiny_bios_build = _fixture("tiny-bios")
 except ImportError:  # pragma: no cover - pytest absent (benchmarks)
     pass
 
@@ -78,14 +80,17 @@ class DirectBoot:
         args = [require("qemu-system-x86_64", "qemu-system-x86"), "-accel", "tcg", "-machine", "q35",
                 "-m", str(memory_mib), "-smp", str(cpus), "-nodefaults", "-no-user-config",
                 "-display", "none", "-no-reboot",
-                "-kernel", str(result.kernel), "-initrd", str(result.initrd),
-                "-append", f"{result.cmdline} {extra_cmdline}".strip(),
                 "-drive", f"file={self.disk},format=qcow2,if=none,id=d0,cache=unsafe",
-                "-device", "virtio-blk-pci,drive=d0",
+                "-device", "virtio-blk-pci,drive=d0" + (",bootindex=1" if result.boot_kind == "firmware" else ""),
                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
                 "-device", "virtio-net-pci,netdev=n0,romfile=",
                 "-serial", f"file:{self.console}",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        if result.boot_kind == "kernel":
+            args += ["-kernel", str(result.kernel), "-initrd", str(result.initrd),
+                     "-append", f"{result.cmdline} {extra_cmdline}".strip()]
+        elif extra_cmdline:
+            raise ValueError("extra_cmdline needs a direct kernel boot")
         if seed is not None:
             args += ["-drive", f"file={seed},format=raw,if=none,id=cd0,media=cdrom,readonly=on",
                      "-device", "ide-cd,drive=cd0,bus=ide.0"]

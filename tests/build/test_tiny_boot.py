@@ -71,8 +71,11 @@ def test_boot_seed_ssh_and_clean_poweroff(tiny_build, tmp_path):
     write_seed(seed, instance_id="iid-e2e-1", hostname="tiny-e2e", authorized_keys=[authorized],
                host_keys=[host_key],
                user_data="#!/bin/sh\necho \"script $(hostname)\" > /root/script-marker\n",
-               extra_runcmd=["echo runcmd-ok > /root/marker", ["touch", "/root/argv marker"]])
-    with DirectBoot(tiny_build, seed, tmp_path) as boot:
+               extra_runcmd=["echo runcmd-ok >> /root/marker", ["touch", "/root/argv marker"]])
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(tiny_build.disk),
+                    str(disk)], check=True)
+    with DirectBoot(tiny_build, seed, tmp_path, disk=disk) as boot:
         ready = boot.wait_for(r"^vmctl-guest: ready\r?$", timeout=90)
         text = boot.text()
         fingerprints = guest_contract.parse_fingerprints(text)
@@ -95,6 +98,18 @@ def test_boot_seed_ssh_and_clean_poweroff(tiny_build, tmp_path):
         subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(boot.disk), str(raw)], check=True)
         fsck = subprocess.run(["e2fsck", "-fn", str(raw)], capture_output=True, text=True)
         assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+    # A restart with the same seed (same instance): same host key, runcmd not run again.
+    with DirectBoot(tiny_build, seed, tmp_path, disk=disk) as boot:
+        boot.wait_for(r"^vmctl-guest: ready\r?$", timeout=90)
+        assert host_key.fingerprint in [f["fingerprint"] for f in guest_contract.parse_fingerprints(boot.text())]
+        client = _ssh(boot, pkey, host_key.public)
+        try:
+            assert _run(client, "cat /root/marker").strip() == "runcmd-ok"
+        finally:
+            client.close()
+        boot.qmp("system_powerdown")
+        assert boot.wait_exit(timeout=30) == 0
 
 
 def test_boot_without_seed_generates_a_host_key(tiny_build, tmp_path):

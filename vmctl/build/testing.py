@@ -68,15 +68,18 @@ class DirectBoot:
     """One QEMU process booting a build directly; use as a context manager (always stopped)."""
 
     def __init__(self, result: BuildResult, seed: Path | None, work_dir: Path, *,
-                 memory_mib: int = 256, cpus: int = 1, rng: bool = True, extra_cmdline: str = ""):
+                 memory_mib: int = 256, cpus: int = 1, rng: bool = True, extra_cmdline: str = "",
+                 disk: Path | None = None):
+        """Start QEMU. ``disk``: boot this existing overlay (kept at close) instead of a new one."""
         self.result = result
         self.dir = Path(tempfile.mkdtemp(dir=work_dir, prefix="boot-"))
-        self.disk = self.dir / "disk.qcow2"
+        self.disk = disk or self.dir / "disk.qcow2"
         self.console = self.dir / "console.log"
         self.qmp_path = self.dir / "qmp.sock"
         self.port = free_port()
-        run([require("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2", "-F", "qcow2",
-             "-b", str(result.disk), str(self.disk)])
+        if disk is None:
+            run([require("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2", "-F", "qcow2",
+                 "-b", str(result.disk), str(self.disk)])
         args = [require("qemu-system-x86_64", "qemu-system-x86"), "-accel", "tcg", "-machine", "q35",
                 "-m", str(memory_mib), "-smp", str(cpus), "-nodefaults", "-no-user-config",
                 "-display", "none", "-no-reboot",

@@ -107,6 +107,15 @@ class RegistryServer:
                 self.proc.wait()
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, even by SIGKILL (no orphan servers)."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def start_registry(workdir: Path, *, tls: bool = False, auth: bool = True,
                    certs: dict[str, Path] | None = None, token: dict | None = None) -> RegistryServer:
     """Write a config and start ``docker-registry serve`` on a free 127.0.0.1 port; wait until it answers."""
@@ -147,7 +156,8 @@ def start_registry(workdir: Path, *, tls: bool = False, auth: bool = True,
     log = workdir / "registry.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     scheme = "https" if tls else "http"
     host = f"127.0.0.1:{port}"
     server = RegistryServer(

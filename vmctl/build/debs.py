@@ -78,8 +78,11 @@ def extract(deb: Path, extract_root: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=extract_root, prefix=".x-"))
     try:
         run([require("dpkg-deb", "dpkg"), "-x", str(deb), str(tmp)])
-        os.replace(tmp, target)
-    except BaseException:
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():  # not a concurrent extraction that finished first
+                raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

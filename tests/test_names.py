@@ -55,7 +55,7 @@ def test_cli_refuses_bad_vm_names_with_usage_exit_code(cli_run, tmp_path, name, 
         pytest.skip("argv cannot carry NUL")
     disk = tmp_path / "d.qcow2"
     disk.write_bytes(b"QFI\xfb" + b"\0" * 508)
-    result = cli_run("create", name, "--image", str(disk), "--print-xml")
+    result = cli_run("create", "--image", str(disk), "--print-xml", "--", name)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vmctl: error: invalid VM name")

@@ -46,6 +46,15 @@ def _xdg(var: str, default: str) -> Path:
     return Path(value) if value else Path.home() / default
 
 
+def build_cache_dir() -> Path:
+    """Where image builds keep downloaded packages and finished builds (``VMCTL_BUILD_CACHE``).
+
+    Per user, not per data root: every store of a user shares the same downloads and builds.
+    """
+    explicit = os.environ.get("VMCTL_BUILD_CACHE")
+    return Path(explicit) if explicit else _xdg("XDG_CACHE_HOME", ".cache") / "vmctl" / "build"
+
+
 def user_config_dir() -> Path:
     """Directory of the user's own config, profiles and credentials (never readable by QEMU)."""
     return _xdg("XDG_CONFIG_HOME", ".config") / "vmctl"

@@ -100,6 +100,14 @@ def run(app: App, name, timeout, no_wait, **opts):
     click.echo(record.name)
 
 
+def _command_argv(command: tuple[str, ...]) -> list[str]:
+    """COMMAND words after NAME; a leading ``--`` (which click keeps here) only ends options."""
+    argv = list(command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    return argv
+
+
 def _each(app: App, names, action) -> None:
     """Apply `action` to every name; report failures one line each and exit with the last code."""
     failed: VmctlError | None = None
@@ -290,7 +298,7 @@ def ssh(app: App, name, command, print_command):
 
         click.echo(shlex.join(reach.ssh_command(app, name)))
         return
-    code = reach.ssh(app, name, list(command))
+    code = reach.ssh(app, name, _command_argv(command))
     sys.exit(code)
 
 
@@ -302,7 +310,10 @@ def exec_(app: App, name, command):
     """Run COMMAND in the VM; its exit status, stdout and stderr are passed through."""
     from vmctl.core import reach
 
-    sys.exit(reach.exec_(app, name, list(command)))
+    argv = _command_argv(command)
+    if not argv:
+        raise UsageError("exec needs a command: vmctl exec NAME -- COMMAND [ARG...]")
+    sys.exit(reach.exec_(app, name, argv))
 
 
 @click.command()

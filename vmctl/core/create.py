@@ -94,17 +94,48 @@ def _network(app, request: CreateRequest, profile, ssh_port: int | None) -> dict
     return {"kind": kind, "name": profile.network_name}
 
 
-def plan(app, request: CreateRequest) -> CreatePlan:
+@dataclass(frozen=True)
+class _DiskFileImage:
+    """A disk file named directly with ``--image PATH``: good for ``--print-xml`` only.
+
+    A real VM needs an image in the store (so its base stays read-only and accounted for).
+    """
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return f"file:{self.path}"
+
+    config = {"boot": {"kind": "firmware", "firmware": "bios"}, "cloud_init": True, "defaults": {}}
+    kernel = None
+    initrd = None
+
+    @property
+    def top_layer(self) -> Path:
+        return self.path
+
+
+def _resolve_image(app, ref: str, *, print_only: bool):
+    from vmctl.storage.refs import looks_like_path
+
+    if looks_like_path(ref) and Path(ref).is_file():
+        if not print_only:
+            raise UsageError(f"{ref} is a file, not an image: import it first with 'vmctl image import {ref} NAME'")
+        return _DiskFileImage(Path(ref).absolute())
+    return app.store.resolve(ref)
+
+
+def plan(app, request: CreateRequest, *, print_only: bool = False) -> CreatePlan:
     """Decide everything about a new VM and render its XML; writes nothing."""
     from vmctl.core.domain_plan import DomainInputs, plan_domain
-    from vmctl.guest.keys import ensure_client_key
     from vmctl.profiles import load_profile
     from vmctl.seed.hostkeys import generate_host_key
 
     settings = app.settings
     name = check_name(request.name, "VM name")
     profile = load_profile(request.profile or settings.profile)
-    image = app.store.resolve(request.image)
+    image = _resolve_image(app, request.image, print_only=print_only)
     config = image.config
     defaults = config.get("defaults", {})
     cpus = request.cpus or defaults.get("cpus") or profile.cpus
@@ -134,7 +165,6 @@ def plan(app, request: CreateRequest) -> CreatePlan:
     network = _network(app, request, profile, ssh_port)
     restrict = settings.restrict_network if request.restrict is None else request.restrict
     host_key = generate_host_key()
-    client_key = ensure_client_key(settings.paths.keys)
     boot = config.get("boot", {"kind": "firmware", "firmware": "bios"})
     vm_uuid = request.uuid or str(uuidlib.uuid4())
     created = _now()
@@ -175,15 +205,14 @@ def plan(app, request: CreateRequest) -> CreatePlan:
         network=network, restrict=bool(restrict), cpus=cpus, memory_mib=memory_mib,
         disk_bytes=request.disk_bytes,
     )
-    keys = [client_key.public_line, *request.ssh_keys]
     return CreatePlan(record=record, directory=directory, image=image, host_key=host_key,
-                      authorized_keys=keys, user_data=request.user_data, xml=domain.to_xml(),
+                      authorized_keys=list(request.ssh_keys), user_data=request.user_data, xml=domain.to_xml(),
                       disk_bytes=request.disk_bytes, inputs=inputs, profile=profile)
 
 
 def print_xml(app, request: CreateRequest) -> str:
     """The exact XML `create` would define for `request`; touches nothing."""
-    return plan(app, request).xml
+    return plan(app, request, print_only=True).xml
 
 
 def _check_free(app, name: str, directory: Path) -> None:
@@ -195,6 +224,8 @@ def _check_free(app, name: str, directory: Path) -> None:
 
 def create(app, request: CreateRequest, progress=None) -> InstanceRecord:
     """Create the VM of `request` as one transaction; return its record."""
+    from vmctl.core.domain_plan import mark_created
+    from vmctl.guest.keys import ensure_client_key
     from vmctl.perms import grant_path_search, private_dir, qemu_readable, qemu_user
     from vmctl.seed.writer import write_seed
     from vmctl.storage import qemu_img
@@ -206,6 +237,7 @@ def create(app, request: CreateRequest, progress=None) -> InstanceRecord:
         _check_free(app, name, directory)
         the_plan = plan(app, request)
         rec = the_plan.record
+        client_key = ensure_client_key(settings.paths.keys)
         user = qemu_user(settings.uri)
         with Transaction() as tx:
             app.store.hold(rec.image_id, f"instance:{name}")
@@ -220,14 +252,16 @@ def create(app, request: CreateRequest, progress=None) -> InstanceRecord:
             qemu_readable(disk, user, writable=True)
             if the_plan.inputs.seed:
                 write_seed(staging / SEED, instance_id=rec.uuid, hostname=name,
-                           authorized_keys=the_plan.authorized_keys, host_keys=[the_plan.host_key],
+                           authorized_keys=[client_key.public_line, *the_plan.authorized_keys], host_keys=[the_plan.host_key],
                            user_data=the_plan.user_data)
                 qemu_readable(staging / SEED, user)
             rec.save(staging)
             os.rename(staging, directory)
             tx.on_undo(lambda: shutil.rmtree(directory, ignore_errors=True), "remove instance dir")
+            # Defined as "creating" first: a killed process leaves a domain that says so.
             app.backend.define(the_plan.xml)
             tx.on_undo(lambda: app.backend.undefine(name), "undefine")
+            app.backend.define(mark_created(the_plan.xml))
         return rec
 
 

@@ -306,6 +306,11 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
     if p.disk.discard:
         disk.driver_discard = p.disk.discard
     disk.source_file = i.disk
+    # libvirt's DAC driver would chown the whole backing chain to QEMU's user while the VM runs,
+    # including image layers that other VMs share, and not always give them back. vmctl grants
+    # QEMU exactly the access it needs with ACLs instead (overlay rw, layers read-only).
+    disk.source_seclabel_model = "dac"
+    disk.source_seclabel_relabel = "no"
     disk.target_dev = root_dev
     disk.target_bus = p.disk.bus
     disk.serial = "vmctl-root"
@@ -320,6 +325,8 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
         seed.driver_name = "qemu"
         seed.driver_type = "raw"
         seed.source_file = i.seed
+        seed.source_seclabel_model = "dac"
+        seed.source_seclabel_relabel = "no"
         seed.target_dev = seed_dev
         seed.target_bus = p.disk.seed_bus
         seed.readonly = True

@@ -134,6 +134,9 @@ def _port_text(p: dict) -> str:
 
 
 def _du(path: Path) -> int:
+    """Bytes allocated on disk under `path` (a file or a directory tree)."""
+    if path.is_file():
+        return path.stat().st_blocks * 512
     total = 0
     for root, _dirs, files in os.walk(path):
         for f in files:
@@ -169,7 +172,8 @@ def inspect(app, name: str) -> dict:
         "restrict_network": rec.restrict,
         "ssh": {"address": host, "port": port, "user": rec.ssh_user, "host_key": rec.host_key},
         "ports": _ports(rec),
-        "disk": {"path": str(directory / DISK), "allocated_bytes": _du(directory / DISK) if (directory / DISK).exists() else 0},
+        "disk": {"path": str(directory / DISK), "allocated_bytes": _du(directory / DISK) if (directory / DISK).exists() else 0,
+                 "directory_bytes": _du(directory)},
         "directory": str(directory),
         "serial_log": str(directory / SERIAL_LOG),
         "created": rec.created,

@@ -140,6 +140,8 @@ class Disk(XMLNode):
     driver_cache = Prop("driver/@cache", doc="none | writeback | ...")
     driver_discard = Prop("driver/@discard", doc="unmap | ignore")
     source_file = Prop("source/@file")
+    source_seclabel_model = Prop("source/seclabel/@model", doc="dac")
+    source_seclabel_relabel = Prop("source/seclabel/@relabel", doc="no: libvirt must not chown the file or its backing chain")
     target_dev = Prop("target/@dev")
     target_bus = Prop("target/@bus", doc="virtio | sata | scsi")
     readonly = Prop("readonly", "present")

@@ -10,11 +10,11 @@ import time
 import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from vmctl.build import build, guest_contract
 from vmctl.build.testing import DirectBoot, test_cache_dir
-from vmctl.seed import generate_host_key, write_seed
+from vmctl.seed import HostKey, generate_host_key, write_seed
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no QEMU")]
@@ -64,12 +64,22 @@ def _run(client: paramiko.SSHClient, command: str) -> str:
     return out.read().decode()
 
 
+def _host_key_of(key) -> HostKey:
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return HostKey(private, public)
+
+
 def test_boot_seed_ssh_and_clean_poweroff(tiny_build, tmp_path):
     host_key = generate_host_key()
+    other_keys = [_host_key_of(rsa.generate_private_key(65537, 2048)),
+                  _host_key_of(ec.generate_private_key(ec.SECP256R1()))]
     pkey, authorized = _client_key()
     seed = tmp_path / "seed.iso"
     write_seed(seed, instance_id="iid-e2e-1", hostname="tiny-e2e", authorized_keys=[authorized],
-               host_keys=[host_key],
+               host_keys=[host_key, *other_keys],
                user_data="#!/bin/sh\necho \"script $(hostname)\" > /root/script-marker\n",
                extra_runcmd=["echo runcmd-ok >> /root/marker", ["touch", "/root/argv marker"]])
     disk = tmp_path / "disk.qcow2"
@@ -81,6 +91,9 @@ def test_boot_seed_ssh_and_clean_poweroff(tiny_build, tmp_path):
         fingerprints = guest_contract.parse_fingerprints(text)
         assert {"bits": "256", "fingerprint": host_key.fingerprint, "comment": "root@tiny-e2e",
                 "type": "ED25519"} in fingerprints, text
+        assert {"bits": "2048", "fingerprint": other_keys[0].fingerprint, "comment": "root@tiny-e2e",
+                "type": "RSA"} in fingerprints, text
+        assert other_keys[1].fingerprint in [f["fingerprint"] for f in fingerprints if f["type"] == "ECDSA"]
         client = _ssh(boot, pkey, host_key.public)
         try:
             assert _run(client, "hostname").strip() == "tiny-e2e"

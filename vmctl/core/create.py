@@ -232,6 +232,8 @@ def create(app, request: CreateRequest, progress=None) -> InstanceRecord:
 
     settings = app.settings
     name = check_name(request.name, "VM name")
+    # Connect before writing anything: with libvirt down, create fails having touched nothing.
+    app.backend.versions()
     with name_lock(settings.paths.locks, name):
         directory = settings.paths.instance_dir(name)
         _check_free(app, name, directory)

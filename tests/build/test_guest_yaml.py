@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,11 +18,12 @@ pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="busybox not installed")
 
 
 def flatten(node, prefix=""):
-    """What yaml2files.awk should produce for a PyYAML-loaded document."""
+    """What yaml2files.awk should produce for a PyYAML-loaded document (keys sanitised)."""
     out = {}
     if isinstance(node, dict):
         for k, v in node.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+            k = re.sub(r"[^A-Za-z0-9_.-]", "_", str(k))
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
     elif isinstance(node, list):
         for i, v in enumerate(node):
             out.update(flatten(v, f"{prefix}.{i}" if prefix else str(i)))
@@ -135,3 +137,20 @@ def test_multipart_split_and_runcmd_quoting(tmp_path):
     out = subprocess.run([BUSYBOX, "sh", "-c", "set -- " + lines[1] + '; for a; do printf "<%s>" "$a"; done'],
                          capture_output=True, text=True, check=True).stdout
     assert out == "".join(f"<{a}>" for a in tricky[1])
+
+
+HAND_WRITTEN = [
+    "---\nhostname:    spaced   # comment\nurl: http://example.com:8080/x\n...\n",
+    "runcmd:\n  # a comment between items\n  - \"quoted: colon\"\n\n  - 'it''s'\n  - |\n    multi\n    line\n  - >-\n    folded\n    text\n",
+    "write_files:\n- path: /etc/a\n  content: |\n    line 1\n      indented\n    line 3\n  permissions: '0600'\n- path: /etc/b\n  encoding: b64\n  content: aGVsbG8K\n",
+    "empty_list: []\nempty_map: {}\nnull_value:\ntilde: ~\nafter: yes-it-is\n",
+    "hostname: crlf\r\nssh_authorized_keys:\r\n  - ssh-ed25519 AAAA crlf@x\r\n",
+    "\"quoted key\": v\n'single key': w\nk: \"esc \\\" \\\\ \\t end\"\n",
+    "a:\n  b:\n    c:\n    - 1\n    - - 2\n      - 3\n  d: e\nf: g\n",
+]
+
+
+@pytest.mark.parametrize("text", HAND_WRITTEN)
+def test_hand_written_subset(text, tmp_path):
+    expected = flatten(yaml.safe_load(text.replace("\r\n", "\n")))
+    assert parse(text, tmp_path) == expected

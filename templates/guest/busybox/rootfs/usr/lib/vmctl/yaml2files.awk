@@ -56,11 +56,12 @@ function unescape_dq(s,   r, i, n, c, d) {
 
 # Turn the raw text of a flow scalar into its value; "" for null.
 function scalar(raw,   q, s) {
+  ISNULL = 0
   raw = strip_comment(rtrim(raw))
   q = substr(raw, 1, 1)
   if (q == "'") { s = substr(raw, 2, length(raw) - 2); gsub(/''/, "'", s); return s }
   if (q == "\"") return unescape_dq(substr(raw, 2, length(raw) - 2))
-  if (raw == "~" || raw == "null" || raw == "Null" || raw == "NULL") return ""
+  if (raw == "" || raw == "~" || raw == "null" || raw == "Null" || raw == "NULL") { ISNULL = 1; return "" }
   return raw
 }
 
@@ -74,14 +75,15 @@ function value(p, raw,   s, n, i, c, q, item, idx) {
       c = substr(s, i, 1)
       if (q != "") { item = item c; if (c == "\\" && q == "\"") { item = item substr(s, ++i, 1) } else if (c == q) q = ""; continue }
       if (c == "'" || c == "\"") { q = c; item = item c; continue }
-      if (c == ",") { emit(join(p, idx++), scalar(ltrim(item))); item = ""; continue }
+      if (c == ",") { emit(join(p, idx++), scalar(ltrim(item))); item = ""; continue }  # null items become ""
       item = item c
     }
     if (ltrim(item) != "") emit(join(p, idx), scalar(ltrim(item)))
     return
   }
   if (raw == "{}") return
-  emit(p, scalar(raw))
+  s = scalar(raw)
+  if (!ISNULL) emit(p, s)
 }
 
 function flush_pending() { if (pend) { value(ppath, pval); pend = 0 } }

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 from vmctl.errors import UsageError
@@ -29,16 +28,14 @@ DEFAULT_PROFILE = {"hosted": "hosted", "system": "kvm"}
 def templates_dir() -> Path:
     """Return the directory holding built-in profiles and recipes.
 
-    In a source checkout that is the top-level ``templates/``; in an installed wheel it is the
-    package ``vmctl._templates`` (pyproject maps one onto the other).
+    In an installed wheel that is the data package ``vmctl/_templates`` (setup.py maps the
+    repository's top-level ``templates/`` onto it); in a source checkout, ``templates/`` itself.
     """
-    checkout = Path(__file__).resolve().parent.parent / "templates"
-    if checkout.is_dir():
-        return checkout
-    try:
-        return Path(str(resources.files("vmctl._templates")))
-    except ModuleNotFoundError:  # pragma: no cover - broken install
-        return checkout
+    here = Path(__file__).resolve().parent
+    installed = here / "_templates"
+    if installed.is_dir():
+        return installed
+    return here.parent / "templates"
 
 
 def _xdg(var: str, default: str) -> Path:

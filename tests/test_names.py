@@ -42,6 +42,27 @@ def test_repository_components_follow_the_rule():
             check_repository(bad)
 
 
+def test_repository_may_start_with_a_registry_host_and_port():
+    for good in ("localhost:5000/tiny", "127.0.0.1:5000/test/a-b", "registry.example.com:443/x",
+                 "registry.example.com/x", "localhost/tiny"):
+        assert check_repository(good) == good
+    for bad in ("localhost:5000", "tiny:5000", "a/localhost:5000/x", "localhost:/x", "localhost:0/x",
+                "localhost:99999/x", "localhost:50a/x", ":5000/x", "local host:5000/x", "h:5000:1/x",
+                "localhost:5000//x", "localhost:5000/../x"):
+        with pytest.raises(UsageError):
+            check_repository(bad)
+
+
+def test_pulled_names_parse_as_references():
+    from vmctl.storage.refs import parse_name, parse_reference
+
+    assert parse_name("localhost:5000/tiny") == ("localhost:5000/tiny", "latest")
+    assert parse_name("127.0.0.1:5000/a/tiny:v1") == ("127.0.0.1:5000/a/tiny", "v1")
+    r = parse_reference("localhost:5000/tiny@sha256:" + "a" * 64)
+    assert r.repo == "localhost:5000/tiny" and r.digest == "sha256:" + "a" * 64
+    assert parse_reference("localhost:5000/tiny:2").tag == "2"
+
+
 def test_tags():
     assert check_tag("24.04") == "24.04"
     for bad in ("", "a:b", "a/b", "x" * 129, "-x"):

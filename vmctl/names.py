@@ -17,6 +17,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Image repositories may have path components like registry namespaces ("library/debian");
 # each component follows the name rule.
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 def _describe(value: str) -> str:
@@ -41,10 +42,25 @@ def check_name(value: str, what: str = "name") -> str:
 
 
 def check_repository(value: str) -> str:
-    """Validate an image repository name: name components joined by '/' (no empty component)."""
+    """Validate an image repository name: name components joined by '/' (no empty component).
+
+    Pulled images keep their registry's name, as Docker does: when there are several components,
+    the first may be a registry host with a port (``localhost:5000/tiny``, ``127.0.0.1:5000/a/b``).
+    That is the only place a ':' may appear; the host part itself follows the name rule (so
+    ``registry.example.com/x`` was already valid). Repositories are index keys, never file names.
+    """
     if not value:
         raise UsageError("invalid image name: it is empty")
-    for part in value.split("/"):
+    parts = value.split("/")
+    if len(parts) > 1 and ":" in parts[0]:
+        host, _, port = parts[0].partition(":")
+        if not _PORT.fullmatch(port) or not 0 < int(port) < 65536:
+            raise UsageError(
+                f"invalid image name {_describe(value)}: a registry host's port must be a number "
+                "from 1 to 65535 (HOST:PORT/NAME)"
+            )
+        parts[0] = host
+    for part in parts:
         check_name(part, "image name")
     if len(value) > 255:
         raise UsageError(f"invalid image name {_describe(value)}: longer than 255 characters")

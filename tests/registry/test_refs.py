@@ -59,7 +59,9 @@ def test_push_args():
     from vmctl.registry.transfer import push_args
 
     assert push_args("tiny:1", "localhost:5000/x/tiny:2") == ("tiny:1", parse_registry_ref("localhost:5000/x/tiny:2"))
-    assert push_args("localhost:5000/tiny") == ("tiny:latest", parse_registry_ref("localhost:5000/tiny:latest"))
+    assert push_args("localhost:5000/tiny") == ("localhost:5000/tiny:latest", parse_registry_ref("localhost:5000/tiny:latest"))
+    assert parse_registry_ref("docker.io/debian:12").local_name == "debian"
+    assert parse_registry_ref("127.0.0.1:5000/a/b:1").local_name == "127.0.0.1:5000/a/b"
     with pytest.raises(UsageError):
         push_args("tiny:1")
     with pytest.raises(UsageError):

@@ -85,7 +85,7 @@ def test_push_then_pull_gives_the_same_image(registry, registry_client, store, s
 
     pulled = transfer.pull(store_b, ref(registry, repo_name), registry_client)
     assert pulled.image.id == base.id                     # same local manifest bytes, same id
-    assert pulled.image.repo_tags == (f"{repo_name}:v1",)
+    assert pulled.image.repo_tags == (f"{registry.host}/{repo_name}:v1",)
     assert h.file_digest(pulled.image.top_layer) == base.layer_digests[0]
     assert pulled.manifest_digest == pushed.manifest_digest
     assert not list((Path(store_b.data_root) / "cache/registry/partial").glob("*.verified"))

@@ -147,10 +147,11 @@ class AuthStore:
         return sorted(auths) if isinstance(auths, dict) else []
 
     def _lock(self):
-        from filelock import FileLock
+        """One writer at a time: an flock on ``auth.json.lock`` (the stdlib's, no extra package)."""
+        from vmctl.registry.client import _flock
 
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return FileLock(str(self.path) + ".lock")
+        return _flock(Path(str(self.path) + ".lock"))
 
     def _write(self, data: dict) -> None:
         payload = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()

@@ -53,6 +53,15 @@ class RegistryRef:
     def name(self) -> str:
         return f"{self.host}/{self.repo}"
 
+    @property
+    def local_name(self) -> str:
+        """The repository name a pulled image gets in the local store, Docker's way: the full
+        ``HOST[:PORT]/REPO`` (``localhost:5000/tiny``), except Docker Hub's, which drops its host and
+        ``library/`` (``docker.io/library/debian`` -> ``debian``)."""
+        if self.host == "docker.io":
+            return self.repo[len("library/"):] if self.repo.startswith("library/") else self.repo
+        return f"{self.host}/{self.repo}"
+
     def with_tag(self, tag: str) -> "RegistryRef":
         return RegistryRef(self.host, self.repo, check_tag(tag), None)
 

@@ -313,10 +313,11 @@ def _pick_from_index(client: RegistryClient, repo: str, data: bytes) -> tuple[by
 
 def pull(store, ref: RegistryRef | str, client: RegistryClient, *, local_ref: str | None = "",
          progress: Progress | None = None) -> PullResult:
-    """Pull `ref` into `store`; tag it `local_ref` (default ``REPO:TAG``; None: leave untagged)."""
+    """Pull `ref` into `store`; tag it `local_ref` (default ``HOST/REPO:TAG``, see
+    :attr:`RegistryRef.local_name`; None: leave untagged)."""
     ref = require_registry_ref(ref) if isinstance(ref, str) else ref
     if local_ref == "":
-        local_ref = f"{ref.repo}:{ref.tag}" if ref.tag and not ref.digest else None
+        local_ref = f"{ref.local_name}:{ref.tag}" if ref.tag and not ref.digest else None
     if local_ref:
         from vmctl.storage.refs import parse_name
 
@@ -479,11 +480,13 @@ def push_args(ref: str, dest: str | None = None) -> tuple[str, RegistryRef]:
     """``vmctl push REF [DEST]`` -> (local image reference, registry reference).
 
     With DEST, REF is any local reference and DEST the registry reference. Without DEST, REF must be
-    a registry reference and the local image is its ``REPO:TAG`` (local names cannot carry a host).
+    a registry reference and the local image is the one of that name (``HOST/REPO:TAG``, as a pull
+    names it; see :attr:`RegistryRef.local_name`). The CLI falls back to ``REPO:TAG`` when the
+    store has no image of the full name.
     """
     if dest is not None:
         return ref, require_registry_ref(dest)
     remote = require_registry_ref(ref)
     if remote.digest:
         raise UsageError(f"{ref}: push to a tag, not a digest")
-    return f"{remote.repo}:{remote.tag}", remote
+    return f"{remote.local_name}:{remote.tag}", remote

@@ -8,6 +8,7 @@ import click
 
 from vmctl.cli.context import App, pass_app
 from vmctl.cli.output import emit_json, human_size, progress_printer, table
+from vmctl.core.images import bytes_to_fraction
 from vmctl.errors import UsageError
 
 
@@ -106,20 +107,9 @@ def image_import(app: App, args, disk, kernel, initrd, cmdline, firmware, fmt, c
         label_map[key] = value
     image = app.store.import_image(
         disk, ref, kernel=kernel, initrd=initrd, cmdline=cmdline, firmware=firmware, fmt=fmt,
-        cloud_init=cloud_init, user=user, labels=label_map, progress=_byte_progress(),
+        cloud_init=cloud_init, user=user, labels=label_map, progress=bytes_to_fraction(progress_printer()),
     )
     click.echo(image.id)
-
-
-def _byte_progress():
-    draw = progress_printer()
-    if draw is None:
-        return None
-
-    def report(phase: str, done: int, total: int) -> None:
-        draw(phase, done / total if total else None)
-
-    return report
 
 
 @click.command(name="prune")

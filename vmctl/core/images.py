@@ -16,6 +16,13 @@ class BuildOutcome:
     cached: bool   # the store already had this exact build: nothing was done
 
 
+def bytes_to_fraction(progress):
+    """Adapt a ``(label, fraction)`` progress callback to the store's ``(phase, done, total)``."""
+    if progress is None:
+        return None
+    return lambda phase, done, total: progress(phase, done / total if total else None)
+
+
 def build(app, recipe: str, tag: str | None, progress=None) -> BuildOutcome:
     """Build `recipe` into image `tag` (default ``RECIPE:latest``); a repeated build is a no-op.
 
@@ -39,7 +46,7 @@ def build(app, recipe: str, tag: str | None, progress=None) -> BuildOutcome:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vmctl-build-", dir=cache) as work:
         result = run_build(loaded.path, cache, Path(work), progress=progress)
-    image = store.add_built(result, f"{repo}:{tagname}", progress=progress)
+    image = store.add_built(result, f"{repo}:{tagname}", progress=bytes_to_fraction(progress))
     return BuildOutcome(image, False)
 
 

@@ -81,8 +81,9 @@ def build(recipe_name_or_path: str | Path, cache_dir: Path, work_dir: Path,
 
     ``cache_dir`` keeps downloads, extractions and finished images across builds; downloads and
     extractions go to ``packages_cache`` instead when given (tests share one across runs while
-    building images from scratch). ``work_dir`` holds temporary staging trees and is left clean. Raises ``ExternalToolError`` when a tool
-    fails (with its stderr tail), ``NotFoundError``/``UsageError`` for a bad recipe.
+    building images from scratch). ``work_dir`` holds temporary staging trees and is left clean.
+    Raises ``ExternalToolError`` when a tool fails (with its stderr tail), ``NotFoundError`` or
+    ``UsageError`` for a bad recipe.
     """
     say = progress or _noop
     recipe = load_recipe(recipe_name_or_path)
@@ -121,16 +122,14 @@ def build(recipe_name_or_path: str | Path, cache_dir: Path, work_dir: Path,
 
         say("assembling root filesystem", 0.55)
         _assemble_rootfs(recipe, trees, modules_root, staging)
+        grub_tree = None
         if firmware:
-            boot = staging / "boot"
-            (boot / "grub").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(kernel, boot / "vmlinuz")
-            shutil.copyfile(tmp_out / "initrd.img", boot / "initrd.img")
-            (boot / "grub" / "grub.cfg").write_text(bootloader.grub_cfg(recipe.boot["cmdline"]))
+            _add_boot_dir(recipe, staging, kernel, tmp_out / "initrd.img")
+            grub_tree = _merge_trees(loader_trees, staging.with_name(staging.name + "-loader"))
         size = int(recipe.rootfs["size_mib"]) * MiB
         say("making ext4 and qcow2", 0.7)
         _make_disk(staging, size, recipe.rootfs.get("label", "root"), work_dir, tmp_out / "disk.qcow2",
-                   grub_tree=_merge_trees(loader_trees, work_dir) if firmware else None)
+                   grub_tree=grub_tree)
 
         result = BuildResult(
             recipe_digest=digest, disk=final / "disk.qcow2", kernel=final / kernel_name,
@@ -154,6 +153,7 @@ def build(recipe_name_or_path: str | Path, cache_dir: Path, work_dir: Path,
         return cached_build(final) if final.exists() else result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging.with_name(staging.name + "-loader"), ignore_errors=True)
         shutil.rmtree(tmp_out, ignore_errors=True)
 
 
@@ -343,9 +343,18 @@ def _assemble_rootfs(recipe: Recipe, trees: dict[str, Path], modules_root: Path,
         (root / "etc" / "vmctl" / "chown-on-first-boot").write_text("")
 
 
-def _merge_trees(trees: list[Path], work_dir: Path) -> Path:
-    """One directory holding the files of several extracted packages (symlinked, not copied)."""
-    merged = Path(tempfile.mkdtemp(dir=work_dir, prefix="loader-"))
+def _add_boot_dir(recipe: Recipe, root: Path, kernel: Path, initrd: Path) -> None:
+    """/boot for a firmware-boot image: the kernel (bzImage), the initramfs and grub.cfg."""
+    boot = root / "boot"
+    (boot / "grub").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(kernel, boot / "vmlinuz")
+    shutil.copyfile(initrd, boot / "initrd.img")
+    (boot / "grub" / "grub.cfg").write_text(bootloader.grub_cfg(recipe.boot["cmdline"]))
+
+
+def _merge_trees(trees: list[Path], merged: Path) -> Path:
+    """Make ``merged`` hold the files of several extracted packages (symlinked, not copied)."""
+    merged.mkdir()
     for tree in trees:
         for src in tree.rglob("*"):
             dest = merged / src.relative_to(tree)

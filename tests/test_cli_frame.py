@@ -54,3 +54,29 @@ def test_kvm_probe_with_a_bogus_kernel_says_not_usable(tmp_path, monkeypatch):
     assert verdict.usable is False and verdict.reason
     again = probe_kvm(kernel=bogus, timeout=5)
     assert again.cached and again.usable is False
+
+
+def test_print_xml_from_a_disk_file_is_schema_valid_and_touches_nothing(cli_run, vmctl_root, tmp_path, libvirtd):
+    import subprocess
+
+    from lxml import etree
+
+    disk = tmp_path / "some.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    result = cli_run("create", "web1", "--image", str(disk), "--cpus", "2", "--memory", "1G",
+                     "--port", "8080:80", "--print-xml")
+    assert result.exit_code == 0, result.output
+    doc = etree.fromstring(result.stdout.encode())
+    schema = etree.RelaxNG(file="/usr/share/libvirt/schemas/domain.rng")
+    assert schema.validate(doc), schema.error_log
+    assert doc.findtext("name") == "web1" and doc.findtext("vcpu") == "2"
+    assert doc.find("memory").text == str(1024 * 1024) and doc.find("memory").get("unit") == "KiB"
+    assert "hostfwd=tcp:127.0.0.1:8080-:80" in result.stdout
+    assert not vmctl_root.exists()  # nothing was written
+
+
+def test_create_from_a_disk_file_without_print_xml_asks_for_an_import(cli_run, tmp_path, libvirtd):
+    disk = tmp_path / "some.qcow2"
+    disk.write_bytes(b"QFI\xfb" + b"\0" * 508)
+    result = cli_run("create", "web1", "--image", str(disk))
+    assert result.exit_code == 2 and "vmctl image import" in result.stderr

@@ -55,6 +55,28 @@ def info(app: App, as_json: bool, reprobe: bool):
         raise error
 
 
+@click.command()
+@click.option("--fix", is_flag=True, help="Mend what can be mended safely.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def doctor(app: App, fix: bool, as_json: bool):
+    """Find leftovers of killed vmctl processes (half-made VMs, stale holds)."""
+    from dataclasses import asdict
+
+    from vmctl.core.doctor import diagnose
+
+    findings = diagnose(app, fix=fix)
+    if as_json or app.json:
+        emit_json([asdict(f) for f in findings])
+        return
+    if not findings:
+        click.echo("nothing to mend")
+    for f in findings:
+        status = "fixed" if f.fixed else ("fixable with --fix" if f.fixable else "needs you")
+        click.echo(f"{f.kind}: {f.subject}: {f.detail} [{status}]")
+
+
 def register(group: click.Group) -> None:
     group.add_command(version)
     group.add_command(info)
+    group.add_command(doctor)

@@ -154,7 +154,7 @@ def search(term: str) -> list[Distro]:
     term = (term or "").lower()
     return [d for n, d in sorted(load_catalog().items())
             if term in n.lower() or term in d.description.lower()
-            or any(term == v or term in v.aliases for v in d.versions)]
+            or any(term == v.name or term in v.aliases for v in d.versions.values())]
 
 
 # ------------------------------------------------------------------ checksum lists

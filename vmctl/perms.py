@@ -30,6 +30,10 @@ def qemu_user(uri: str) -> str | None:
     A non-root caller's ``qemu:///session`` runs QEMU as the caller (None). The system daemon (and
     root's session, served by it) uses qemu.conf's ``user`` or Debian's default ``libvirt-qemu``.
     """
+    if uri.startswith("qemu+unix:///"):
+        # The same local daemon reached through an explicit socket ("?socket=..."): QEMU runs as
+        # that daemon's user all the same.
+        uri = "qemu:///" + uri[len("qemu+unix:///"):]
     if uri.startswith("qemu:///session") and os.geteuid() != 0:
         return None
     if not uri.startswith("qemu://"):

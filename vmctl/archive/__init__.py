@@ -204,7 +204,11 @@ def load(store, path: str | os.PathLike, *, progress=None) -> LoadResult:
         outer = _HashingReader(stream, progress, f"load {blob.local_digest[7:19]}")
         src = compress.DecompressReader(outer, max_size=blob.local_size) if blob.compressed else outer
         published.append((blob.local_digest, kind))
-        store.ingest_blob(blob.local_digest, src, media_type=kind, size=blob.local_size, session=work)
+        try:
+            store.ingest_blob(blob.local_digest, src, media_type=kind, size=blob.local_size, session=work)
+        except IntegrityError as exc:
+            raise IntegrityError(f"archive blob {blob.remote_digest} does not match its digest or is not "
+                                 f"a valid layer ({exc}); nothing was loaded") from None
         _drain(outer)
         if outer.digest != blob.remote_digest:
             raise IntegrityError(f"archive blob {blob.remote_digest} does not match its digest (got {outer.digest})")

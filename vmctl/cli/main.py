@@ -64,6 +64,8 @@ def _register() -> None:
     system.register(cli)
     images.register(cli)
     vms.register(cli)
+    from vmctl.cli import snapshots as snapshots_cli
+    snapshots_cli.register(cli)
     from vmctl.cli import registry as registry_cli
     registry_cli.register(cli)
 

@@ -60,4 +60,6 @@ def disk_usage(app):
         active = [name for name, st in states.items() if st.state in ACTIVE]
     except Exception:  # noqa: BLE001 - df still answers without libvirt
         active = None
-    return store_usage(app.store, active_instances=active)
+    from vmctl.core.snapshots import usage as snapshot_usage
+
+    return store_usage(app.store, active_instances=active, snapshots=lambda: snapshot_usage(app))

@@ -95,7 +95,11 @@ def remove(app, name: str, *, force: bool = False) -> None:
 
 
 def _remove_snapshot_files(app, rec: InstanceRecord) -> None:
-    """Snapshot data of a VM lives in its directory (internal qcow2 snapshots): nothing extra yet."""
+    """Snapshot data lives inside the VM's disk (internal qcow2 snapshots) and goes with its
+    directory; libvirt's metadata went with undefine. Release the snapshots' image holds."""
+    from vmctl.core.snapshots import forget_all
+
+    forget_all(app, rec)
 
 
 def listing(app, *, show_all: bool) -> list[dict]:

@@ -1,0 +1,175 @@
+"""``vmctl commit``: an instance's disk (or one of its snapshots) becomes a new image.
+
+Layered (the default)
+    The new image is the parent image's layers plus one new layer holding only the clusters the
+    instance wrote on top of the parent's top layer (``qemu-img convert -B <parent top>``, done by
+    `ImageStore.add_layer`). The parent's layers are only read, never written, so every other image
+    and instance sharing them is unaffected; the new layer is position independent and pushable.
+
+Squashed (``--squash``)
+    One self-contained layer: the whole disk as the guest sees it, converted without a backing
+    file, imported as a base layer. The parent is recorded in the label ``vmctl.commit.parent``
+    (not in ``parent``: the squashed image does not need the parent's layers).
+
+Where the data is read from
+    - a stopped VM: its overlay itself (the name lock keeps it from being started meanwhile);
+    - ``--snapshot SNAP``: that internal snapshot, read with ``qemu-img convert -l`` (with
+      force-share when the VM runs: clusters a snapshot references are never overwritten in place);
+    - a running or paused VM: a temporary internal disk-only snapshot taken in one QMP transaction
+      (the guest pauses only for the qcow2 metadata update, not for the copy), read as above and
+      deleted afterwards. The commit is crash-consistent, as a power cut at that instant would be.
+      A leftover temporary snapshot of a killed commit is removed by the VM's next snapshot create.
+    The instance keeps working throughout and afterwards.
+
+The new image records its parent (``parent``), the instance and snapshot (labels
+``vmctl.commit.instance`` / ``vmctl.commit.snapshot``, and the history's ``created_by``) and the
+message (the history's ``comment``).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from vmctl.core.instances import instance_dir, record
+from vmctl.core.lifecycle import ACTIVE
+from vmctl.core.namelock import name_lock
+from vmctl.core.records import DISK
+from vmctl.errors import ConflictError, IntegrityError
+from vmctl.names import check_name
+from vmctl.storage.refs import parse_name
+
+LAYER_OPTIONS = "compat=1.1,cluster_size=65536"
+
+
+def convert_disk(src: Path, dst: Path, *, snapshot: str | None = None, backing: Path | None = None,
+                 force_share: bool = False) -> None:
+    """``qemu-img convert`` of `src` (its active state, or internal `snapshot`) to qcow2 `dst`,
+    as an overlay of `backing` holding only what `src` holds above it, or standalone.
+
+    Formats are always explicit; the snapshot name follows the name rule (no ',' can reach
+    qemu-img's option parser).
+    """
+    from vmctl.storage import qemu_img
+
+    args = ["convert", "-f", "qcow2", "-O", "qcow2", "-o", LAYER_OPTIONS]
+    if force_share:
+        args.append("-U")
+    if snapshot is not None:
+        args += ["-l", f"snapshot.name={check_name(snapshot, 'snapshot name')}"]
+    if backing is not None:
+        args += ["-B", str(backing), "-F", "qcow2"]
+    qemu_img.run([*args, str(src), str(dst)])
+
+
+@contextmanager
+def _temporary_snapshot(app, name: str, disk: Path):
+    """A disk-only internal snapshot of a running VM for the duration of the block."""
+    from vmctl.backend import snapshots as bsnap
+    from vmctl.core.snapshots import TEMP_PREFIX
+
+    nodes = bsnap.writable_qcow2_nodes(app.backend, name)
+    node = nodes.get(str(disk))
+    if node is None:
+        raise IntegrityError(f"cannot find the block node of {disk} in {name}'s QEMU")
+    snap = f"{TEMP_PREFIX}commit-{os.urandom(4).hex()}"
+    bsnap.internal_disk_snapshot(app.backend, name, [node], snap)
+    try:
+        yield snap
+    finally:
+        bsnap.delete_internal_disk_snapshot(app.backend, name, node, snap)
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time())
+
+
+def commit(app, name: str, ref: str, *, snapshot: str | None = None, squash: bool = False,
+           message: str = "", progress=None):
+    """Make image `ref` (``NAME[:TAG]``) from VM `name`'s disk or snapshot; return the Image."""
+    from vmctl.core import snapshots as snaps
+
+    rec = record(app, name)
+    parse_name(ref)
+    store = app.store
+    parent = store.get(rec.image_id)
+    directory = instance_dir(app, name)
+    disk = directory / DISK
+    labels = {"vmctl.commit.instance": name}
+    created_by = f"vmctl commit {name}"
+    if snapshot is not None:
+        check_name(snapshot, "snapshot name")
+        labels["vmctl.commit.snapshot"] = snapshot
+        created_by += f" --snapshot {snapshot}"
+    if squash:
+        created_by += " --squash"
+    with name_lock(app.settings.paths.locks, name):
+        state = app.backend.state(name).state
+        live = state in ACTIVE
+        if live and state not in {"running", "paused"}:
+            raise ConflictError(f"cannot commit {name}: it is {state}")
+        if snapshot is not None:
+            snaps._find(app, name, snapshot)  # noqa: SLF001 - complete snapshots only
+            return _build(app, parent, disk, ref, snapshot, live, squash, message, created_by, labels, progress)
+        if live:
+            with _temporary_snapshot(app, name, disk) as temp:
+                return _build(app, parent, disk, ref, temp, True, squash, message, created_by, labels, progress)
+        return _build(app, parent, disk, ref, None, False, squash, message, created_by, labels, progress)
+
+
+def _build(app, parent, disk: Path, ref: str, snapshot: str | None, live: bool, squash: bool,
+           message: str, created_by: str, labels: dict, progress):
+    from vmctl.storage.manifest import RECIPE_LABEL
+
+    store = app.store
+    created = _now()
+    with store.session("commit-stage") as work:
+        if squash:
+            flat = work.path / "squashed.qcow2"
+            convert_disk(disk, flat, snapshot=snapshot, force_share=live)
+            merged = {**parent.labels, **labels, "vmctl.commit.parent": parent.id}
+            merged.pop(RECIPE_LABEL, None)
+            boot = parent.boot
+            kernel = parent.kernel if boot.get("kind") == "kernel" else None
+            return store.import_image(
+                flat, ref, kernel=kernel, initrd=parent.initrd if kernel else None,
+                cmdline=boot.get("cmdline") if kernel else None, firmware=boot.get("firmware") or "bios",
+                fmt="qcow2", architecture=parent.architecture,
+                defaults={k: v for k, v in parent.defaults.items() if k != "disk_bytes"},
+                cloud_init=parent.cloud_init, user=parent.user, labels=merged, created=created,
+                created_by=created_by, comment=message, progress=progress,
+            )
+        if snapshot is None:
+            overlay = disk
+        else:
+            overlay = work.path / "top.qcow2"
+            convert_disk(disk, overlay, snapshot=snapshot, backing=parent.top_layer.resolve(), force_share=live)
+        return store.add_layer(parent.id, overlay, ref, message, created=created, created_by=created_by,
+                               labels=labels, progress=progress)
+
+
+def history(app, ref: str) -> list[dict]:
+    """``image history``: the image's disk layers, newest first, with size and origin."""
+    store = app.store
+    image = store.resolve(ref)
+    sizes = {d["digest"]: d["size"] for d in image.manifest["layers"]}
+    entries = {e.get("layer"): e for e in image.config.get("history", [])}
+    by_layers = {im.layer_digests: im for im in store.images()}
+    rows = []
+    for i, digest in enumerate(image.layer_digests):
+        entry = entries.get(digest, {})
+        owner = by_layers.get(tuple(image.layer_digests[: i + 1]))
+        rows.append({
+            "layer": digest,
+            "image": owner.id if owner else None,
+            "image_tags": list(owner.repo_tags) if owner else [],
+            "created": entry.get("created"),
+            "created_by": entry.get("created_by", ""),
+            "comment": entry.get("comment", ""),
+            "size": sizes.get(digest),
+        })
+    rows.reverse()
+    return rows

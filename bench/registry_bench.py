@@ -10,11 +10,16 @@ in a temp dir) so nothing is deduplicated across runs, then times:
 - pull:   ``vmctl pull`` into a fresh store (download, verify, decompress, verify, qemu-img check,
           publish)                                                  vs ``skopeo copy docker:// oci:DIR``
           (download and verify);
-- re-push of the same image to the same registry (both find every blob and send none).
+- re-push of the same image to the same registry (both find every blob and send none);
+- derived image: a child (``--child-mib`` MiB written on top of the image, as ``vmctl commit``
+  makes it) pushed after its parent: bytes sent for the parent, for the child, and downloaded when
+  pulling the child where the parent is;
+- save/load: ``vmctl save`` and ``vmctl load`` of an image with ``--archive-gib`` GiB of data, each
+  in its own process, with their peak RSS (``ru_maxrss``) next to a process that only imports them.
 
-Prints medians and ratios with the machine noted. No assertions.
+Prints medians, throughput and ratios with the machine noted. No assertions.
 
-    python bench/registry_bench.py [--runs 3] [--data-mib 256] [--dir /var/tmp]
+    python bench/registry_bench.py [--runs 3] [--data-mib 256] [--archive-gib 2] [--dir /var/tmp]
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--data-mib", type=int, default=256)
     ap.add_argument("--disk-gib", type=int, default=2)
+    ap.add_argument("--child-mib", type=int, default=16)
+    ap.add_argument("--archive-gib", type=float, default=2.0, help="0 skips the save/load measurement")
     ap.add_argument("--dir", default=tempfile.gettempdir())
     args = ap.parse_args()
     missing = regserver.missing_tools(("skopeo", "qemu-img"))
@@ -143,11 +150,93 @@ def main() -> None:
             peer = {"vmctl push": "skopeo push", "vmctl upload": "skopeo push", "vmctl pull": "skopeo pull",
                     "vmctl re-push": "skopeo re-push"}.get(k)
             ratio = f"{v / med[peer]:>8.2f}x" if peer else ""
-            print(f"{k:<16} {v:>7.3f} s  {ratio:>9}")
+            # throughput over the bytes that travel (the compressed layer), the same for both tools
+            mibs = f"{c.size / v / (1 << 20):>8.1f} MiB/s" if "re-push" not in k else ""
+            print(f"{k:<16} {v:>7.3f} s  {ratio:>9}  {mibs}")
+        print()
+        derived(work, store, image, args.child_mib)
+        if args.archive_gib > 0:
+            print()
+            archive_memory(work, args.archive_gib)
     finally:
         for s in servers:
             s.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def derived(work: Path, store: ImageStore, parent, child_mib: int) -> None:
+    """Bytes sent for a derived image pushed after its parent, and fetched pulling it next to it."""
+    overlay = work / "child-overlay.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(parent.top_layer),
+                    str(overlay)], check=True)
+    data = work / "child.bin"
+    with open(data, "wb") as fh:
+        for _ in range(child_mib):
+            fh.write(os.urandom(1 << 20))
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -s {data} 64M {child_mib}M", str(overlay)],
+                   check=True, capture_output=True)
+    store.add_layer("bench:1", overlay, "bench-child:1")
+    server = regserver.start_registry(work / "reg-derived", tls=False)
+    try:
+        client = client_for(server)
+        base_ref = parse_registry_ref(f"{server.host}/bench/vm:base")
+        child_ref = parse_registry_ref(f"{server.host}/bench/vm:child")
+        p = transfer.push(store, "bench:1", base_ref, client)
+        ch = transfer.push(store, "bench-child:1", child_ref, client)
+        other = ImageStore(work / "pull-derived", None)
+        transfer.pull(other, base_ref, client)
+        pulled = transfer.pull(other, child_ref, client)
+        client.close()
+    finally:
+        server.stop()
+    print(f"derived image ({child_mib} MiB written on the parent; sizes as sent, zstd):")
+    print(f"  push parent          {p.bytes_uploaded:>12,} bytes")
+    print(f"  push child after it  {ch.bytes_uploaded:>12,} bytes  ({ch.bytes_uploaded / p.bytes_uploaded:.3f} of the parent's)")
+    print(f"  pull child next to the parent: {pulled.bytes_downloaded:,} bytes downloaded "
+          f"({len(pulled.downloaded)} layer(s) fetched, {len(pulled.present)} present)")
+
+
+MEASURE = """
+import resource, sys, time
+from vmctl.storage import ImageStore
+from vmctl.archive import save, load
+op = sys.argv[1]
+t = time.perf_counter()
+if op == "save":
+    save(ImageStore(sys.argv[2], None), ["big:1"], sys.argv[3])
+elif op == "load":
+    load(ImageStore(sys.argv[2], None), sys.argv[3])
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def archive_memory(work: Path, gib: float) -> None:
+    """Peak RSS of save and load of an image holding `gib` GiB of random data."""
+    size = int(gib * (1 << 30))
+    disk = work / "archive.raw"
+    with open(disk, "wb") as fh:
+        for _ in range(size >> 20):
+            fh.write(os.urandom(1 << 20))
+    src = ImageStore(work / "archive-src", None)
+    src.import_image(disk, "big:1", created=1)
+    disk.unlink()
+    out = work / "big.tar"
+
+    def run(*argv: str) -> tuple[float, int]:
+        proc = subprocess.run([sys.executable, "-c", MEASURE, *argv], capture_output=True, text=True, check=True,
+                              env=dict(os.environ, PYTHONPATH=str(REPO)))
+        secs, kib = proc.stdout.split()
+        return float(secs), int(kib)
+
+    _, base_kib = run("none")
+    save_s, save_kib = run("save", str(work / "archive-src"), str(out))
+    tar_size = out.stat().st_size
+    load_s, load_kib = run("load", str(work / "archive-dst"), str(out))
+    print(f"save/load of a {gib:g} GiB image (archive {tar_size / (1 << 30):.2f} GiB):")
+    print(f"  baseline process (imports only)  peak RSS {base_kib / 1024:7.1f} MiB")
+    print(f"  vmctl save  {save_s:7.2f} s  {tar_size / save_s / (1 << 20):7.1f} MiB/s  peak RSS {save_kib / 1024:7.1f} MiB")
+    print(f"  vmctl load  {load_s:7.2f} s  {tar_size / load_s / (1 << 20):7.1f} MiB/s  peak RSS {load_kib / 1024:7.1f} MiB")
+    out.unlink()
 
 
 if __name__ == "__main__":

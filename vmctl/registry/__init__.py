@@ -5,9 +5,11 @@
 - :mod:`.client`: :class:`RegistryClient` — auth challenges, manifests, resumable verified blobs;
 - :mod:`.compress`: streaming, deterministic zstd with digests of both sides;
 - :mod:`.mediatypes` and FORMAT.md: how a vmctl image looks in a registry;
-- :mod:`.transfer`: push/pull between the image store and a registry, search.
+- :mod:`.transfer`: push/pull between the image store and a registry, search;
+- :mod:`.containerdisk`: KubeVirt containerDisks (a disk in a plain container image), both ways.
 
-The client knows nothing about libvirt, the CLI or the store; only :mod:`.transfer` uses the store.
+The client knows nothing about libvirt, the CLI or the store; only :mod:`.transfer` and
+:mod:`.containerdisk` use the store.
 """
 
 from vmctl.registry.auth import AuthStore, Credentials, login, logout

@@ -127,12 +127,14 @@ class PrivateLibvirt:
         logs = self.tmp / "logs"
         self.virtlogd = subprocess.Popen(
             self._in_ns(self._script(), ["virtlogd", "--pid-file", "/run/libvirt/e2e-virtlogd.pid"]),
-            stdout=open(logs / "virtlogd.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=open(logs / "virtlogd.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
         self._wait_for(self.tmp / "run" / "virtlogd-sock", timeout, self.virtlogd, "virtlogd")
         self.libvirtd = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.ns}", f"--mount=/proc/{self.virtlogd.pid}/ns/mnt",
              "libvirtd", "--pid-file", "/run/libvirt/e2e-libvirtd.pid"],
-            stdout=open(logs / "libvirtd.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=open(logs / "libvirtd.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
         self._wait_for(self.socket, timeout, self.libvirtd, "libvirtd")
         deadline = time.monotonic() + timeout
         while _run("virsh", "-c", self.uri, "version", check=False).returncode != 0:
@@ -219,6 +221,18 @@ class PrivateLibvirt:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even by SIGKILL (no orphan daemons).
+
+    The setting survives the execs of nsenter/unshare/sh into the daemon. Guests and dnsmasq that
+    such a daemon leaves would then stay in the namespace: `stop()` is still the real cleanup.
+    """
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -251,7 +251,9 @@ def _drop_qcow2_snapshot(app, name: str, disk: Path, snap: str, running: bool) -
             raise IntegrityError(f"cannot find the block node of {disk} in {name}'s QEMU")
         bsnap.delete_internal_disk_snapshot(app.backend, name, node, snap)
     else:
-        qemu_img.run(["snapshot", "-f", "qcow2", "-d", snap, str(disk)])
+        # ``qemu-img snapshot`` has no -f: a json: spec names the driver, so nothing is probed.
+        spec = "json:" + json.dumps({"driver": "qcow2", "file": {"driver": "file", "filename": str(disk)}})
+        qemu_img.run(["snapshot", "-d", snap, spec])
 
 
 def _sweep_orphans(app, name: str, state: str) -> None:

@@ -6,14 +6,18 @@ bridge, dnsmasq and iptables rules. So `PrivateLibvirt` builds, and later remove
 
 - a network namespace ``vmctl-e2e-<random>`` with only ``lo`` up (``ip netns add``); the NAT
   network's bridge, dnsmasq and firewall rules live there and nothing there has a route out;
-- a private mount namespace (``unshare -m --propagation private``, inside ``ip netns exec``) in
-  which temp dirs are bind-mounted over ``/run/libvirt`` (``/var/run`` is a symlink to ``/run``
-  on Debian), ``/var/lib/libvirt``, ``/var/cache/libvirt``, ``/var/log/libvirt`` and a copy of
-  ``/etc/libvirt`` *without* the machine's domain and network definitions (and so without the
-  ``default`` network or its autostart link): the second daemon neither sees nor touches the
-  machine's VMs, networks, sockets, leases or logs;
+- a private mount namespace (``nsenter --net=<netns> unshare -m --propagation private``) with a
+  sysfs of the network namespace on /sys (libvirt configures its bridge through /sys/class/net)
+  carrying the machine's cgroup mounts over (libvirt's cpu/memory/blkio tuning needs them; a bare
+  ``ip netns exec`` would drop them), and temp dirs bind-mounted over ``/run/libvirt``
+  (``/var/run`` is a symlink to ``/run`` on Debian), ``/var/lib/libvirt``, ``/var/cache/libvirt``,
+  ``/var/log/libvirt`` and a copy of ``/etc/libvirt`` *without* the machine's domain and network
+  definitions (and so without the ``default`` network or its autostart link): the second daemon
+  neither sees nor touches the machine's VMs, networks, sockets, leases or logs;
 - ``virtlogd`` and ``libvirtd`` started there, both in the foreground as children of this process
-  (their PIDs are known: nothing is ever killed by name);
+  (their PIDs are known: nothing is ever killed by name; they get SIGTERM if this process dies);
+  QEMU's cgroups are named after the domain (``machine/qemu-N-NAME...``), so test domains must not
+  share a name with a running domain of the machine's daemon;
 - vmctl connects to ``qemu+unix:///system?socket=<tmp>/run/libvirt-sock``, the outside path of the
   daemon's socket in the bind-mounted ``/run/libvirt``.
 

@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--disk-gib", type=int, default=2)
     ap.add_argument("--child-mib", type=int, default=16)
     ap.add_argument("--archive-gib", type=float, default=2.0, help="0 skips the save/load measurement")
+    ap.add_argument("--archive-only", action="store_true", help="only the save/load measurement")
     ap.add_argument("--dir", default=tempfile.gettempdir())
     args = ap.parse_args()
     missing = regserver.missing_tools(("skopeo", "qemu-img"))
@@ -94,6 +95,13 @@ def main() -> None:
         sys.exit(f"missing tools: {', '.join(missing)}")
 
     work = Path(tempfile.mkdtemp(prefix="registry-bench-", dir=args.dir))
+    if args.archive_only:
+        try:
+            print(f"machine: {machine()}")
+            archive_memory(work, args.archive_gib)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     results: dict[str, list[float]] = {k: [] for k in (
         "vmctl push", "skopeo push", "vmctl upload", "vmctl pull", "skopeo pull", "vmctl re-push", "skopeo re-push")}
     servers = []
@@ -197,7 +205,7 @@ def derived(work: Path, store: ImageStore, parent, child_mib: int) -> None:
 
 
 MEASURE = """
-import resource, sys, time
+import sys, time
 from vmctl.storage import ImageStore
 from vmctl.archive import save, load
 op = sys.argv[1]
@@ -206,7 +214,9 @@ if op == "save":
     save(ImageStore(sys.argv[2], None), ["big:1"], sys.argv[3])
 elif op == "load":
     load(ImageStore(sys.argv[2], None), sys.argv[3])
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across exec)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(time.perf_counter() - t, hwm)
 """
 
 

@@ -41,7 +41,8 @@ def raw_disk(path: Path, size: int = 16 * MiB, random: int = 2 * MiB) -> Path:
     with open(path, "wb") as fh:
         fh.truncate(size)
         fh.seek(MiB)
-        fh.write(os.urandom(random))
+        for _ in range(random // MiB):   # in chunks: keep the test process small (maxrss survives exec)
+            fh.write(os.urandom(MiB))
     return path
 
 
@@ -192,3 +193,37 @@ def test_push_without_dest_falls_back_to_the_bare_name(cli_run, cfg, registry_ht
     assert result.exit_code == 0, result.output
     missing = cli_run("push", f"{registry_http.host}/{repo_name}-none:7", "--insecure")
     assert missing.exit_code == 3 and "vmctl push IMAGE" in missing.stderr
+
+
+def test_killed_pull_never_shows_a_partial_image_and_the_next_pull_completes(cli_run, cfg, registry_http, tmp_path,
+                                                                            repo_name, vmctl_root):
+    import signal
+    import sys
+    import time
+
+    login(cli_run, registry_http)
+    big = raw_disk(tmp_path / "big.raw", 160 * MiB, 96 * MiB)
+    image_id = cli_run("image", "import", str(big), "big:1").stdout.strip()
+    remote = f"{registry_http.host}/{repo_name}:big"
+    assert cli_run("push", "big:1", remote, "--insecure").exit_code == 0
+    assert cli_run("rmi", "big:1").exit_code == 0
+    cli_run("image", "prune")
+    before = _store_state(vmctl_root)
+
+    partial = vmctl_root / "cache" / "registry" / "partial"
+    proc = subprocess.Popen([sys.executable, "-m", "vmctl", "pull", remote, "--insecure"], env=os.environ.copy(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.stat().st_size > 0 for p in partial.glob("*.partial")) if partial.is_dir() else False:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _store_state(vmctl_root) == before          # no image, no layer: nothing half-made is visible
+    assert cli_run("images", "-q").stdout.strip() == ""
+
+    result = cli_run("pull", remote, "--insecure", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == image_id
+    assert list(partial.glob("*.partial")) == [] and list(partial.glob("*.verified")) == []

@@ -119,7 +119,7 @@ def test_derived_image_uploads_and_downloads_only_its_new_layer(registry, regist
     assert result.image.id == child.id
     assert result.downloaded == [child.layer_digests[1]]
     assert registry_client.bytes_downloaded - before == new_compressed.size + config_size
-    assert store_b.verify(f"{repo_name}:child") == []
+    assert store_b.verify(f"{registry.host}/{repo_name}:child") == []
 
 
 def test_kernel_boot_image_round_trip(registry, registry_client, store, store_b, repo_name, tmp_path):
@@ -222,7 +222,7 @@ def test_killed_mid_pull_then_pull_resumes(registry, registry_client, store, sto
     assert result.image.id == base.id
     config_size = base.manifest["config"]["size"]
     assert registry_client.bytes_downloaded - before == layer["size"] - kept + config_size
-    assert store_b.verify(f"{repo_name}:v1") == []
+    assert store_b.verify(f"{registry.host}/{repo_name}:v1") == []
 
 
 def test_skopeo_reads_a_pushed_image_and_vmctl_pulls_what_skopeo_copied(

@@ -94,11 +94,17 @@ def redefine(backend, name: str, xml: str, *, current: bool = True) -> str:
         return dom.snapshotCreateXML(xml, flags).getName()
 
 
-def revert(backend, name: str, snap: str, *, then: str | None) -> None:
-    """Revert to `snap`; `then` is "running", "paused" or None (the state libvirt restores)."""
+def revert(backend, name: str, snap: str, *, then: str | None, force: bool = False) -> None:
+    """Revert to `snap`; `then` is "running", "paused" or None (the state libvirt restores).
+
+    `force` lets libvirt restart QEMU when the snapshot's definition is not ABI-compatible with
+    the running one (``REVERT_FORCE``).
+    """
     dom = _domain(backend, name)
     flags = {"running": libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING,
              "paused": libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED, None: 0}[then]
+    if force:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
     with libvirt_errors(f"revert {name} to {snap}"):
         dom.revertToSnapshot(_snapshot(dom, name, snap), flags)
 

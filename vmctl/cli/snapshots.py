@@ -74,12 +74,13 @@ def snapshot_ls(app: App, name, tree, as_json):
 @click.command(name="revert")
 @click.argument("name")
 @click.argument("snap")
+@click.option("--force", is_flag=True, help="Let libvirt restart QEMU if the VM's definition changed incompatibly since.")
 @pass_app
-def snapshot_revert(app: App, name, snap):
+def snapshot_revert(app: App, name, snap, force):
     """Return VM NAME to snapshot SNAP: disks (and memory), running or stopped as it was then."""
     from vmctl.core import snapshots
 
-    state = snapshots.revert(app, name, snap)
+    state = snapshots.revert(app, name, snap, force=force)
     click.echo(f"{name}: reverted to {snap} ({state})")
 
 

@@ -399,7 +399,7 @@ def _restore_state(app, name: str, state: str) -> None:
         pass
 
 
-def revert(app, name: str, snap: str) -> str:
+def revert(app, name: str, snap: str, *, force: bool = False) -> str:
     """Go back to `snap`: disks (and memory) as they were; the VM running, paused or stopped as it
     was when the snapshot was taken. Returns the VM's state afterwards."""
     from vmctl.backend import snapshots as bsnap
@@ -409,7 +409,7 @@ def revert(app, name: str, snap: str) -> str:
     with name_lock(app.settings.paths.locks, name):
         row = _find(app, name, snap)
         then = {"running": "running", "paused": "paused"}.get(row.vm_state)
-        bsnap.revert(app.backend, name, snap, then=then)
+        bsnap.revert(app.backend, name, snap, then=then, force=force)
         return _vm_state(app, name)
 
 

@@ -8,7 +8,7 @@ import click
 
 from vmctl.cli.context import App, pass_app
 from vmctl.cli.output import emit_json, human_size, progress_printer, table
-from vmctl.core.images import bytes_to_fraction
+from vmctl.progress import bytes_to_fraction
 from vmctl.errors import UsageError
 
 

@@ -65,3 +65,4 @@ def progress_printer(enabled: bool | None = None) -> Callable[[str, float | None
             last["text"] = ""
 
     return report
+

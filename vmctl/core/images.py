@@ -6,21 +6,14 @@ import tempfile
 from pathlib import Path
 from dataclasses import dataclass
 
+from vmctl.progress import bytes_to_fraction
 from vmctl.config import build_cache_dir
-from vmctl.storage.refs import parse_name
 
 
 @dataclass(frozen=True)
 class BuildOutcome:
     image: object
     cached: bool   # the store already had this exact build: nothing was done
-
-
-def bytes_to_fraction(progress):
-    """Adapt a ``(label, fraction)`` progress callback to the store's ``(phase, done, total)``."""
-    if progress is None:
-        return None
-    return lambda phase, done, total: progress(phase, done / total if total else None)
 
 
 def build(app, recipe: str, tag: str | None, progress=None) -> BuildOutcome:
@@ -31,6 +24,7 @@ def build(app, recipe: str, tag: str | None, progress=None) -> BuildOutcome:
     """
     from vmctl.build.builder import build as run_build
     from vmctl.build.recipe import load_recipe, recipe_digest
+    from vmctl.storage.refs import parse_name
 
     loaded = load_recipe(recipe)
     ref = tag or f"{loaded.name}:latest"

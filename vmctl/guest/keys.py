@@ -12,6 +12,11 @@ public line (``ssh-ed25519 AAAA...``) and compares what the server presents byte
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # paramiko is imported where it is used: creating a VM needs keys, not a client
+    import paramiko
+
 import base64
 import binascii
 import hashlib
@@ -20,7 +25,6 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -52,8 +56,10 @@ class ClientKey:
     def fingerprint(self) -> str:
         return fingerprint(self.public_line)
 
-    def pkey(self) -> paramiko.PKey:
+    def pkey(self) -> "paramiko.PKey":
         """Load the private key for paramiko."""
+        import paramiko
+
         return paramiko.Ed25519Key.from_private_key_file(str(self.path))
 
 
@@ -157,6 +163,8 @@ def fingerprint(public_line_or_blob: str | bytes) -> str:
 
 def host_key_from_line(line: str) -> paramiko.PKey:
     """A paramiko public key object for a pinned host key line."""
+    import paramiko
+
     keytype, blob, _ = parse_public_line(line)
     if keytype not in HOST_KEY_ALGORITHMS:
         raise UsageError(f"unsupported SSH host key type {keytype}")

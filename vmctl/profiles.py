@@ -108,6 +108,7 @@ class DeviceSpec:
     balloon: bool = True
     balloon_stats_period: int | None = None
     guest_agent: bool = True
+    usb: bool = False
     graphics: str = "none"
     video: str = "virtio"
 
@@ -260,6 +261,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, Callable | None, bool]]] = {
         "balloon": (bool, None, False),
         "balloon_stats_period": (int, _range(1, 3600), True),
         "guest_agent": (bool, None, False),
+        "usb": (bool, None, False),
         "graphics": (str, _one_of("none", "vnc"), False),
         "video": (str, _one_of("virtio", "vga", "qxl", "bochs"), False),
     },

@@ -36,7 +36,7 @@ from vmctl.errors import UsageError
 from vmctl.names import check_name
 from vmctl.profiles import Profile
 from vmctl.xml.domain import (
-    CPU, RNG, Channel, Console, Disk, Domain, Graphics, Interface, Serial, Video,
+    CPU, RNG, Channel, Console, Controller, Disk, Domain, Graphics, Interface, Serial, Video,
 )
 
 __all__ = ["DomainInputs", "mac_from_uuid", "mark_created", "move_ssh_port", "plan_domain",
@@ -369,6 +369,14 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
         video = Video()
         video.model_type = p.devices.video
         devices.add(video)
+
+    if not p.devices.usb:
+        # A server guest has no use for USB; without it the guest kernel probes one controller
+        # less at boot (noticeable under TCG) and QEMU exposes less emulated hardware.
+        usb = Controller()
+        usb.type = "usb"
+        usb.model = "none"
+        devices.add(usb)
 
     balloon = devices.memballoon
     balloon.model = "virtio" if p.devices.balloon else "none"

@@ -6,13 +6,13 @@ metadata inside it; `vmctl.xml.base` holds the node/property machinery they are 
 
 from vmctl.xml.base import QEMU_NS, VMCTL_NS, XMLNode
 from vmctl.xml.domain import (
-    CPU, RNG, Channel, Clock, Console, Devices, Disk, Domain, Features, Graphics, Interface,
+    CPU, RNG, Channel, Clock, Console, Controller, Devices, Disk, Domain, Features, Graphics, Interface,
     MemBalloon, OS, PortForward, PortRange, QemuCommandline, Serial, Timer, Video,
 )
 from vmctl.xml.metadata import PortMeta, VmctlMetadata
 
 __all__ = [
-    "CPU", "Channel", "Clock", "Console", "Devices", "Disk", "Domain", "Features", "Graphics",
+    "CPU", "Channel", "Clock", "Console", "Controller", "Devices", "Disk", "Domain", "Features", "Graphics",
     "Interface", "MemBalloon", "OS", "PortForward", "PortMeta", "PortRange", "QEMU_NS",
     "QemuCommandline", "RNG", "Serial", "Timer", "VMCTL_NS", "Video", "VmctlMetadata", "XMLNode",
 ]

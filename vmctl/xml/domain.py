@@ -249,6 +249,16 @@ class Video(XMLNode):
     model_type = Prop("model/@type", doc="virtio | vga | none")
 
 
+class Controller(XMLNode):
+    """``<controller>``: vmctl only uses it to turn the USB controller off on headless guests."""
+
+    TAG = "controller"
+    ORDER = {"": ("model", "driver", "master", "alias", "address", "target")}
+
+    type = Prop("@type", doc="usb | pci | sata | scsi | virtio-serial ...")
+    model = Prop("@model", doc="for usb: none (no USB controller at all) | qemu-xhci ...")
+
+
 class MemBalloon(XMLNode):
     TAG = "memballoon"
     ORDER = {"": ("alias", "address", "stats", "driver")}
@@ -278,6 +288,7 @@ class Devices(XMLNode):
                   "iommu", "vsock", "crypto")}
 
     disks = Children(Disk, "disk")
+    controllers = Children(Controller, "controller")
     interfaces = Children(Interface, "interface")
     serials = Children(Serial, "serial")
     consoles = Children(Console, "console")

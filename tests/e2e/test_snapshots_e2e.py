@@ -57,8 +57,17 @@ def _check_clean(path: Path) -> None:
 
 
 def _check_everything(vmctl) -> None:
+    from vmctl.config import load_settings
+    from vmctl.storage import ImageStore
+
     for layer in sorted((vmctl.root / "images" / "layers").glob("*.qcow2")):
         _check_clean(layer)
+    store = ImageStore.from_settings(load_settings(root=vmctl.root))
+    for image_id in {r["id"] for r in json.loads(vmctl("image", "ls", "--json").stdout)}:
+        problems = store.verify(image_id)  # digests, qemu-img check, owner and read-only modes
+        # libvirt's DAC driver chowns a running VM's kernel/initrd (blobs/) to its QEMU user until it
+        # stops (the domain's seclabel, not snapshots); layers must never be relabelled.
+        assert [p for p in problems if not ("/blobs/sha256/" in p and "owned by uid" in p)] == []
     rows = json.loads(vmctl("ls", "-a", "--json").stdout)
     for row in rows:
         disk = vmctl.root / "instances" / row["name"] / "disk.qcow2"
@@ -229,7 +238,10 @@ def test_commit_layered_snapshot_and_squash_and_a_vm_from_the_new_image(vm):
 
 def _broken_snapshots_are_hidden_and_removable(vmctl, name: str) -> None:
     disk = vmctl.root / "instances" / name / "disk.qcow2"
-    _qemu_img("snapshot", "-c", "dataonly", str(disk))  # data without metadata
+    _qemu_img("snapshot", "-c", "foreign", str(disk))  # another tool's snapshot: not vmctl's
+    _qemu_img("snapshot", "-c", "dataonly", str(disk))  # data of a create killed half-way:
+    (disk.parent / "snapshots.json").write_text(json.dumps(  # vmctl wrote its intent first
+        {"version": 1, "snapshots": {"dataonly": {"kind": "disk", "vm_state": "stopped", "pending": True}}}))
     meta = ("<domainsnapshot><name>metaonly</name><state>shutoff</state><creationTime>1795911999</creationTime><memory snapshot='no'/>"
             "<disks><disk name='vda' snapshot='internal'/></disks>"
             + subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", "--inactive", name],
@@ -244,9 +256,13 @@ def _broken_snapshots_are_hidden_and_removable(vmctl, name: str) -> None:
     proc = vmctl("snapshot", "revert", name, "metaonly", check=False)
     assert proc.returncode == errors.IntegrityError.exit_code and "incomplete" in proc.stderr
     vmctl("snapshot", "rm", name, "metaonly")
-    vmctl("snapshot", "create", name, "sweeper")  # a create removes data left without metadata
-    assert "dataonly" not in _qemu_img("snapshot", "-l", "-U", str(disk)).stdout
+    vmctl("snapshot", "create", name, "sweeper")  # a create removes vmctl's half-made data
+    table = _qemu_img("snapshot", "-l", "-U", str(disk)).stdout
+    assert "dataonly" not in table and "foreign" in table
+    assert "dataonly" not in json.loads((disk.parent / "snapshots.json").read_text())["snapshots"]
     vmctl("snapshot", "rm", name, "sweeper")
+    vmctl("snapshot", "rm", name, "foreign")  # asked for by name, a broken one can be removed
+    assert "foreign" not in _qemu_img("snapshot", "-l", "-U", str(disk)).stdout
     assert _snaps(vmctl, name) == {}
 
 
@@ -256,8 +272,12 @@ def _failed_create_is_rolled_back(vmctl, name: str, monkeypatch) -> None:
     from vmctl.config import load_settings
     from vmctl.core import snapshots
 
-    def boom(*_args, **_kwargs):
-        raise OSError("simulated failure while recording the snapshot")
+    real = snapshots._sidecar_set
+
+    def boom(directory, snap, entry):
+        if entry is not None and not entry.get("pending"):
+            raise OSError("simulated failure while recording the snapshot")
+        real(directory, snap, entry)
 
     monkeypatch.setattr(snapshots, "_sidecar_set", boom)
     app = App(settings=load_settings(root=vmctl.root))
@@ -267,6 +287,8 @@ def _failed_create_is_rolled_back(vmctl, name: str, monkeypatch) -> None:
         assert not app.backend.exists(name) or snapshots.listing(app, name) == []
         assert "halfway" not in snapshots.qcow2_snapshots(vmctl.root / "instances" / name / "disk.qcow2")
         assert f"snapshot:{name}/halfway" not in app.store.holders("tiny")
+        side = vmctl.root / "instances" / name / "snapshots.json"
+        assert "halfway" not in json.loads(side.read_text())["snapshots"]
     finally:
         app.close()
         monkeypatch.undo()
@@ -288,6 +310,8 @@ def test_commit_of_a_stopped_vm_and_rm_removes_snapshots(e2e_vmctl, monkeypatch)
         _broken_snapshots_are_hidden_and_removable(vmctl, name)
         _failed_create_is_rolled_back(vmctl, name, monkeypatch)
         vmctl("snapshot", "create", name, "s1")
+        usage = json.loads(vmctl("df", "--json").stdout)["snapshots"]
+        assert usage["count"] >= 1
     finally:
         vmctl("rm", "-f", name)
     holders = json.loads(vmctl("image", "inspect", "tiny").stdout)[0]["holders"]

@@ -25,11 +25,18 @@ Kinds
 
 Consistency
     A snapshot exists for vmctl when libvirt has its metadata *and* the qcow2 snapshot table has
-    its data. Create is a transaction (data, metadata, image hold, vmctl's record; undone in reverse
-    on failure), so a half-made snapshot is rolled back; anything half-made by a killed process is
-    never listed, and removed by the next create of that VM (or ``snapshot rm``). vmctl's record
-    (``snapshots.json`` in the instance dir) only adds what libvirt cannot store: the kind and the
-    VM's state when it was taken.
+    its data. Create is a transaction (intent record, data, metadata, image hold ``snapshot:VM/SNAP``,
+    final record; undone in reverse on failure), so a half-made snapshot is rolled back. What a
+    killed process leaves half-made is never listed; the next create on that VM removes data that
+    vmctl's intent record (or the ``vmctl-tmp-`` prefix) marks as its own, and ``snapshot rm``
+    removes any incomplete snapshot named explicitly. Internal snapshots made by other tools are
+    never touched otherwise. vmctl's record (``snapshots.json`` in the instance dir) only adds what
+    libvirt cannot store: the kind and the VM's state when it was taken.
+
+Known limit
+    Revert restores the domain definition saved in the snapshot. If the VM's SSH forward was moved
+    to another host port after the snapshot (its old port was taken), the reverted definition names
+    the old port again.
 
 Every operation holds the VM's name lock.
 """
@@ -257,15 +264,22 @@ def _drop_qcow2_snapshot(app, name: str, disk: Path, snap: str, running: bool) -
 
 
 def _sweep_orphans(app, name: str, state: str) -> None:
-    """Remove qcow2 snapshot data that libvirt does not know (vmctl temp snapshots and creates
-    that a killed process left half-done). Called with the name lock held."""
+    """Remove snapshot data vmctl left without libvirt metadata: its temporary snapshots, and
+    creates that a killed process left half-done (marked ``pending`` in vmctl's record before any
+    data was made). Snapshots made by other tools are never touched. Called with the name lock."""
     from vmctl.backend import snapshots as bsnap
 
-    disk = instance_dir(app, name) / DISK
+    directory = instance_dir(app, name)
+    disk = directory / DISK
     known = {m.name for m in bsnap.list_snapshots(app.backend, name)}
+    side = _load_sidecar(directory)
     for snap in qcow2_snapshots(disk):
-        if snap not in known:
+        ours = snap.startswith(TEMP_PREFIX) or side.get(snap, {}).get("pending")
+        if snap not in known and ours:
             _drop_qcow2_snapshot(app, name, disk, snap, state in ACTIVE)
+    for snap, entry in side.items():
+        if entry.get("pending") and snap not in known:
+            _sidecar_set(directory, snap, None)
 
 
 # ---------------------------------------------------------------------------- operations
@@ -341,6 +355,9 @@ def create(app, name: str, snap: str | None = None, *, mode: str | None = None,
         if bsnap.has_snapshot(backend, name, snap):
             raise ConflictError(f"VM {name} already has a snapshot {snap}")
         _sweep_orphans(app, name, state)
+        if snap in qcow2_snapshots(directory / DISK):
+            raise ConflictError(f"the disk of {name} already has an internal snapshot {snap} that vmctl did not "
+                                f"make; choose another name (or 'vmctl snapshot rm {name} {snap}')")
         live = state in {"running", "paused"}
         if not live and mode == "memory":
             raise UsageError(f"{name} is stopped: there is no memory to save (a stopped VM gets a disk snapshot)")
@@ -360,6 +377,9 @@ def create(app, name: str, snap: str | None = None, *, mode: str | None = None,
         parent = bsnap.current(backend, name)
         now = int(time.time())
         with Transaction() as tx:
+            entry = {"kind": kind, "vm_state": state, "created": now}
+            _sidecar_set(directory, snap, {**entry, "pending": True})  # intent, before any data
+            tx.on_undo(lambda: _sidecar_set(directory, snap, None), "forget snapshot")
             if kind == "disk-only":
                 nodes = bsnap.writable_qcow2_nodes(backend, name)
                 missing = [d["file"] for d in internal if d["file"] not in nodes]
@@ -385,7 +405,7 @@ def create(app, name: str, snap: str | None = None, *, mode: str | None = None,
                 tx.on_undo(lambda: bsnap.delete(backend, name, snap), "delete snapshot")
             app.store.hold(rec.image_id, holder(name, snap))
             tx.on_undo(lambda: app.store.release(rec.image_id, holder(name, snap)), "release image")
-            _sidecar_set(directory, snap, {"kind": kind, "vm_state": state, "created": now})
+            _sidecar_set(directory, snap, entry)
         return _find(app, name, snap).as_dict()
 
 

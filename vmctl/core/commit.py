@@ -92,8 +92,10 @@ def commit(app, name: str, ref: str, *, snapshot: str | None = None, squash: boo
     """Make image `ref` (``NAME[:TAG]``) from VM `name`'s disk or snapshot; return the Image."""
     from vmctl.core import snapshots as snaps
 
-    rec = record(app, name)
     parse_name(ref)
+    if snapshot is not None:
+        check_name(snapshot, "snapshot name")
+    rec = record(app, name)
     store = app.store
     parent = store.get(rec.image_id)
     directory = instance_dir(app, name)

@@ -342,8 +342,8 @@ def create(app, name: str, snap: str | None = None, *, mode: str | None = None,
     from vmctl.backend import snapshots as bsnap
     from vmctl.xml.snapshot import build_snapshot
 
-    rec = record(app, name)
     snap = check_snapshot_name(snap or _default_name())
+    rec = record(app, name)
     if mode not in (None, "memory", "disk-only"):
         raise UsageError(f"unknown snapshot mode {mode!r}")
     directory = instance_dir(app, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -28,13 +29,16 @@ def test_doctor_mends_leftovers_of_a_killed_create(e2e_vmctl, tmp_path):
     from vmctl.storage.store import ImageStore
 
     ImageStore(vmctl.root).hold(image_id, "instance:ghost3")
+    ImageStore(vmctl.root).hold(image_id, "snapshot:ghost4/s1")
     try:
         found = json.loads(vmctl("doctor", "--json").stdout)
-        kinds = {(f["kind"], f["subject"].rsplit("/", 1)[-1]) for f in found}
+        kinds = {(f["kind"], f["subject"] if f["kind"] == "stale-hold" else Path(f["subject"]).name)
+                 for f in found}
         assert {("creating-domain", "ghost1"), ("staging-dir", staging.name),
-                ("stale-hold", "instance:ghost3")} <= kinds
+                ("stale-hold", "instance:ghost3"), ("stale-hold", "snapshot:ghost4/s1")} <= kinds
         assert not any(f["fixed"] for f in found)
-        assert json.loads(vmctl("image", "inspect", "tiny").stdout)[0]["holders"] == ["instance:ghost3"]
+        assert sorted(json.loads(vmctl("image", "inspect", "tiny").stdout)[0]["holders"]) == [
+            "instance:ghost3", "snapshot:ghost4/s1"]
 
         fixed = json.loads(vmctl("doctor", "--fix", "--json").stdout)
         assert all(f["fixed"] for f in fixed if f["fixable"])

@@ -6,8 +6,8 @@ cut stops the undo too. What can remain, and how each is recognised safely:
   create holds it for its whole duration);
 - a libvirt domain whose vmctl metadata still says ``creating`` and that has no instance
   directory: the define step ran, the rename/record did not finish;
-- an image hold ``instance:NAME`` for a VM that no longer exists (it keeps the image from being
-  removed);
+- an image hold ``instance:NAME`` or ``snapshot:NAME/SNAP`` for a VM that no longer exists (it
+  keeps the image from being removed);
 - a VM record whose libvirt domain is gone (reported only: its disk may hold data).
 """
 
@@ -86,8 +86,9 @@ def _stale_holds(app, fix: bool) -> list[Finding]:
     known = {r.name for r in list_records(app.settings.paths.instances)}
     for image_id, holders in app.store.all_holds().items():
         for holder in holders:
-            kind, _, name = holder.partition(":")
-            if kind != "instance" or name in known:
+            kind, _, subject = holder.partition(":")
+            # instance:NAME and snapshot:NAME/SNAP both die with VM NAME
+            if kind not in ("instance", "snapshot") or subject.split("/", 1)[0] in known:
                 continue
             fixed = False
             if fix:

@@ -293,6 +293,13 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
     d.on_poweroff = m.on_poweroff
     d.on_reboot = m.on_reboot
     d.on_crash = m.on_crash
+    # libvirt's DAC driver would chown every file QEMU opens to QEMU's user while the VM runs:
+    # the whole backing chain (image layers other VMs share, not always given back), the kernel
+    # and initrd blobs. vmctl grants QEMU exactly the access it needs with ACLs instead (overlay
+    # and seed: the instance's own; layers, kernel, initrd: read-only), so no relabelling at all.
+    # QEMU still runs as the daemon's unprivileged user.
+    d.seclabel_type = "none"
+    d.seclabel_model = "dac"
 
     devices = d.devices
     devices.ensure()
@@ -306,11 +313,6 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
     if p.disk.discard:
         disk.driver_discard = p.disk.discard
     disk.source_file = i.disk
-    # libvirt's DAC driver would chown the whole backing chain to QEMU's user while the VM runs,
-    # including image layers that other VMs share, and not always give them back. vmctl grants
-    # QEMU exactly the access it needs with ACLs instead (overlay rw, layers read-only).
-    disk.source_seclabel_model = "dac"
-    disk.source_seclabel_relabel = "no"
     disk.target_dev = root_dev
     disk.target_bus = p.disk.bus
     disk.serial = "vmctl-root"
@@ -325,8 +327,6 @@ def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:
         seed.driver_name = "qemu"
         seed.driver_type = "raw"
         seed.source_file = i.seed
-        seed.source_seclabel_model = "dac"
-        seed.source_seclabel_relabel = "no"
         seed.target_dev = seed_dev
         seed.target_bus = p.disk.seed_bus
         seed.readonly = True

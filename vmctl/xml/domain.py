@@ -140,8 +140,6 @@ class Disk(XMLNode):
     driver_cache = Prop("driver/@cache", doc="none | writeback | ...")
     driver_discard = Prop("driver/@discard", doc="unmap | ignore")
     source_file = Prop("source/@file")
-    source_seclabel_model = Prop("source/seclabel/@model", doc="dac")
-    source_seclabel_relabel = Prop("source/seclabel/@relabel", doc="no: libvirt must not chown the file or its backing chain")
     target_dev = Prop("target/@dev")
     target_bus = Prop("target/@bus", doc="virtio | sata | scsi")
     readonly = Prop("readonly", "present")
@@ -375,6 +373,8 @@ class Domain(XMLNode):
     on_poweroff = Prop("on_poweroff")
     on_reboot = Prop("on_reboot")
     on_crash = Prop("on_crash")
+    seclabel_type = Prop("seclabel/@type", doc="none: libvirt relabels (chowns) no file for this domain")
+    seclabel_model = Prop("seclabel/@model", doc="dac")
 
     metadata = Child(VmctlMetadata, "metadata/vmctl:instance")
     os = Child(OS, "os")

@@ -24,9 +24,24 @@ def record(app, name: str) -> InstanceRecord:
     return InstanceRecord.load(instance_dir(app, name))
 
 
-def _ensure_ssh_port(app, rec: InstanceRecord) -> None:
+def lifecycle_record(app, name: str) -> InstanceRecord | None:
+    """The record a lifecycle command needs: required locally, optional on a remote daemon.
+
+    Locally a VM without a record was not made by this store, and vmctl leaves it alone. On a
+    remote libvirt (``qemu+ssh://``) the records live on the other host, so start/stop/kill/
+    pause/resume act on the libvirt domain alone, as virsh would.
+    """
+    try:
+        return record(app, name)
+    except NotFoundError:
+        if app.backend.is_remote() and app.backend.exists(name):
+            return None
+        raise
+
+
+def _ensure_ssh_port(app, rec: InstanceRecord | None) -> None:
     """Hosted VMs forward SSH on a port chosen at create time; if something took it since, move."""
-    if rec.ssh_port is None or port_free(rec.ssh_port):
+    if rec is None or rec.ssh_port is None or port_free(rec.ssh_port):
         return
     from vmctl.core.create import redefine_ssh_port
 
@@ -35,7 +50,7 @@ def _ensure_ssh_port(app, rec: InstanceRecord) -> None:
 
 
 def start(app, name: str) -> bool:
-    rec = record(app, name)
+    rec = lifecycle_record(app, name)
     with name_lock(app.settings.paths.locks, name):
         if app.backend.state(name).state in {"stopped", "crashed"}:
             _ensure_ssh_port(app, rec)
@@ -43,19 +58,19 @@ def start(app, name: str) -> bool:
 
 
 def stop(app, name: str, timeout: float) -> str:
-    record(app, name)
+    lifecycle_record(app, name)
     with name_lock(app.settings.paths.locks, name):
         return lifecycle.stop(app.backend, name, timeout)
 
 
 def kill(app, name: str) -> None:
-    record(app, name)
+    lifecycle_record(app, name)
     with name_lock(app.settings.paths.locks, name):
         lifecycle.kill(app.backend, name)
 
 
 def restart(app, name: str, timeout: float) -> None:
-    rec = record(app, name)
+    rec = lifecycle_record(app, name)
     with name_lock(app.settings.paths.locks, name):
         lifecycle.stop(app.backend, name, timeout)
         _ensure_ssh_port(app, rec)
@@ -63,12 +78,12 @@ def restart(app, name: str, timeout: float) -> None:
 
 
 def pause(app, name: str) -> None:
-    record(app, name)
+    lifecycle_record(app, name)
     lifecycle.pause(app.backend, name)
 
 
 def resume(app, name: str) -> None:
-    record(app, name)
+    lifecycle_record(app, name)
     lifecycle.resume(app.backend, name)
 
 

@@ -28,7 +28,7 @@ from vmctl.build.elf import read_needed
 from vmctl.build.kernel import pvh_kernel
 from vmctl.build.recipe import FORMAT_VERSION, Recipe, load_recipe, recipe_digest
 from vmctl.build.tools import require, run
-from vmctl.errors import ExternalToolError, NotFoundError, UsageError
+from vmctl.errors import NotFoundError, UsageError
 
 Progress = Callable[[str, "float | None"], None]
 MiB = 1024 * 1024

@@ -8,11 +8,11 @@ to reach its SSH server, the pinned host key, forwarded ports and its files.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vmctl.errors import IntegrityError, NotFoundError
+from vmctl.fsutil import atomic_write
 
 RECORD = "instance.json"
 DISK = "disk.qcow2"
@@ -42,14 +42,7 @@ class InstanceRecord:
 
     def save(self, directory: Path) -> None:
         """Write the record atomically, readable by its owner only."""
-        path = directory / RECORD
-        tmp = directory / f".{RECORD}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(asdict(self), fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(directory / RECORD, json.dumps(asdict(self), indent=2, sort_keys=True).encode())
 
     @classmethod
     def load(cls, directory: Path) -> "InstanceRecord":

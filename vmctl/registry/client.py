@@ -43,6 +43,7 @@ from urllib.parse import urlencode, urljoin, urlparse
 import requests
 import urllib3
 
+from vmctl.fsutil import fsync_dir
 from vmctl.errors import AuthError, IntegrityError, NotFoundError, RegistryError, UsageError
 from vmctl.registry import mediatypes as mt
 from vmctl.registry.auth import Credentials
@@ -530,7 +531,7 @@ class RegistryClient:
                     raise
                 if actual == digest:
                     os.replace(part, dest)
-                    _fsync_dir(dest.parent)
+                    fsync_dir(dest.parent)
                     return dest
                 part.unlink(missing_ok=True)
                 if not resumed:
@@ -757,14 +758,6 @@ class RegistryClient:
     def catalog(self, *, page: int = 1000) -> list[str]:
         """Every repository of the registry (many public registries refuse this: 401/404)."""
         return self._paged("/v2/_catalog", "repositories", "registry:catalog:*", "catalog", page)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def registry_url_host(url: str) -> str:

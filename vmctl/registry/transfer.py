@@ -200,7 +200,7 @@ class CompressionCache:
         return entry if entry.get("format") == _ZSTD_ID else None
 
     def put(self, udigest: str, digest: str, size: int, seen: dict | None = None) -> dict:
-        from vmctl.storage.digest import atomic_write
+        from vmctl.fsutil import atomic_write
 
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         entry = {"format": _ZSTD_ID, "digest": digest, "size": size, "seen": seen or {}}
@@ -396,7 +396,7 @@ def _check_decompressed(path: Path, blob: RemoteBlob, progress: Progress | None)
     try:
         with open(path, "rb") as fh:
             reader = compress.DecompressReader(fh, max_size=blob.local_size)
-            while chunk := reader.read():
+            while reader.read():
                 if progress:
                     progress(f"verify {_short(blob.local_digest)}", reader.size, blob.local_size)
             reader.check(blob.local_digest, blob.local_size)

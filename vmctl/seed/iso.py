@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import pycdlib
+
+from vmctl.fsutil import atomic_write
 
 
 def _iso_name(name: str, used: set[str]) -> str:
@@ -25,8 +25,8 @@ def _iso_name(name: str, used: set[str]) -> str:
 def write_iso(path: Path, files: dict[str, bytes], label: str, *, mode: int = 0o600) -> None:
     """Write ``files`` (flat names → contents) as an ISO labelled ``label`` to ``path`` atomically.
 
-    The volume is built in a temporary file in the same directory, fsynced, given ``mode`` and then
-    renamed over ``path``, so readers see either the old file or the complete new one.
+    A seed is a few KiB: the volume is built in memory, then written through a temporary file
+    that has ``mode`` from the start and is renamed over ``path`` (`vmctl.fsutil.atomic_write`).
     """
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=label, sys_ident="LINUX")
@@ -38,17 +38,9 @@ def write_iso(path: Path, files: dict[str, bytes], label: str, *, mode: int = 0o
             iso.add_fp(io.BytesIO(data), len(data), _iso_name(name, used), rr_name=name,
                        joliet_path=f"/{name}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as out:
-                iso.write_fp(out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        image = io.BytesIO()
+        iso.write_fp(image)
+        atomic_write(path, image.getvalue(), mode=mode)
     finally:
         iso.close()
 

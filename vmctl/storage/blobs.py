@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vmctl.errors import IntegrityError
-from vmctl.storage.digest import ALGO, CHUNK, ByteProgress, fsync_dir, fsync_file, of_bytes
+from vmctl.fsutil import fsync_dir, fsync_file
+from vmctl.storage.digest import ALGO, CHUNK, ByteProgress, of_bytes
 from vmctl.storage.layout import Layout, publish_mode
 from vmctl.storage.manifest import LAYER_MEDIA_TYPE
 

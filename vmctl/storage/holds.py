@@ -14,7 +14,8 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from vmctl.errors import UsageError
-from vmctl.storage.digest import atomic_write, fsync_dir, hex_of
+from vmctl.fsutil import atomic_write, fsync_dir
+from vmctl.storage.digest import hex_of
 from vmctl.storage.index import now_rfc3339
 
 _HOLDER = re.compile(r"[a-z][a-z0-9-]*:[A-Za-z0-9_.:/@+-]{1,255}")

@@ -16,7 +16,8 @@ from typing import Callable
 
 from vmctl.errors import ResourceError, UsageError
 from vmctl.storage import probe, qemu_img
-from vmctl.storage.digest import fsync_file, of_file
+from vmctl.fsutil import fsync_file
+from vmctl.storage.digest import of_file
 
 # phase ("check", "convert", "hash", "copy", "publish"), done, total (bytes; total 0 = unknown)
 Progress = Callable[[str, int, int], None]

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vmctl.errors import IntegrityError
-from vmctl.storage.digest import atomic_write, is_digest
+from vmctl.fsutil import atomic_write
+from vmctl.storage.digest import is_digest
 
 SCHEMA = 1
 

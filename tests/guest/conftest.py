@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from vmctl.guest.keys import ensure_client_key, new_ed25519_keypair
-from vmctl.guest.ssh import StepFailed, tcp_connect, wait_banner
+from vmctl.guest.handshake import StepFailed, tcp_connect, wait_banner
 
 DROPBEAR = shutil.which("dropbear") or "/usr/sbin/dropbear"
 DROPBEARKEY = shutil.which("dropbearkey") or "/usr/bin/dropbearkey"

@@ -15,7 +15,7 @@ import pytest
 from vmctl.errors import UsageError
 from vmctl.guest.cp import parse_cp_arg, parse_cp_args
 from vmctl.guest.keys import ensure_client_key, fingerprint, host_key_from_line, new_ed25519_keypair, parse_public_line
-from vmctl.guest.ssh import known_hosts_line
+from vmctl.guest.openssh import known_hosts_line
 
 
 def _make(path: str) -> str:

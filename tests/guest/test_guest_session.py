@@ -15,7 +15,9 @@ import pytest
 
 from vmctl.errors import ExternalToolError, IntegrityError, NotFoundError
 from vmctl.guest.keys import new_ed25519_keypair
-from vmctl.guest.ssh import GuestSession, _tar_filter, ssh_command_line
+from vmctl.guest.files import _tar_filter
+from vmctl.guest.openssh import ssh_command_line
+from vmctl.guest.ssh import GuestSession
 
 pytestmark = pytest.mark.contract
 

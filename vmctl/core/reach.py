@@ -88,7 +88,7 @@ def ssh(app, name: str, argv: list[str]) -> int:
 def ssh_command(app, name: str) -> list[str]:
     """An OpenSSH command line that reaches the VM with the same pinned key and identity."""
     from vmctl.guest.keys import ensure_client_key
-    from vmctl.guest.ssh import ssh_command_line
+    from vmctl.guest.openssh import ssh_command_line
 
     rec = record(app, name)
     host, port = address(app, name)

@@ -29,8 +29,8 @@ import paramiko
 
 from vmctl.errors import GuestNotReady
 from vmctl.guest.keys import ClientKey, fingerprint
-from vmctl.guest.ssh import (
-    StepFailed, _load_pkey, _probe_any_key, authenticate, handshake, tcp_connect, wait_banner,
+from vmctl.guest.handshake import (
+    StepFailed, authenticate, handshake, load_pkey, probe_any_key, tcp_connect, wait_banner,
 )
 
 try:  # the strings the vmctl guest prints on its console (shared with the image builder)
@@ -140,7 +140,7 @@ def try_once(
         wait_banner(sock, timeout)
         note("hostkey")
         t = handshake(sock, host_key_line, timeout, where=where,
-                      probe=lambda: _probe_any_key(host, port, timeout))
+                      probe=lambda: probe_any_key(host, port, timeout))
         note("auth")
         authenticate(t, user, pkey, timeout)
         chan = t.open_session(timeout=timeout)
@@ -179,7 +179,7 @@ def wait_ready(
     Raises `GuestNotReady` (``.step``, ``.reason``, ``.details``) or `HostKeyMismatch`; an
     exception from `address_fn` (say, the VM stopped) propagates at once.
     """
-    pkey = _load_pkey(client_key)
+    pkey = load_pkey(client_key)
     deadline = time.monotonic() + timeout
     pause = 0.05
     last = ("address", "no attempt was made")

@@ -1,0 +1,64 @@
+"""The equivalent OpenSSH command line, for users who want the real ``ssh`` with the same pinning."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from vmctl.errors import UsageError
+from vmctl.guest.channels import command_text
+from vmctl.guest.keys import HOST_KEY_ALGORITHMS, parse_public_line
+
+def known_hosts_line(host: str, port: int, host_key_line: str) -> str:
+    keytype, blob, _ = parse_public_line(host_key_line)
+    import base64
+
+    pattern = host if int(port) == 22 else f"[{host}]:{int(port)}"
+    return f"{pattern} {keytype} {base64.b64encode(blob).decode('ascii')}"
+
+
+def ssh_command_line(
+    host: str, port: int, user: str, key_path: str | Path, host_key_line: str, *,
+    known_hosts: str | Path | None = None, command: list[str] | str | None = None, tty: bool | None = None,
+) -> list[str]:
+    """An OpenSSH ``ssh`` command line equivalent to `GuestSession` (for users who want real ssh).
+
+    The pinned key is written to `known_hosts` (default: a new private temp file that the caller
+    may remove) and ``StrictHostKeyChecking=yes`` makes ssh refuse any other key. No config file,
+    agent, other identities or password prompts are used.
+    """
+    keytype, _, _ = parse_public_line(host_key_line)
+    if keytype not in HOST_KEY_ALGORITHMS:
+        raise UsageError(f"unsupported SSH host key type {keytype}")
+    line = known_hosts_line(host, port, host_key_line) + "\n"
+    if known_hosts is None:
+        fd, name = tempfile.mkstemp(prefix="vmctl-known_hosts-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(line)
+        known_hosts = name
+    else:
+        known_hosts = Path(known_hosts)
+        known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        tmp = known_hosts.with_name(f".{known_hosts.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(line)
+        os.replace(tmp, known_hosts)
+    argv = [
+        "ssh", "-F", "/dev/null", "-p", str(int(port)), "-l", user, "-i", str(key_path),
+        "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "ForwardAgent=no",
+        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no", "-o", "CheckHostIP=no",
+        "-o", f"HostKeyAlgorithms={','.join(HOST_KEY_ALGORITHMS[keytype])}",
+        "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
+        "-o", "PubkeyAuthentication=yes",
+    ]
+    if tty is True:
+        argv.append("-t")
+    elif tty is False:
+        argv.append("-T")
+    argv += ["--", host]
+    if command is not None:
+        argv.append(command_text(command))
+    return argv

@@ -50,6 +50,11 @@ def _version_text(number: int) -> str:
     return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
+def bindings_version() -> str:
+    """Version of the libvirt library these bindings run against (no connection needed)."""
+    return _version_text(libvirt.getVersion())
+
+
 @dataclass(frozen=True)
 class DomainState:
     """A domain's name, lifecycle state (vmctl's words) and libvirt's reason code."""

@@ -29,6 +29,7 @@ from vmctl.build.kernel import pvh_kernel
 from vmctl.build.recipe import FORMAT_VERSION, Recipe, load_recipe, recipe_digest
 from vmctl.build.tools import require, run
 from vmctl.errors import NotFoundError, UsageError
+from vmctl.storage import qemu_img
 
 Progress = Callable[[str, "float | None"], None]
 MiB = 1024 * 1024
@@ -382,7 +383,6 @@ def _make_disk(staging: Path, size: int, label: str, work_dir: Path, dest: Path,
              "-d", str(staging), str(raw), f"{(size - offset) // 1024}k"])
         if grub_tree is not None:
             bootloader.install(raw, grub_tree, work_dir)
-        run([require("qemu-img", "qemu-utils"), "convert", "-q", "-f", "raw", "-O", "qcow2",
-             str(raw), str(dest)])
+        qemu_img.convert(raw, dest, src_fmt="raw", dst_fmt="qcow2")
     finally:
         raw.unlink(missing_ok=True)

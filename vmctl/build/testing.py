@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from vmctl.build.builder import BuildResult, build
-from vmctl.build.tools import require, run
+from vmctl.build.tools import require
+from vmctl.storage import qemu_img
 
 
 def test_cache_dir() -> Path:
@@ -78,8 +79,7 @@ class DirectBoot:
         self.qmp_path = self.dir / "qmp.sock"
         self.port = free_port()
         if disk is None:
-            run([require("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2", "-F", "qcow2",
-                 "-b", str(result.disk), str(self.disk)])
+            qemu_img.create(self.disk, backing=result.disk, backing_fmt="qcow2")
         args = [require("qemu-system-x86_64", "qemu-system-x86"), "-accel", "tcg", "-machine", "q35",
                 "-m", str(memory_mib), "-smp", str(cpus), "-nodefaults", "-no-user-config",
                 "-display", "none", "-no-reboot",

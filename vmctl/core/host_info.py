@@ -23,14 +23,12 @@ def qemu_version() -> str | None:
 
 
 def version_info() -> dict:
-    import libvirt  # noqa: F401  (only for the bindings' version string below)
-
-    from vmctl.backend.connection import _version_text
+    from vmctl.backend.connection import bindings_version
 
     return {
         "vmctl": __version__,
         "python": platform.python_version(),
-        "libvirt_python": _version_text(libvirt.getVersion()),
+        "libvirt_python": bindings_version(),
     }
 
 

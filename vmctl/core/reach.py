@@ -19,7 +19,9 @@ def _address_fn(app, rec: InstanceRecord):
         return lambda: ("127.0.0.1", rec.ssh_port)
 
     def lookup():
-        for source in ("lease", "agent"):
+        # libvirt's DHCP leases (its own networks), then the guest agent, then the host's ARP
+        # table (a bridge whose DHCP server libvirt does not run).
+        for source in ("lease", "agent", "arp"):
             addrs = app.backend.interface_addresses(rec.name, source)
             if addrs:
                 return (addrs[0], 22)

@@ -27,8 +27,11 @@ from vmctl.storage import qemu_img
 
 
 def test_cache_dir() -> Path:
-    """Where tests keep downloaded packages across runs: ``$VMCTL_TEST_CACHE`` or ~/.cache/vmctl-test."""
-    return Path(os.environ.get("VMCTL_TEST_CACHE") or Path.home() / ".cache" / "vmctl-test")
+    """Where tests keep downloaded packages across runs: ``$VMCTL_TEST_CACHE``, else the same
+    package cache ``vmctl image build`` uses (so a fresh machine downloads each .deb once)."""
+    from vmctl.config import build_cache_dir
+
+    return Path(os.environ.get("VMCTL_TEST_CACHE") or build_cache_dir())
 
 
 test_cache_dir.__test__ = False  # type: ignore[attr-defined]  # not a test despite its name

@@ -195,3 +195,52 @@ def test_serial_ready_line_and_fingerprints_are_reported(tmp_path, client_key):
     assert "printed 'vmctl-guest: ready'" in details
     assert "do not include the pinned key" in details
     assert serial_tail(log, 1) == "vmctl-guest: ready"
+
+
+def test_ready_line_on_serial_cuts_a_stalled_attempt_short(dropbear, client_key, tmp_path):
+    """hostfwd holds a connection made before the guest listened; the console's ready line makes
+    wait_ready drop it and connect again at once instead of waiting out the attempt timeout."""
+    fake = _FakePort("stall")
+    log = tmp_path / "serial.log"
+    log.write_text("vmctl-guest: ready\n")  # a previous boot's line: not a reason to retry
+    ready_at = []
+
+    def address():
+        return (dropbear.host, dropbear.port) if ready_at else ("127.0.0.1", fake.port)
+
+    def announce():
+        time.sleep(0.8)
+        log.write_text("booting\n")  # new boot, log truncated
+        time.sleep(0.2)
+        ready_at.append(time.monotonic())
+        with open(log, "a") as fh:
+            fh.write("vmctl-guest: up 1.0 s\r\nvmctl-guest: ready\r\n")
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        wait_ready(address, user=dropbear.user, client_key=client_key, host_key_line=dropbear.host_key_line,
+                   timeout=30, serial_log=log, attempt_timeout=20)
+    finally:
+        fake.close()
+    assert ready_at and time.monotonic() - ready_at[0] < 5  # not the 20 s attempt timeout
+    assert fake.accepted == 1
+
+
+def test_ready_line_watch_reads_only_new_lines(tmp_path):
+    from vmctl.guest.ready import ReadyLineWatch
+
+    log = tmp_path / "serial.log"
+    watch = ReadyLineWatch(log)  # no log yet
+    assert not watch.new_ready()
+    log.write_bytes(b"vmctl-guest: rea")
+    assert not watch.new_ready()
+    with open(log, "ab") as fh:
+        fh.write(b"dy\r\n")
+    assert watch.new_ready()
+    assert not watch.new_ready()  # once per line
+    with open(log, "ab") as fh:
+        fh.write(b"x vmctl-guest: ready\n")  # not on a line of its own
+    assert not watch.new_ready()
+    log.write_bytes(b"vmctl-guest: ready\n")  # shorter: a new boot's log
+    assert watch.new_ready()
+    assert not ReadyLineWatch(log).new_ready()  # what was there at the start does not count

@@ -29,10 +29,11 @@ STEPS = ("address", "tcp", "banner", "hostkey", "auth")
 class StepFailed(Exception):
     """One connection step failed (a retryable condition while a guest boots)."""
 
-    def __init__(self, step: str, reason: str):
+    def __init__(self, step: str, reason: str, interrupted: bool = False):
         super().__init__(f"{step}: {reason}")
         self.step = step
         self.reason = reason
+        self.interrupted = interrupted  # given up early on purpose (see `wait_banner`), retry at once
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,12 +52,16 @@ def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
-def wait_banner(sock: socket.socket, timeout: float) -> str:
+def wait_banner(sock: socket.socket, timeout: float, interrupt: Callable[[], bool] | None = None) -> str:
     """Step ``banner``: wait for the server's ``SSH-2.0-`` line without consuming it.
 
     QEMU's user-mode port forwarding accepts a TCP connection before the guest listens and then
     closes or stalls it, so only the version line proves an SSH server is there. The data is
     peeked, so paramiko reads the same banner afterwards.
+
+    `interrupt`, polled every 0.05 s while nothing arrives, gives up early (a `StepFailed` whose
+    reason says so) when it returns true: say, the guest just announced that it listens, and a
+    fresh connection gets through sooner than this stalled one.
     """
     deadline = time.monotonic() + timeout
     data = b""
@@ -64,8 +69,13 @@ def wait_banner(sock: socket.socket, timeout: float) -> str:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        r, _, _ = select.select([sock], [], [], remaining)
+        r, _, _ = select.select([sock], [], [], remaining if interrupt is None else min(remaining, 0.05))
         if not r:
+            if interrupt is not None and time.monotonic() < deadline:
+                if interrupt():
+                    raise StepFailed("banner", "no SSH banner yet on this connection; the guest says it is ready, so retrying at once",
+                                         interrupted=True)
+                continue
             break
         try:
             data = sock.recv(8193, socket.MSG_PEEK)

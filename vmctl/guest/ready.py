@@ -13,7 +13,10 @@ Ready means, in order (each attempt walks the steps; a failed step restarts from
              starts, so a refusal is retried until the deadline).
 
 Per-attempt timeouts are short and the pause between attempts grows to at most 0.5 s, so readiness
-is noticed soon after it happens. On timeout `GuestNotReady` names the last step that failed and
+is noticed soon after it happens. With a serial log, the guest's ``vmctl-guest: ready`` line (printed
+once sshd listens) cuts short an attempt stalled in ``banner`` or a pause: QEMU's hostfwd holds a
+connection made before the guest listened for up to the whole attempt timeout, while a new one gets
+through at once. The line only times the attempts; readiness is still proven by SSH alone. On timeout `GuestNotReady` names the last step that failed and
 why; its ``details`` attribute holds the tail of the serial log (with what the log says about the
 readiness line and host key fingerprints) for the CLI to print below the one-line message.
 """
@@ -85,6 +88,39 @@ def serial_fingerprints(text: str) -> list[str]:
     return [entry["fingerprint"] for entry in _contract_fingerprints(text)]
 
 
+class ReadyLineWatch:
+    """Notices new ``vmctl-guest: ready`` lines in a serial log, reading only what was appended.
+
+    `new_ready()` is true once for each ready line written since the previous call (the lines
+    already in the log when the watch starts do not count); a log that shrank (a new boot with
+    ``append='off'``) is read again from its start.
+    """
+
+    def __init__(self, serial_log: Path):
+        self.path = serial_log
+        self.offset = 0
+        self.partial = b""
+        self.new_ready()  # skip what is already there
+
+    def new_ready(self) -> bool:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(0, 2)
+                size = fh.tell()
+                if size < self.offset:
+                    self.offset, self.partial = 0, b""
+                if size == self.offset:
+                    return False
+                fh.seek(self.offset)
+                data = fh.read(size - self.offset)
+        except OSError:
+            return False
+        self.offset += len(data)
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()[-4096:]
+        return any(line.strip(b"\r ") == READY_LINE.encode() for line in lines)
+
+
 def _diagnosis(serial_log: Path | None, host_key_line: str) -> str:
     """A short note on what the serial log says, and its tail."""
     if serial_log is None:
@@ -119,7 +155,7 @@ def _not_ready(step: str, reason: str, timeout: float, serial_log: Path | None, 
 
 def try_once(
     address: tuple[str, int], *, user: str, pkey: paramiko.PKey, host_key_line: str, timeout: float,
-    progress: Progress | None = None,
+    progress: Progress | None = None, interrupt: Callable[[], bool] | None = None,
 ) -> paramiko.Transport:
     """One attempt at steps tcp → banner → hostkey → auth; returns the authenticated transport.
 
@@ -137,7 +173,7 @@ def try_once(
     t = None
     try:
         note("banner")
-        wait_banner(sock, timeout)
+        wait_banner(sock, timeout, interrupt)
         note("hostkey")
         t = handshake(sock, host_key_line, timeout, where=where,
                       probe=lambda: probe_any_key(host, port, timeout))
@@ -181,6 +217,8 @@ def wait_ready(
     """
     pkey = load_pkey(client_key)
     deadline = time.monotonic() + timeout
+    watch = ReadyLineWatch(serial_log) if serial_log is not None else None
+    interrupt = watch.new_ready if watch is not None else None
     pause = 0.05
     last = ("address", "no attempt was made")
     while True:
@@ -196,15 +234,28 @@ def wait_ready(
             budget = max(0.05, min(attempt_timeout, deadline - time.monotonic()))
             try:
                 t = try_once(address, user=user, pkey=pkey, host_key_line=host_key_line,
-                             timeout=budget, progress=progress)
+                             timeout=budget, progress=progress, interrupt=interrupt)
             except StepFailed as exc:
                 last = (exc.step, exc.reason)
+                if exc.interrupted:
+                    pause = 0.05
+                    continue
             else:
                 t.close()
                 if progress is not None:
                     progress("ready", f"{address[0]}:{address[1]}")
                 return address[0], int(address[1])
-        sleep = min(pause, deadline - time.monotonic())
-        if sleep > 0:
-            time.sleep(sleep)
+        _pause(min(pause, deadline - time.monotonic()), interrupt)
         pause = min(pause * 2, max_pause)
+
+
+def _pause(seconds: float, interrupt: Callable[[], bool] | None) -> None:
+    """Sleep `seconds`, or less if `interrupt` turns true (polled every 0.05 s)."""
+    end = time.monotonic() + seconds
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(left if interrupt is None else min(left, 0.05))
+        if interrupt is not None and interrupt():
+            return

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "registry"))
 
 import regserver  # noqa: E402
+from benchhost import describe  # noqa: E402
 
 from vmctl.registry import compress, transfer  # noqa: E402
 from vmctl.registry.auth import Credentials  # noqa: E402
@@ -49,20 +49,11 @@ from vmctl.storage import ImageStore  # noqa: E402
 
 
 def machine() -> str:
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     skopeo = subprocess.run(["skopeo", "--version"], capture_output=True, text=True).stdout.strip()
     reg = subprocess.run(["docker-registry", "--version"], capture_output=True, text=True).stdout.strip()
     import zstandard
 
-    return (f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {cpu}; {skopeo}; {reg}; "
-            f"python-zstandard {zstandard.__version__} (libzstd {zstandard.ZSTD_VERSION})")
+    return describe(skopeo, reg, f"python-zstandard {zstandard.__version__} (libzstd {zstandard.ZSTD_VERSION})")
 
 
 def client_for(server) -> RegistryClient:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -35,18 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchhost import describe  # noqa: E402
 from vmctl.storage import qemu_img  # noqa: E402
 
 VM = f"snapbench-{os.urandom(2).hex()}"
 
 
 def machine() -> str:
-    cpu = "?"
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {cpu}; qemu-img {qemu_img.version()}"
+    return describe(f"qemu-img {qemu_img.version()}")
 
 
 def timed(fn, *args, **kwargs) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchhost import describe  # noqa: E402
 from vmctl.storage import ImageStore  # noqa: E402
 from vmctl.storage import qemu_img  # noqa: E402
 
@@ -40,15 +40,7 @@ def make_disk(path: Path, size: int, data_mib: int) -> None:
 
 
 def machine() -> str:
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {cpu}; qemu-img {qemu_img.version()}"
+    return describe(f"qemu-img {qemu_img.version()}")
 
 
 def drop_caches() -> None:

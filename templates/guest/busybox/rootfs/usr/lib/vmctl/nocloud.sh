@@ -16,6 +16,35 @@ SEED_WAIT_TENTHS=${SEED_WAIT_TENTHS:-50}
 
 log() { echo "vmctl-guest: $*" >/dev/console; }
 
+# Under TCG every fork+exec costs tens of milliseconds, and apply runs before sshd can start: small
+# reads and tests use shell builtins, not $(cat ...), head, grep, ls or awk.
+NL='
+'
+# REPLY=the text of file $1 without its trailing newlines, like $(cat "$1") ('' if unreadable).
+slurp() {
+    REPLY=
+    [ -f "$1" ] && [ -r "$1" ] || return 0
+    while IFS= read -r _l || [ -n "$_l" ]; do REPLY="$REPLY$_l$NL"; done <"$1"
+    while [ "${REPLY%"$NL"}" != "$REPLY" ]; do REPLY=${REPLY%"$NL"}; done
+    return 0
+}
+
+# True when at least one dropbear host key exists.
+have_host_key() {
+    for _k in /etc/dropbear/dropbear_*_host_key; do
+        [ -e "$_k" ] && return 0
+    done
+    return 1
+}
+
+# True when file $2 has a line that is exactly $1 (grep -qxF).
+has_line() {
+    while IFS= read -r _l || [ -n "$_l" ]; do
+        [ "$_l" = "$1" ] && return 0
+    done <"$2"
+    return 1
+}
+
 valid_hostname() {
     case "$1" in
         ""|-*|*[!A-Za-z0-9.-]*) return 1 ;;
@@ -23,9 +52,9 @@ valid_hostname() {
     [ ${#1} -le 253 ]
 }
 
-# The ISO9660 volume label of a block device (primary volume descriptor, offset 32808).
+# The ISO9660 volume label of a block device (primary volume descriptor, offset 32808 = 8 * 4101).
 iso_label() {
-    dd if="$1" bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=40 count=32 2>/dev/null | tr -d ' \000'
+    dd if="$1" bs=8 skip=4101 count=4 2>/dev/null | tr -d ' \000'
 }
 
 # Copy the seed files off the cidata volume (ISO9660, label cidata or CIDATA) into $RUN/seed.
@@ -38,9 +67,11 @@ fetch_seed() {
             [ -b "$dev" ] || continue
             case "$(iso_label "$dev")" in cidata|CIDATA) ;; *) continue ;; esac
             mount -t iso9660 -o ro "$dev" "$RUN/seed-mnt" 2>/dev/null || continue
+            set --
             for f in meta-data user-data vendor-data network-config; do
-                [ -f "$RUN/seed-mnt/$f" ] && cp "$RUN/seed-mnt/$f" "$RUN/seed/$f"
+                [ -f "$RUN/seed-mnt/$f" ] && set -- "$@" "$RUN/seed-mnt/$f"
             done
+            [ $# -gt 0 ] && cp "$@" "$RUN/seed/"
             umount "$RUN/seed-mnt"
             [ -f "$RUN/seed/meta-data" ] && return 0
         done
@@ -56,13 +87,14 @@ split_user_data() {
     parts=$RUN/parts
     rm -rf "$parts"; mkdir -p "$parts"
     [ -s "$ud" ] || return 0
-    first=$(head -n 1 "$ud")
+    first=; IFS= read -r first <"$ud"
     if case "$first" in "#"*) false ;; esac && head -c 4096 "$ud" | grep -qi '^content-type:[[:space:]]*multipart/'; then
         awk -v out="$parts" -f "$LIB/mime.awk" "$ud" || { log "unreadable multipart user-data"; return 0; }
         for t in "$parts"/*.type; do
             [ -f "$t" ] || continue
             n=${t%.type}
-            case "$(cat "$n.encoding")" in
+            slurp "$n.encoding"
+            case "$REPLY" in
                 base64) base64 -d <"$n.body" >"$n.dec" 2>/dev/null && mv "$n.dec" "$n.body" ;;
                 quoted-printable) log "quoted-printable part ignored"; echo ignored >"$t" ;;
             esac
@@ -101,11 +133,11 @@ add_runcmd() {
 
 add_authorized_keys() {
     mkdir -p /root/.ssh; chmod 700 /root/.ssh
-    touch /root/.ssh/authorized_keys; chmod 600 /root/.ssh/authorized_keys
+    : >>/root/.ssh/authorized_keys; chmod 600 /root/.ssh/authorized_keys
     i=0
     while [ -f "$1/ssh_authorized_keys.$i" ]; do
-        key=$(head -n 1 "$1/ssh_authorized_keys.$i")
-        if [ -n "$key" ] && ! grep -qxF "$key" /root/.ssh/authorized_keys; then
+        key=; IFS= read -r key <"$1/ssh_authorized_keys.$i"
+        if [ -n "$key" ] && ! has_line "$key" /root/.ssh/authorized_keys; then
             printf '%s\n' "$key" >>/root/.ssh/authorized_keys
         fi
         i=$((i + 1))
@@ -154,8 +186,7 @@ set_hostname() {
     short=${1%%.*}
     hostname "$short"
     echo "$short" >/etc/hostname
-    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s %s\n::1\tlocalhost ip6-localhost\n' "$1" "$short" \
-        | awk '!seen[$0]++' >/etc/hosts
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s %s\n::1\tlocalhost ip6-localhost\n' "$1" "$short" >/etc/hosts
 }
 
 generate_host_key() {
@@ -167,17 +198,17 @@ apply() {
     mkdir -p "$RUN" "$CLOUD/data" /etc/dropbear
     if ! fetch_seed; then
         log "no NoCloud seed (label cidata) found"
-        ls /etc/dropbear/dropbear_*_host_key >/dev/null 2>&1 || generate_host_key
+        have_host_key || generate_host_key
         return 0
     fi
     md=$RUN/md; rm -rf "$md"; mkdir -p "$md"
     awk -v out="$md" -f "$LIB/yaml2files.awk" "$RUN/seed/meta-data"
-    iid=$(cat "$md/instance-id" 2>/dev/null); iid=${iid:-iid-nocloud}
+    slurp "$md/instance-id"; iid=${REPLY:-iid-nocloud}
     case "$iid" in *[!A-Za-z0-9._:-]*) iid=$(echo "$iid" | sha256sum | cut -c1-32) ;; esac
-    prev=$(cat "$CLOUD/data/instance-id" 2>/dev/null)
+    slurp "$CLOUD/data/instance-id"; prev=$REPLY
     new_instance=0; [ "$iid" != "$prev" ] && new_instance=1
 
-    name=$(cat "$md/local-hostname" 2>/dev/null)
+    slurp "$md/local-hostname"; name=$REPLY
     split_user_data
     inst=$CLOUD/instances/$iid
     if [ $new_instance = 1 ]; then
@@ -187,13 +218,13 @@ apply() {
     GOT_HOST_KEY=0
     for t in "$RUN"/parts/*.type; do
         [ -f "$t" ] || continue
-        n=${t%.type}; type=$(cat "$t")
+        n=${t%.type}; slurp "$t"; type=$REPLY
         case "$type" in
             text/cloud-config)
                 cc=$n.cc; mkdir -p "$cc"
                 awk -v out="$cc" -f "$LIB/yaml2files.awk" "$n.body"
-                [ -f "$cc/hostname" ] && name=$(cat "$cc/hostname")
-                [ -f "$cc/fqdn" ] && name=$(cat "$cc/fqdn")
+                [ -f "$cc/hostname" ] && slurp "$cc/hostname" && name=$REPLY
+                [ -f "$cc/fqdn" ] && slurp "$cc/fqdn" && name=$REPLY
                 if [ $new_instance = 1 ]; then
                     add_authorized_keys "$cc"
                     install_host_keys "$cc"
@@ -221,7 +252,7 @@ apply() {
         ln -sfn "$inst" "$CLOUD/instance"
         echo "$iid" >"$CLOUD/data/instance-id"
     fi
-    ls /etc/dropbear/dropbear_*_host_key >/dev/null 2>&1 || generate_host_key
+    have_host_key || generate_host_key
     sync
     return 0
 }
@@ -231,7 +262,7 @@ run_scripts() {
     inst=$CLOUD/instance
     [ -d "$inst/scripts" ] || return 0
     [ -e "$inst/sem-scripts-user" ] && return 0
-    touch "$inst/sem-scripts-user"; sync
+    : >"$inst/sem-scripts-user"; sync
     for s in "$inst"/scripts/part-* "$inst/scripts/runcmd"; do
         [ -f "$s" ] || continue
         case "$s" in */runcmd) set -- sh "$s" ;; *) set -- "$s" ;; esac
@@ -242,13 +273,26 @@ run_scripts() {
 }
 
 fingerprints() {
-    host=$(hostname)
+    host=; read -r host </proc/sys/kernel/hostname
     echo "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
     for k in /etc/dropbear/dropbear_*_host_key; do
         [ -f "$k" ] || continue
         out=$(dropbearkey -y -f "$k" 2>/dev/null) || continue
-        pub=$(echo "$out" | grep -E '^(ssh-|ecdsa-)' | head -n 1)
-        fp=$(echo "$out" | sed -n 's/^Fingerprint: *\(SHA256:[A-Za-z0-9+\/]*\).*/\1/p' | head -n 1)
+        # pub: its first "ssh-*"/"ecdsa-*" line; fp: the SHA256:... of its first "Fingerprint:" line.
+        pub= fp= seen_fp=
+        while IFS= read -r l; do
+            case "$l" in
+                ssh-*|ecdsa-*) [ -n "$pub" ] || pub=$l ;;
+                Fingerprint:*)
+                    [ -n "$seen_fp" ] && continue
+                    f=${l#Fingerprint:}
+                    while [ "${f# }" != "$f" ]; do f=${f# }; done
+                    case "$f" in SHA256:*) seen_fp=1; f=${f#SHA256:}; fp=SHA256:${f%%[!A-Za-z0-9+/]*} ;; esac
+                    ;;
+            esac
+        done <<EOF
+$out
+EOF
         [ -n "$fp" ] || fp="SHA256:$(echo "$pub" | cut -d' ' -f2 | base64 -d | sha256sum | cut -d' ' -f1 \
             | sed 's/../\\x&/g' | xargs -0 printf '%b' | base64 | tr -d '=\n')"
         case "$pub" in

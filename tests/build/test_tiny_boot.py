@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import shutil
 import subprocess
@@ -37,6 +38,30 @@ def test_build_result_shape(tiny_build):
                           capture_output=True, text=True, check=True).stdout
     assert '"backing-filename"' not in info and '"format": "qcow2"' in info
     assert r.initrd.stat().st_size < 4 << 20
+    # The seed cdrom's SATA stack loads in the initramfs's background (tiny.toml's
+    # initrd_background_modules, dependencies first), apart from the root disk's modules.
+    files = _cpio_files(gzip.decompress(r.initrd.read_bytes()))
+    background = files["etc/modules.background"].decode().split()
+    order = files["etc/modules.order"].decode().split()
+    assert {"ahci", "sr_mod", "isofs"} <= set(background) and not set(background) & set(order)
+    assert background.index("libata") < background.index("ahci") and background.index("cdrom") < background.index("sr_mod")
+    assert all(f"lib/modules/{m}.ko" in files for m in background + order)
+
+
+def _cpio_files(data: bytes) -> dict[str, bytes]:
+    """Regular files of a newc cpio archive, by name."""
+    files, pos = {}, 0
+    while data[pos:pos + 6] == b"070701":
+        head = data[pos:pos + 110]
+        mode, size, namesize = int(head[14:22], 16), int(head[54:62], 16), int(head[94:102], 16)
+        name = data[pos + 110:pos + 110 + namesize - 1].decode()
+        start = (pos + 110 + namesize + 3) & ~3
+        if name == "TRAILER!!!":
+            break
+        if mode & 0o170000 == 0o100000:
+            files[name] = data[start:start + size]
+        pos = (start + size + 3) & ~3
+    return files
 
 
 def _client_key():

@@ -224,6 +224,11 @@ def _modules(names: list[str], modules_root: Path) -> list[tuple[str, Path]]:
 def _write_initrd(recipe: Recipe, trees: dict[str, Path], modules_root: Path, dest: Path) -> None:
     bb = _busybox(recipe, trees).read_bytes()
     mods = _modules(list(recipe.boot["initrd_modules"]), modules_root)
+    # Loaded by /init in the background while the root disk's modules load and it is mounted
+    # (their probes sleep: the SATA link reset, say); /init waits for them before switch_root.
+    early_names = list(recipe.boot.get("initrd_background_modules", []))
+    in_order = {n for n, _ in mods}
+    early = [m for m in _modules(early_names, modules_root) if m[0] not in in_order] if early_names else []
     entries = [initramfs.directory(d) for d in ("bin", "dev", "etc", "lib", "lib/modules", "newroot", "proc", "sys")]
     entries.append(initramfs.chardev("dev/console", 5, 1))
     entries.append(initramfs.file("bin/busybox", bb, 0o755))
@@ -231,6 +236,9 @@ def _write_initrd(recipe: Recipe, trees: dict[str, Path], modules_root: Path, de
     entries.append(initramfs.file("init", recipe.template(recipe.boot["initrd_init"]).read_bytes(), 0o755))
     entries.append(initramfs.file("etc/modules.order", "".join(f"{n}\n" for n, _ in mods).encode()))
     entries += [initramfs.file(f"lib/modules/{n}.ko", _module_bytes(recipe, p)) for n, p in mods]
+    if early:
+        entries.append(initramfs.file("etc/modules.background", "".join(f"{n}\n" for n, _ in early).encode()))
+        entries += [initramfs.file(f"lib/modules/{n}.ko", _module_bytes(recipe, p)) for n, p in early]
     initramfs.write_initramfs(entries, dest, recipe.boot.get("initrd_compression", "gzip"))
 
 

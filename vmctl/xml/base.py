@@ -337,8 +337,9 @@ class Prop:
             target.text = None
 
 
-class Child:
-    """A single child node of a given class at a path; lazy until one of its properties is set."""
+class _NodeDescriptor:
+    """What `Child` and `Children` share: the node class (or a thunk for forward references) and
+    the path of the element(s) under the owning node."""
 
     def __init__(self, cls: type[XMLNode] | Callable[[], type[XMLNode]], path: str):
         self._cls = cls
@@ -352,6 +353,10 @@ class Child:
     def cls(self) -> type[XMLNode]:
         c = self._cls
         return c if isinstance(c, type) else c()
+
+
+class Child(_NodeDescriptor):
+    """A single child node of a given class at a path; lazy until one of its properties is set."""
 
     def __get__(self, node: XMLNode | None, owner: type) -> Any:
         if node is None:
@@ -359,21 +364,8 @@ class Child:
         return self.cls(None, parent=node, path=self.path)
 
 
-class Children:
+class Children(_NodeDescriptor):
     """A list of child nodes of one class: the elements matching `path` under the node, in order."""
-
-    def __init__(self, cls: type[XMLNode] | Callable[[], type[XMLNode]], path: str):
-        self._cls = cls
-        self.path = path
-        self.name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    @property
-    def cls(self) -> type[XMLNode]:
-        c = self._cls
-        return c if isinstance(c, type) else c()
 
     def __get__(self, node: XMLNode | None, owner: type) -> Any:
         if node is None:

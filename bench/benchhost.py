@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -22,3 +23,13 @@ def describe(*extras: str) -> str:
     parts = [f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {cpu_model()}",
              f"load average {os.getloadavg()[0]:.2f}", *extras]
     return "; ".join(p for p in parts if p)
+
+
+def make_disk(path: Path, size: int, data_mib: int) -> None:
+    """Sparse raw disk of `size` bytes with `data_mib` MiB of incompressible data spread in 8 chunks."""
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+        chunk = (data_mib << 20) // 8
+        for i in range(8):
+            fh.seek(i * (size // 8))
+            fh.write(os.urandom(chunk))

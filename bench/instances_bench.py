@@ -42,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchhost import make_disk  # noqa: E402
 from tests.e2e.netns import PrivateLibvirt  # noqa: E402
 
 GIB = 1 << 30
@@ -108,16 +109,6 @@ def vmctl_env() -> dict:
 
 def vmctl(*args: str) -> list[str]:
     return [sys.executable, "-m", "vmctl", *args]
-
-
-def make_disk(path: Path, size: int, data_mib: int) -> None:
-    """Sparse raw disk of `size` bytes with `data_mib` MiB of random data spread in 8 chunks."""
-    with open(path, "wb") as fh:
-        fh.truncate(size)
-        chunk = (data_mib << 20) // 8
-        for i in range(8):
-            fh.seek(i * (size // 8))
-            fh.write(os.urandom(chunk))
 
 
 def image_layer(root: Path, uri: str, image_id: str) -> Path:

@@ -24,19 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchhost import describe  # noqa: E402
+from benchhost import describe, make_disk  # noqa: E402
 from vmctl.storage import ImageStore  # noqa: E402
 from vmctl.storage import qemu_img  # noqa: E402
-
-
-def make_disk(path: Path, size: int, data_mib: int) -> None:
-    """Sparse raw disk of `size` bytes with `data_mib` MiB of incompressible data spread in 8 chunks."""
-    with open(path, "wb") as fh:
-        fh.truncate(size)
-        chunk = (data_mib << 20) // 8
-        for i in range(8):
-            fh.seek(i * (size // 8))
-            fh.write(os.urandom(chunk))
 
 
 def machine() -> str:

@@ -7,6 +7,7 @@ along the data root's own path, not through a parent it does not own).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -50,10 +51,9 @@ def make_vmctl(root: Path, **extra_env: str) -> Vmctl:
     return Vmctl(root, env)
 
 
-@pytest.fixture(scope="module")
-def e2e_vmctl(libvirtd):
-    """A vmctl with a private data root holding tiny:latest (the build cache makes this quick)."""
-    root = Path(tempfile.mkdtemp(prefix="vmctl-e2e-", dir="/var/tmp"))
+@contextlib.contextmanager
+def vmctl_with_tiny(root: Path):
+    """A vmctl on data root `root` holding tiny:latest; every VM it made is removed on exit."""
     vm = make_vmctl(root)
     try:
         vm("image", "build", "tiny", timeout=1800)
@@ -62,4 +62,14 @@ def e2e_vmctl(libvirtd):
         names = vm("ls", "-a", "-q", check=False).stdout.split()
         if names:
             vm("rm", "-f", *names, check=False)
+
+
+@pytest.fixture(scope="module")
+def e2e_vmctl(libvirtd):
+    """A vmctl with a private data root holding tiny:latest (the build cache makes this quick)."""
+    root = Path(tempfile.mkdtemp(prefix="vmctl-e2e-", dir="/var/tmp"))
+    try:
+        with vmctl_with_tiny(root) as vm:
+            yield vm
+    finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -20,7 +20,7 @@ import pytest
 
 from vmctl import errors
 
-from .conftest import make_vmctl
+from .conftest import vmctl_with_tiny
 
 pytestmark = pytest.mark.e2e
 
@@ -332,14 +332,10 @@ def small_root(libvirtd):
     if proc.returncode != 0:
         mnt.rmdir()
         pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
-    vmctl = make_vmctl(mnt / "root")
     try:
-        vmctl("image", "build", "tiny", timeout=1800)
-        yield vmctl
+        with vmctl_with_tiny(mnt / "root") as vmctl:
+            yield vmctl
     finally:
-        names = vmctl("ls", "-a", "-q", check=False).stdout.split()
-        if names:
-            vmctl("rm", "-f", *names, check=False)
         subprocess.run(["umount", str(mnt)], capture_output=True)
         shutil.rmtree(mnt, ignore_errors=True)
 

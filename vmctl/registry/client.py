@@ -409,6 +409,18 @@ class RegistryClient:
         self.ping()
 
     # ------------------------------------------------------------------ API: manifests
+    def _read_capped(self, resp, limit: int, what: str) -> bytes:
+        """The whole body of `resp`, refusing more than `limit` bytes (a hostile server's answer)."""
+        try:
+            data = resp.raw.read(limit + 1, decode_content=True)
+        except _TRANSIENT as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            resp.close()
+        if len(data) > limit:
+            raise IntegrityError(f"{what} is larger than {limit} bytes")
+        return data
+
     def get_manifest(self, repo: str, ref: str, accept: list[str] | tuple[str, ...] | None = None
                      ) -> tuple[bytes, str, str]:
         """Fetch a manifest: (bytes, media type, digest), the digest verified against the bytes."""
@@ -417,14 +429,7 @@ class RegistryClient:
                              headers=headers, stream=True)
         if resp.status_code != 200:
             raise self._fail(resp, f"{repo}:{ref}" if not ref.startswith("sha256:") else f"{repo}@{ref}")
-        try:
-            data = resp.raw.read(MAX_MANIFEST + 1, decode_content=True)
-        except _TRANSIENT as exc:
-            raise self._unreachable(exc) from None
-        finally:
-            resp.close()
-        if len(data) > MAX_MANIFEST:
-            raise IntegrityError(f"{self.host}/{repo}: manifest larger than {MAX_MANIFEST} bytes")
+        data = self._read_capped(resp, MAX_MANIFEST, f"{self.host}/{repo}: manifest")
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if ref.startswith("sha256:") and digest != ref:
             raise IntegrityError(f"{self.host}/{repo}@{ref}: manifest content is {digest}")
@@ -489,14 +494,7 @@ class RegistryClient:
         resp = self._request("GET", f"/v2/{repo}/blobs/{digest}", scope=self._pull(repo), stream=True)
         if resp.status_code != 200:
             raise self._fail(resp, f"blob {digest}")
-        try:
-            data = resp.raw.read(max_size + 1, decode_content=True)
-        except _TRANSIENT as exc:
-            raise self._unreachable(exc) from None
-        finally:
-            resp.close()
-        if len(data) > max_size:
-            raise IntegrityError(f"{self.host}/{repo}: blob {digest} is larger than {max_size} bytes")
+        data = self._read_capped(resp, max_size, f"{self.host}/{repo}: blob {digest}")
         self.bytes_downloaded += len(data)
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != digest:

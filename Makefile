@@ -10,7 +10,7 @@ deps:
 	bash .ci/deps
 
 $(PY): | deps
-	python3 -m venv $(VENV)
+	/usr/bin/python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 
 venv: $(PY)

@@ -64,3 +64,14 @@ def libvirtd():
     yield
     for daemon in reversed(started):
         subprocess.run(["pkill", "-x", daemon])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the figures tests recorded (see tests/figures.py)."""
+    from tests.figures import lines
+
+    shown = lines()
+    if shown:
+        terminalreporter.section("vmctl figures")
+        for line in shown:
+            terminalreporter.write_line(line)

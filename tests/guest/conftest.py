@@ -91,7 +91,7 @@ def client_key(tmp_path_factory):
     return ensure_client_key(tmp_path_factory.mktemp("store") / "keys")
 
 
-def start_dropbear(base: Path, authorized_line: str) -> Server:
+def start_dropbear(base: Path, authorized_line: str, *, login_shell: str = "/bin/sh") -> Server:
     _need_root()
     if not (os.path.exists(DROPBEAR) and os.path.exists(DROPBEARKEY) and shutil.which("unshare")):
         pytest.skip("dropbear (dropbear-bin) or unshare is not installed")
@@ -106,7 +106,7 @@ def start_dropbear(base: Path, authorized_line: str) -> Server:
         fields = line.split(":")
         if len(fields) == 7 and fields[0] == "root":
             fields[5] = str(home)
-            fields[6] = "/bin/sh"
+            fields[6] = login_shell
             line = ":".join(fields)
         lines.append(line)
     passwd = base / "passwd"
@@ -131,7 +131,12 @@ def start_dropbear(base: Path, authorized_line: str) -> Server:
             if applet != "busybox":
                 os.symlink("busybox", bindir / applet)
         userland = f"mount --bind {bindir} /usr/bin && "
-    script = (f'mount --bind "$1" /etc/passwd && {hide_sftp}{userland}'
+    shells = ""
+    if login_shell != "/bin/sh":  # dropbear refuses a login shell that /etc/shells does not list
+        shells_file = base / "shells"
+        shells_file.write_text(Path("/etc/shells").read_text() + login_shell + "\n")
+        shells = f"mount --bind {shells_file} /etc/shells && "
+    script = (f'mount --bind "$1" /etc/passwd && {shells}{hide_sftp}{userland}'
               f'exec {DROPBEAR} -F -E -s -p 127.0.0.1:{port} -r "$2"')
     log = base / "dropbear.log"
     with open(log, "wb") as fh:
@@ -144,7 +149,7 @@ def start_dropbear(base: Path, authorized_line: str) -> Server:
     return server
 
 
-def start_openssh(base: Path, authorized_line: str) -> Server:
+def start_openssh(base: Path, authorized_line: str, *, sftp_server: str = SFTP_SERVER) -> Server:
     _need_root()
     if not (os.path.exists(SSHD) and os.path.exists(SFTP_SERVER)):
         pytest.skip("OpenSSH server is not installed (apt-get install openssh-server)")
@@ -174,7 +179,7 @@ AllowAgentForwarding no
 AllowTcpForwarding no
 X11Forwarding no
 PrintMotd no
-Subsystem sftp {SFTP_SERVER}
+Subsystem sftp {sftp_server}
 LogLevel VERBOSE
 """
     )

@@ -324,7 +324,9 @@ def cp(app: App, src, dst):
     """Copy files between the host and a VM: one side is NAME:PATH."""
     from vmctl.core import reach
 
-    reach.copy(app, src, dst)
+    report = reach.copy(app, src, dst)
+    for line in report.warnings() if report else ():
+        click.echo(f"vmctl: warning: {line}", err=True)
 
 
 def register(group: click.Group) -> None:

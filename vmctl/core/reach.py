@@ -99,13 +99,15 @@ def ssh_command(app, name: str) -> list[str]:
                             rec.host_key, known_hosts=known)
 
 
-def copy(app, src: str, dst: str) -> None:
-    """``vmctl cp``: exactly one of `src`/`dst` is ``NAME:PATH``."""
+def copy(app, src: str, dst: str):
+    """``vmctl cp``: exactly one of `src`/`dst` is ``NAME:PATH``. A download returns its
+    `CopyReport` (what the guest sent that was not written, and why); an upload returns None."""
     from vmctl.guest.cp import parse_cp_args
 
     plan = parse_cp_args(src, dst)
     with session(app, plan.name) as guest:
         if plan.upload:
             guest.put(plan.local, plan.remote)
-        else:
-            guest.get(plan.remote, plan.local)
+            return None
+        guest.get(plan.remote, plan.local)
+        return guest.last_report

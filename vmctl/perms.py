@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from vmctl.errors import ExternalToolError
+from vmctl.fsutil import private_dirs
 
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 
@@ -69,7 +70,7 @@ def private_dir(path: Path, user: str | None, *, traverse_only: bool = True) -> 
 
     With ``traverse_only`` QEMU may open known names but not list the directory.
     """
-    path.mkdir(parents=True, exist_ok=True)
+    private_dirs(path)
     os.chmod(path, 0o700)
     if user:
         _setfacl(["-m", f"u:{user}:{'x' if traverse_only else 'rx'},m::rwx", str(path)])

@@ -173,14 +173,17 @@ class TarReader:
         self.offset = 0          # bytes of the stream consumed so far
         self._pending: _Data | None = None
         self._pad = 0
-        # Skipping by seeking only on a regular file: a decompressor "seeks" by decompressing.
+        # Skipping by seeking only on a plain open()ed regular file: a decompressor "seeks" by
+        # decompressing (and GzipFile even reports its compressed file's fileno()).
         self._size: int | None = None
-        try:
-            st = os.fstat(fileobj.fileno())
-            if stat.S_ISREG(st.st_mode):
-                self._size = st.st_size
-        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-            pass
+        raw = fileobj.raw if isinstance(fileobj, io.BufferedReader) else fileobj
+        if isinstance(raw, io.FileIO):
+            try:
+                st = os.fstat(raw.fileno())
+                if stat.S_ISREG(st.st_mode):
+                    self._size = st.st_size
+            except (OSError, ValueError):
+                pass
 
     # -- raw reading ---------------------------------------------------------------------------
     def _read_some(self, n: int) -> bytes:

@@ -7,13 +7,12 @@ import os
 import shutil
 import stat
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from vmctl.errors import ExternalToolError, IntegrityError, NotFoundError
+from vmctl.errors import ExternalToolError, NotFoundError
 from vmctl.guest.keys import new_ed25519_keypair
 from vmctl.guest.openssh import ssh_command_line
 from vmctl.guest.ssh import GuestSession

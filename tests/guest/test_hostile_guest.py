@@ -12,7 +12,6 @@ Both go through `GuestSession.get`, exactly what ``vmctl cp`` runs.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from vmctl.errors import AuthError
-from vmctl.registry import auth
+from vmctl.registry import auth, client as client_mod
 
 
 def b64(text: str) -> str:
@@ -80,10 +80,10 @@ def test_unreadable_or_helper_only_files_give_nothing(home):
 def test_login_checks_before_storing(home, registry):
     store = auth.AuthStore()
     with pytest.raises(AuthError, match="wrong user name or password"):
-        auth.login(registry.host, registry.user, "nope", insecure=registry.insecure,
+        client_mod.login(registry.host, registry.user, "nope", insecure=registry.insecure,
                    ca_file=registry.ca_file, store=store)
     assert not store.path.exists()
-    auth.login(registry.host, registry.user, registry.password, insecure=registry.insecure,
+    client_mod.login(registry.host, registry.user, registry.password, insecure=registry.insecure,
                ca_file=registry.ca_file, store=store)
     assert store.get(registry.host).username == registry.user
     assert auth.logout(registry.host, store=store) is True

@@ -196,13 +196,13 @@ def test_killed_download_resumes_with_range(registry, registry_client, repo_name
     assert 0 < kept < size
 
     requests_seen = []
-    orig = registry_client._send
+    orig = registry_client.transport.send
 
     def spy(method, url, **kw):
         requests_seen.append((method, kw.get("headers", {}).get("Range")))
         return orig(method, url, **kw)
 
-    registry_client._send = spy
+    registry_client.transport.send = spy
     registry_client.download_blob(repo_name, digest, dest, partial_dir=partial, size=size)
     assert h.file_digest(dest) == digest
     assert registry_client.bytes_downloaded == size - kept

@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vmctl.fsutil import private_dirs
+
 QEMU = "qemu-system-x86_64"
 PROBE_TIMEOUT = 12.0
 _SUCCESS_MARKERS = (b"Kernel panic", b"Kernel Offset", b"VFS: Unable to mount root")
@@ -129,7 +131,7 @@ def probe_kvm(*, refresh: bool = False, kernel: Path | None = None,
         usable, reason = _boot_under_kvm(qemu, kernel, timeout)
     verdict = KvmVerdict(usable, reason, time.time(), round(time.monotonic() - started, 2))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         record = asdict(verdict)
         record.pop("cached")

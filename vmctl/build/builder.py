@@ -29,6 +29,7 @@ from vmctl.build.kernel import pvh_kernel
 from vmctl.build.recipe import FORMAT_VERSION, Recipe, load_recipe, recipe_digest
 from vmctl.build.tools import require, run
 from vmctl.errors import NotFoundError, UsageError
+from vmctl.fsutil import private_dirs
 from vmctl.storage import qemu_img
 
 Progress = Callable[[str, "float | None"], None]
@@ -95,9 +96,9 @@ def build(recipe_name_or_path: str | Path, cache_dir: Path, work_dir: Path,
         say(f"cached: {cached.disk}", 1.0)
         return cached
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / "images").mkdir(exist_ok=True)
+    private_dirs(cache_dir)
+    private_dirs(work_dir)
+    private_dirs(cache_dir / "images")
     tmp_out = Path(tempfile.mkdtemp(dir=cache_dir / "images", prefix=".build-"))
     staging = Path(tempfile.mkdtemp(dir=work_dir, prefix="rootfs-"))
     try:

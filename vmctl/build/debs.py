@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vmctl.build.tools import require, run
 from vmctl.errors import ExternalToolError, UsageError
+from vmctl.fsutil import private_dirs
 
 _PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _APT_QUIET = ["-q", "-o", "APT::Sandbox::User=root"]
@@ -54,7 +55,7 @@ def download(packages: list[str], debs_dir: Path) -> dict[str, Path]:
     """
     for p in packages:
         _check_name(p)
-    debs_dir.mkdir(parents=True, exist_ok=True)
+    private_dirs(debs_dir)
     result = {p: cached_deb(debs_dir, p) for p in packages}
     missing = [p for p, deb in result.items() if deb is None]
     if missing:

@@ -318,13 +318,13 @@ def _http_date(value: str | None) -> int | None:
 
 def pull(store, entry: Entry, *, progress=None) -> PullResult:
     """Download, verify and import `entry` as image ``entry.ref``."""
-    from vmctl.registry.client import _flock
+    from vmctl.fsutil import lock_file, private_dirs
 
     url, sums_url = entry.image_url, entry.checksums_url
     algorithm = entry.distro.algorithm
     http = _Http()
     cache = Path(store.data_root) / "cache" / "catalog"
-    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(cache)
     key = hashlib.sha256(url.encode()).hexdigest()[:32]
     part = cache / f"{key}.partial"
     try:
@@ -333,7 +333,7 @@ def pull(store, entry: Entry, *, progress=None) -> PullResult:
         parse_name(entry.ref)
         filename = urlsplit(url).path.rsplit("/", 1)[-1]
         expected = expected_hash(http.text(sums_url), algorithm, filename)
-        with _flock(cache / f"{key}.lock"):
+        with lock_file(cache / f"{key}.lock"):
             resumed = part.exists() and part.stat().st_size > 0
             actual, modified = http.download(url, part, algorithm, progress)
             if actual != expected and resumed:   # stale bytes of an older file: once more, fresh

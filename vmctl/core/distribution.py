@@ -154,7 +154,7 @@ def search(app, term: str, *, registry: str | None = None, insecure: bool = Fals
 # ------------------------------------------------------------------ login / logout
 def login(app, registry: str, username: str, password: str, *, insecure: bool = False,
           ca_file: str | None = None):
-    from vmctl.registry.auth import login as _login
+    from vmctl.registry.client import login as _login
     from vmctl.registry.refs import normalize_host
 
     host = normalize_host(registry)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
-from vmctl.progress import bytes_to_fraction
 from vmctl.config import build_cache_dir
+from vmctl.fsutil import private_dirs
+from vmctl.progress import bytes_to_fraction
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def build(app, recipe: str, tag: str | None, progress=None) -> BuildOutcome:
             existing = store.tag(existing.id, f"{repo}:{tagname}")
         return BuildOutcome(existing, True)
     cache = build_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
+    private_dirs(cache)
     with tempfile.TemporaryDirectory(prefix="vmctl-build-", dir=cache) as work:
         result = run_build(loaded.path, cache, Path(work), progress=progress)
     image = store.add_built(result, f"{repo}:{tagname}", progress=bytes_to_fraction(progress))

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from vmctl.errors import ConflictError
+from vmctl.fsutil import private_dirs
 from vmctl.names import check_name
 
 
@@ -15,7 +16,7 @@ from vmctl.names import check_name
 def name_lock(locks_dir: Path, name: str, *, wait: bool = False, what: str = "VM"):
     """Hold an exclusive lock on `name`; if another process holds it, raise ConflictError (or wait)."""
     check_name(name, f"{what} name")
-    locks_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(locks_dir)
     fd = os.open(locks_dir / f"{what.lower()}-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

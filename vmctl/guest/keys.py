@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vmctl.errors import IntegrityError, UsageError
+from vmctl.fsutil import private_dirs
 from vmctl.perms import secret_file
 
 PRIVATE_NAME = "id_ed25519"
@@ -98,7 +99,7 @@ def _write_new(path: Path, data: bytes) -> None:
 def ensure_client_key(keys_dir: Path) -> ClientKey:
     """Return vmctl's client key in `keys_dir`, creating the directory (0700) and key (0600) once."""
     keys_dir = Path(keys_dir)
-    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(keys_dir)
     os.chmod(keys_dir, 0o700)
     private = keys_dir / PRIVATE_NAME
     if not private.exists():

@@ -7,8 +7,10 @@ import tempfile
 from pathlib import Path
 
 from vmctl.errors import UsageError
+from vmctl.fsutil import private_dirs
 from vmctl.guest.channels import command_text
 from vmctl.guest.keys import HOST_KEY_ALGORITHMS, parse_public_line
+
 
 def known_hosts_line(host: str, port: int, host_key_line: str) -> str:
     keytype, blob, _ = parse_public_line(host_key_line)
@@ -39,7 +41,7 @@ def ssh_command_line(
         known_hosts = name
     else:
         known_hosts = Path(known_hosts)
-        known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(known_hosts.parent)
         tmp = known_hosts.with_name(f".{known_hosts.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

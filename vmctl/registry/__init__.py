@@ -1,8 +1,9 @@
 """vmctl's OCI registry support: an OCI distribution client and the push/pull glue.
 
 - :mod:`.refs`: ``HOST/REPO[:TAG][@sha256:…]`` references (None for local names);
-- :mod:`.auth`: credentials (vmctl's file, Docker's and podman's read-only), login/logout;
-- :mod:`.client`: :class:`RegistryClient` — auth challenges, manifests, resumable verified blobs;
+- :mod:`.auth`: credentials (vmctl's file, Docker's and podman's read-only), logout;
+- :mod:`.transport`: HTTP to one registry — where credentials may go, redirects, retries, bounded reads;
+- :mod:`.client`: :class:`RegistryClient` — the API verbs: manifests, resumable verified blobs, listings, login;
 - :mod:`.compress`: streaming, deterministic zstd with digests of both sides;
 - :mod:`.mediatypes` and FORMAT.md: how a vmctl image looks in a registry;
 - :mod:`.transfer`: push/pull between the image store and a registry, search;
@@ -12,8 +13,8 @@ The client knows nothing about libvirt, the CLI or the store; only :mod:`.transf
 :mod:`.containerdisk` use the store.
 """
 
-from vmctl.registry.auth import AuthStore, Credentials, login, logout
-from vmctl.registry.client import RegistryClient
+from vmctl.registry.auth import AuthStore, Credentials, logout
+from vmctl.registry.client import RegistryClient, login
 from vmctl.registry.refs import RegistryRef, parse_registry_ref, require_registry_ref
 
 __all__ = [

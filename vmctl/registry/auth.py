@@ -1,4 +1,5 @@
-"""Registry credentials: vmctl's own file, and read-only fallbacks to Docker's and podman's.
+"""Registry credentials: vmctl's own file, and read-only fallbacks to Docker's and podman's
+(checking them against a registry is :func:`vmctl.registry.client.login`).
 
 vmctl writes ``user_config_dir()/auth.json`` (mode 0600, directory 0700, atomic rename, one writer at
 a time through a lock file) in Docker's shape, ``{"auths": {"HOST": {"auth": base64("user:pass")}}}``,
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmctl.errors import UsageError
+from vmctl.fsutil import atomic_write, lock_file, private_dirs
 from vmctl.registry.refs import normalize_host
 
 AUTH_FILE_NAME = "auth.json"
@@ -147,26 +149,12 @@ class AuthStore:
         return sorted(auths) if isinstance(auths, dict) else []
 
     def _lock(self):
-        """One writer at a time: an flock on ``auth.json.lock`` (the stdlib's, no extra package)."""
-        from vmctl.registry.client import _flock
-
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return _flock(Path(str(self.path) + ".lock"))
+        """One writer at a time: an flock on ``auth.json.lock``, removed afterwards."""
+        private_dirs(self.path.parent)
+        return lock_file(Path(str(self.path) + ".lock"))
 
     def _write(self, data: dict) -> None:
-        payload = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.chmod(self.path, 0o600)
+        atomic_write(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), mode=0o600)
 
     def save(self, host: str, username: str, password: str) -> None:
         """Store credentials for `host` (replacing any), keeping every other entry of the file."""
@@ -194,26 +182,6 @@ class AuthStore:
                 data["auths"] = auths
                 self._write(data)
             return bool(gone)
-
-
-def login(host: str, username: str, password: str, *, insecure: bool = False,
-          ca_file: str | None = None, store: AuthStore | None = None) -> Credentials:
-    """Check `username`/`password` against the registry at `host`, then store them.
-
-    Raises AuthError (wrong credentials) or RegistryError (unreachable) and stores nothing then.
-    """
-    from vmctl.registry.client import RegistryClient
-
-    host = normalize_host(host)
-    creds = Credentials(username, password, "login")
-    client = RegistryClient(host, insecure=insecure, ca_file=ca_file, credentials=creds)
-    try:
-        client.check_login()
-    finally:
-        client.close()
-    store = store or AuthStore()
-    store.save(host, username, password)
-    return Credentials(username, password, str(store.path))
 
 
 def logout(host: str, *, store: AuthStore | None = None) -> bool:

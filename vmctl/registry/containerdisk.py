@@ -37,10 +37,12 @@ from pathlib import Path
 
 import zstandard
 
-from vmctl.errors import IntegrityError, NotFoundError, UsageError
-from vmctl.registry import mediatypes as mt
+from vmctl.errors import IntegrityError, NotFoundError, RegistryError, ResourceError, UsageError
+from vmctl.fsutil import private_dirs
+from vmctl.registry import answers, mediatypes as mt
 from vmctl.registry.client import RegistryClient
 from vmctl.registry.refs import RegistryRef
+from vmctl.tarstream import TarReader
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -78,9 +80,10 @@ def _canonical(obj) -> bytes:
 
 # ------------------------------------------------------------------ classify
 def is_containerdisk_manifest(doc: dict) -> bool:
-    config = (doc or {}).get("config") or {}
-    layers = (doc or {}).get("layers") or []
-    return (config.get("mediaType") in CONFIG_TYPES and bool(layers)
+    config = doc.get("config") if isinstance(doc, dict) else None
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    return (isinstance(config, dict) and config.get("mediaType") in CONFIG_TYPES
+            and isinstance(layers, list) and bool(layers)
             and all(isinstance(d, dict) and d.get("mediaType") in LAYER_TYPES for d in layers))
 
 
@@ -95,27 +98,37 @@ def classify(client: RegistryClient, ref: RegistryRef) -> str:
     data, media_type, _ = client.get_manifest(ref.repo, ref.reference, accept=mt.MANIFEST_ACCEPT)
     doc = _json(data)
     if media_type in (mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST) or "manifests" in doc:
-        entries = doc.get("manifests") or []
-        if any(e.get("artifactType") == mt.ARTIFACT_TYPE for e in entries if isinstance(e, dict)):
+        entries = answers.index_entries(doc, f"{ref}: index")
+        if any(e["artifactType"] == mt.ARTIFACT_TYPE for e in entries):
             return "vmctl"
-        return "containerdisk" if _pick_platform(doc) else "vmctl"
+        return "containerdisk" if _pick_platform(doc, str(ref)) else "vmctl"
     return "containerdisk" if is_containerdisk_manifest(doc) else "vmctl"
+
+
+def _created(value) -> str | int:
+    """The image config's creation time as the store takes it, or 0 when it is not a time."""
+    from vmctl.storage.manifest import normalize_created
+
+    if isinstance(value, str) and len(value) >= 19:
+        value = value[:19] + "Z"   # drop sub-seconds and offsets the store would not parse
+    try:
+        return normalize_created(value) if isinstance(value, str) else 0
+    except UsageError:
+        return 0
 
 
 def _json(data: bytes) -> dict:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError):
-        raise IntegrityError("manifest is not JSON") from None
-    if not isinstance(doc, dict):
-        raise IntegrityError("manifest is not a JSON object")
-    return doc
+        raise RegistryError("manifest is not JSON") from None
+    return answers.as_dict(doc, "manifest")
 
 
-def _pick_platform(index: dict) -> dict | None:
+def _pick_platform(index: dict, what: str = "index") -> dict | None:
     arch = _host_arch()
-    for entry in index.get("manifests") or []:
-        plat = (entry or {}).get("platform") or {}
+    for entry in answers.index_entries(index, what):
+        plat = entry["platform"]
         if plat.get("os", "linux") == "linux" and plat.get("architecture") == arch:
             return entry
     return None
@@ -199,7 +212,7 @@ def push(store, local_ref: str, dest: RegistryRef, client: RegistryClient, *, pr
             "carries only the disk, which must boot by itself (a firmware-boot image)"
         )
     work = cache_root(store) / "tmp"
-    work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(work)
     stem = work / f"containerdisk.{os.getpid()}.{os.urandom(4).hex()}"
     flat, layer = stem.with_suffix(".qcow2"), stem.with_suffix(".tar.gz")
     before = client.bytes_uploaded
@@ -267,24 +280,24 @@ def _disk_entry(name: str) -> str | None:
 
 
 def find_disk(layers: list[tuple[Path, str]]) -> tuple[int, str]:
-    """Which layer (index) holds the disk file that wins, and its name. Reads the tars once."""
+    """Which layer (index) holds the disk file that wins, and its name. Reads the tars once,
+    with vmctl's bounded tar reader (no data is read, only headers)."""
     found: tuple[int, str] | None = None
     for i, (path, kind) in enumerate(layers):
         fh, stream = _open_layer(path, kind)
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                for member in tar:
-                    name = _disk_entry(member.name)
-                    if name is None:
-                        continue
-                    base = name.split("/", 1)[1]
-                    if base.startswith(".wh."):
-                        if found and found[1] == f"{DISK_DIR}/{base[4:]}":
-                            found = None
-                        continue
-                    if member.isreg():
-                        found = (i, name)
-        except (tarfile.TarError, OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+            for member, _data in TarReader(stream, what=f"containerDisk layer {i + 1}"):
+                name = _disk_entry(member.name)
+                if name is None:
+                    continue
+                base = name.split("/", 1)[1]
+                if base.startswith(".wh."):
+                    if found and found[1] == f"{DISK_DIR}/{base[4:]}":
+                        found = None
+                    continue
+                if member.isreg:
+                    found = (i, name)
+        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
             raise IntegrityError(f"containerDisk layer {i + 1} is not a readable tar ({exc})") from None
         finally:
             fh.close()
@@ -294,26 +307,31 @@ def find_disk(layers: list[tuple[Path, str]]) -> tuple[int, str]:
 
 
 def extract_disk(path: Path, kind: str, name: str, dest: Path, progress=None) -> None:
+    """Copy the last regular `name` of a layer to `dest`, after checking that the size its header
+    declares fits on the file system (a small gzip layer may unpack to terabytes)."""
+    import shutil
+
     fh, stream = _open_layer(path, kind)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            last = None
-            for member in tar:
-                if _disk_entry(member.name) == name and member.isreg():
-                    last = member
-                    src = tar.extractfile(member)
-                    done = 0
-                    with open(dest, "wb") as out:
-                        while chunk := src.read(CHUNK):
-                            out.write(chunk)
-                            done += len(chunk)
-                            if progress:
-                                progress("extract disk", done, member.size)
-                    if done != member.size:
-                        raise IntegrityError(f"containerDisk: {name} is truncated")
-            if last is None:
-                raise IntegrityError(f"containerDisk: {name} vanished from its layer")
-    except (tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+        last = None
+        for member, src in TarReader(stream, what="containerDisk layer"):
+            if _disk_entry(member.name) != name or not member.isreg:
+                continue
+            last = member
+            free = shutil.disk_usage(dest.parent).free
+            if member.size + (64 << 20) > free:
+                raise ResourceError(f"containerDisk: {name} is {member.size} bytes, only {free} are free "
+                                    f"under {dest.parent}; nothing was imported")
+            done = 0
+            with open(dest, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress("extract disk", done, member.size)
+        if last is None:
+            raise IntegrityError(f"containerDisk: {name} vanished from its layer")
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
         raise IntegrityError(f"containerDisk layer is not a readable tar ({exc})") from None
     finally:
         fh.close()
@@ -332,27 +350,27 @@ def pull(store, ref: RegistryRef, client: RegistryClient, *, local_ref: str | No
     data, media_type, mdigest = client.get_manifest(repo, ref.reference, accept=mt.MANIFEST_ACCEPT)
     doc = _json(data)
     if "manifests" in doc:
-        entry = _pick_platform(doc)
+        entry = _pick_platform(doc, str(ref))
         if entry is None:
             raise NotFoundError(f"{ref}: the index lists no linux/{_host_arch()} image")
         data, _, mdigest = client.get_manifest(repo, entry["digest"], accept=mt.MANIFEST_ACCEPT)
         doc = _json(data)
     if not is_containerdisk_manifest(doc):
-        raise IntegrityError(f"{ref}: not a containerDisk (a container image with layer tars)")
-    for desc in [doc["config"], *doc["layers"]]:
-        from vmctl.storage.digest import is_digest
-
-        if not is_digest(desc.get("digest", "")) or not isinstance(desc.get("size"), int):
-            raise IntegrityError(f"{ref}: malformed descriptor in the manifest")
+        raise RegistryError(f"{ref}: not a containerDisk (a container image with layer tars)")
+    for desc in [doc["config"], *answers.as_list(doc["layers"], f"{ref}: layers", limit=256)]:
+        answers.descriptor(desc, f"{ref}: manifest")
     before = client.bytes_downloaded
     config = _json(client.get_blob_bytes(repo, doc["config"]["digest"]))
-    labels = ((config.get("config") or {}).get("Labels") or {})
+    inner = config.get("config") or {}
+    labels = answers.as_dict(inner, f"{ref}: image config").get("Labels") or {}
+    labels = {k: v for k, v in answers.as_dict(labels, f"{ref}: image labels").items()
+              if isinstance(k, str) and isinstance(v, str)}
     partial = cache_root(store) / "partial"
-    partial.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(partial)
     layers: list[tuple[Path, str]] = []
     fetched: list[Path] = []
     work = cache_root(store) / "tmp"
-    work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(work)
     disk_tmp = work / f"containerdisk-pull.{os.getpid()}.{os.urandom(4).hex()}.disk"
     try:
         for desc in doc["layers"]:
@@ -364,11 +382,7 @@ def pull(store, ref: RegistryRef, client: RegistryClient, *, local_ref: str | No
             layers.append((dest, LAYER_TYPES[desc["mediaType"]]))
         index, name = find_disk(layers)
         extract_disk(*layers[index], name, disk_tmp, progress)
-        created = config.get("created") or 0
-        if isinstance(created, str) and len(created) >= 19:
-            created = created[:19] + "Z"   # drop sub-seconds and offsets the store would not parse
-        elif not isinstance(created, (str, int)):
-            created = 0
+        created = _created(config.get("created"))
         temp_tag = f"{ref.local_name}:pulling-{mdigest.split(':', 1)[1][:12]}"
         image = store.import_image(
             disk_tmp, local_ref or temp_tag,

@@ -39,8 +39,8 @@ from typing import Callable
 import zstandard
 
 from vmctl.errors import IntegrityError, NotFoundError, RegistryError, UsageError
-from vmctl.registry import compress
-from vmctl.registry import mediatypes as mt
+from vmctl.fsutil import lock_file, private_dirs
+from vmctl.registry import answers, compress, mediatypes as mt
 from vmctl.registry.auth import AuthStore
 from vmctl.registry.client import RegistryClient
 from vmctl.registry.refs import RegistryRef, require_registry_ref
@@ -202,7 +202,7 @@ class CompressionCache:
     def put(self, udigest: str, digest: str, size: int, seen: dict | None = None) -> dict:
         from vmctl.fsutil import atomic_write
 
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(self.dir)
         entry = {"format": _ZSTD_ID, "digest": digest, "size": size, "seen": seen or {}}
         atomic_write(self._path(udigest), json.dumps(entry, sort_keys=True).encode())
         return entry
@@ -237,7 +237,7 @@ def push(store, local_ref: str, dest: RegistryRef | str, client: RegistryClient,
     root = cache_root(store)
     cache = CompressionCache(root)
     work = root / "tmp"
-    work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(work)
     before = client.bytes_uploaded
     statuses: list[tuple[str, str, str]] = []
     compressed: dict[str, dict] = {}
@@ -301,11 +301,14 @@ class PullResult:
 def _pick_from_index(client: RegistryClient, repo: str, data: bytes) -> tuple[bytes, str]:
     from vmctl.storage.manifest import host_architecture
 
-    doc = json.loads(data)
+    what = f"{client.host}/{repo}: index"
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise RegistryError(f"{what} is not JSON") from None
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(host_architecture(), host_architecture())
-    for entry in doc.get("manifests", []):
-        plat = entry.get("platform") or {}
-        if entry.get("artifactType") == mt.ARTIFACT_TYPE and plat.get("architecture") in (None, arch):
+    for entry in answers.index_entries(answers.as_dict(doc, what), what):
+        if entry["artifactType"] == mt.ARTIFACT_TYPE and entry["platform"].get("architecture") in (None, arch):
             raw, _, digest = client.get_manifest(repo, entry["digest"], accept=[mt.OCI_MANIFEST])
             return raw, digest
     raise NotFoundError(f"{client.host}/{repo}: the index lists no vmctl image for {arch}")
@@ -327,15 +330,32 @@ def pull(store, ref: RegistryRef | str, client: RegistryClient, *, local_ref: st
     if media_type == mt.OCI_INDEX:
         data, mdigest = _pick_from_index(client, repo, data)
     elif media_type not in (mt.OCI_MANIFEST, ""):
-        raise IntegrityError(f"{ref}: not a vmctl image (a {media_type} manifest)")
-    local, blobs, config_desc = local_manifest(data)
+        raise RegistryError(f"{ref}: not a vmctl image (a {media_type} manifest)")
+    try:
+        local, blobs, config_desc = local_manifest(data)
+    except IntegrityError as exc:  # the registry answered something that is not a vmctl manifest
+        raise RegistryError(f"{ref}: {exc}") from None
 
-    from vmctl.storage.manifest import parse_manifest, validate_config
+    from vmctl.storage.manifest import parse_manifest
 
     parsed = parse_manifest(local)
+    # One pull of an image at a time: a second `vmctl pull` of the same image waits here, then finds
+    # every blob in the store and downloads nothing.
+    locks = private_dirs(cache_root(store) / "locks")
+    with lock_file(locks / f"pull-{mdigest.split(':', 1)[1]}.lock"):
+        return _fetch_and_ingest(store, ref, client, mdigest, local, blobs, config_desc, parsed,
+                                 local_ref, progress)
+
+
+def _fetch_and_ingest(store, ref: RegistryRef, client: RegistryClient, mdigest: str, local: bytes,
+                      blobs: list, config_desc: dict, parsed, local_ref: str | None,
+                      progress: Progress | None) -> PullResult:
+    """Pull's two phases (module doc), under the image's pull lock."""
+    from vmctl.storage.manifest import validate_config
+
+    repo = ref.repo
     before = client.bytes_downloaded
-    partial = cache_root(store) / "partial"
-    partial.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = private_dirs(cache_root(store) / "partial")
 
     # -- phase 1: fetch and verify everything the store lacks, without touching the store
     config_bytes = None

@@ -174,8 +174,13 @@ def load(app: App, input_, as_json):
     from vmctl.archive import load as load_archive
 
     result = load_archive(app.store, input_, progress=_progress())
+    for name, old in result.retagged:
+        # as `docker load` says when a name moves: the old image keeps its other names, or none
+        click.echo(f"vmctl: note: {name} named image {old[7:19]} before; it now names the loaded one", err=True)
     if as_json or app.json:
-        emit_json([{"id": im.id, "names": list(names)} for im, names in result.images])
+        retagged = dict(result.retagged)
+        emit_json([{"id": im.id, "names": list(names),
+                    "replaced": {n: retagged[n] for n in names if n in retagged}} for im, names in result.images])
         return
     for im, names in result.images:
         if names:

@@ -4,6 +4,9 @@
 - ``NAME@sha256:<64 hex>``: by digest (the name is checked for validity but the digest decides);
 - ``sha256:<hex>`` or a bare hex prefix (at least 4 digits) of an image id.
 
+A new name (a target of import, tag, commit, pull, load) may not be a bare hex string of 4 or
+more digits: it would shadow the ID prefix it spells.
+
 A bare word that is both a valid name and a hex string (``beef``) is looked up as a name first, then
 as an id prefix, as Docker does.
 """
@@ -79,7 +82,13 @@ def parse_name(text: str) -> tuple[str, str]:
     _not_a_path(text)
     if "@" in text:
         raise UsageError(f"{text!r}: a digest cannot be a target; give NAME[:TAG]")
-    return split_name_tag(text)
+    repo, tag = split_name_tag(text)
+    if "/" not in repo and id_prefix_candidate(repo):
+        # `vmctl run --image beef` would then mean this name, not the image whose ID starts with
+        # beef: a name must never shadow an ID (Docker refuses 64-hex names for the same reason)
+        raise UsageError(f"invalid image name {repo!r}: it could be read as an image ID; "
+                         "use a name with a letter beyond a-f, or a '/'")
+    return repo, tag
 
 
 def parse_reference(text: str) -> Reference:

@@ -2,7 +2,7 @@
 
 Two setups share one code base:
 - ``hosted`` (default): ``qemu:///session``, user-mode networking with ports forwarded on 127.0.0.1,
-  data under the user's XDG data dir;
+  data under the user's XDG data dir (root's under /var/lib/vmctl, as Docker's /var/lib/docker);
 - ``system`` (bare-metal): ``qemu:///system``, KVM, libvirt networks/bridges, data under /var/lib/vmctl.
 
 Settings are read, lowest priority first, from built-in defaults, the config file
@@ -23,6 +23,7 @@ from vmctl.errors import UsageError
 MODES = ("hosted", "system")
 DEFAULT_URI = {"hosted": "qemu:///session", "system": "qemu:///system"}
 DEFAULT_PROFILE = {"hosted": "hosted", "system": "kvm"}
+SYSTEM_ROOT = "/var/lib/vmctl"
 
 
 def templates_dir() -> Path:
@@ -63,7 +64,8 @@ class Settings:
 
     mode: str = "hosted"
     uri: str = "qemu:///session"
-    root: Path = field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share") / "vmctl")
+    root: Path = field(default_factory=lambda: Path(SYSTEM_ROOT) if os.geteuid() == 0
+                       else _xdg("XDG_DATA_HOME", ".local/share") / "vmctl")
     profile: str = "hosted"
     restrict_network: bool = False
     insecure_registries: tuple[str, ...] = ()
@@ -155,8 +157,10 @@ def load_settings(
         chosen_root = Path(os.environ["VMCTL_ROOT"])
     elif cfg.get("root"):
         chosen_root = Path(cfg["root"])
-    elif chosen_mode == "system":
-        chosen_root = Path("/var/lib/vmctl")
+    elif chosen_mode == "system" or os.geteuid() == 0:
+        # root keeps its store where Docker keeps its own (/var/lib/docker), not under /root: QEMU
+        # runs as another user and would need an ACL on root's home to reach the disks
+        chosen_root = Path(SYSTEM_ROOT)
     else:
         chosen_root = _xdg("XDG_DATA_HOME", ".local/share") / "vmctl"
     restrict = restrict_network if restrict_network is not None else bool(cfg.get("restrict_network", False))

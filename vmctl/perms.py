@@ -4,13 +4,16 @@ Disks, seeds and kernels must be readable by their owner and by the user QEMU ru
 libvirt runs QEMU as another user in system mode (Debian: ``libvirt-qemu``; on a root host this also
 holds for ``qemu:///session``, which the system daemon serves), so a plain 0700 directory makes QEMU
 fail with "Permission denied". Instead of looser modes, vmctl grants that one user access with POSIX
-ACLs: search (x) on each directory on the way, read on files QEMU opens read-only. (virt-manager mends
-the same problem the same way.) vmctl's secrets (SSH private keys, registry credentials) get no ACL.
+ACLs: search (x) on vmctl's own directories, read on files QEMU opens read-only. Directories above the
+data root are not vmctl's: if QEMU cannot pass one, vmctl says so and names the fix instead of
+changing it (root's default data root is /var/lib/vmctl, so no ACL ever lands on /root). vmctl's
+secrets (SSH private keys, registry credentials) get no ACL.
 """
 
 from __future__ import annotations
 
 import os
+import grp
 import pwd
 import re
 import shutil
@@ -18,7 +21,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from vmctl.errors import ExternalToolError
+from vmctl.errors import ExternalToolError, UsageError
 from vmctl.fsutil import private_dirs
 
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
@@ -66,30 +69,81 @@ def _setfacl(args: list[str]) -> None:
 
 
 def private_dir(path: Path, user: str | None, *, traverse_only: bool = True) -> Path:
-    """Create `path` (and parents) as 0700 and let `user` (QEMU's) search it; return `path`.
+    """Create `path` (and missing parents) 0700 and let `user` (QEMU's) search them; return `path`.
 
-    With ``traverse_only`` QEMU may open known names but not list the directory.
+    Every directory made here is vmctl's own, so each gets the ACL; the mask is exactly what the
+    entry grants, so the mode reads 0710 (0750 with ``traverse_only=False``, where QEMU may also
+    list the directory) and the owning group gets nothing.
     """
+    made = []
+    p = Path(path)
+    while not p.exists():
+        made.append(p)
+        p = p.parent
     private_dirs(path)
     os.chmod(path, 0o700)
     if user:
-        _setfacl(["-m", f"u:{user}:{'x' if traverse_only else 'rx'},m::rwx", str(path)])
+        for d in [path, *made[1:]]:
+            grant = "x" if traverse_only or d != path else "rx"
+            _setfacl(["-m", f"u:{user}:{grant},m::{grant}", str(d)])
     return path
 
 
-def grant_path_search(path: Path, user: str | None) -> None:
-    """Let `user` traverse every existing ancestor of `path` that it cannot already traverse."""
+def _acl_allows_search(d: Path, user: str) -> bool | None:
+    """What `d`'s POSIX ACL says about `user` searching it (None: no entry for that user)."""
+    try:
+        if "system.posix_acl_access" not in os.listxattr(d):
+            return None
+    except OSError:
+        return None
+    tool = shutil.which("getfacl")
+    if tool is None:
+        return None
+    out = subprocess.run([tool, "--absolute-names", "-p", "-n", str(d)], capture_output=True, text=True).stdout
+    uid = str(pwd.getpwnam(user).pw_uid)
+    entry = mask = None
+    for line in out.splitlines():
+        parts = line.split("#", 1)[0].strip().split(":")
+        if len(parts) == 3 and parts[0] == "user" and parts[1] == uid:
+            entry = parts[2]
+        elif len(parts) == 3 and parts[0] == "mask":
+            mask = parts[2]
+    if entry is None:
+        return None
+    return "x" in entry and (mask is None or "x" in mask)
+
+
+def can_search(d: Path, user: str) -> bool:
+    """Whether `user` may traverse directory `d` (mode bits, groups and POSIX ACLs)."""
+    pw = pwd.getpwnam(user)
+    st = d.stat()
+    if pw.pw_uid == 0:
+        return True
+    if st.st_uid == pw.pw_uid:
+        return bool(st.st_mode & 0o100)
+    by_acl = _acl_allows_search(d, user)
+    if by_acl is not None:
+        return by_acl
+    groups = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    if st.st_gid in groups:
+        return bool(st.st_mode & 0o010)
+    return bool(st.st_mode & 0o001)
+
+
+def require_path_search(path: Path, user: str | None) -> None:
+    """Refuse, naming the directory and the fix, when QEMU's `user` cannot reach `path`.
+
+    vmctl puts ACLs only on its own directories (the data root and below); a parent it does not
+    own (a home directory, a 0700 temp dir) is the user's to open, or the data root's to move.
+    """
     if not user:
         return
-    uid = pwd.getpwnam(user).pw_uid
-    for parent in [*reversed(path.parents), path]:
-        try:
-            st = parent.stat()
-        except FileNotFoundError:
-            continue
-        if st.st_mode & 0o001 or st.st_uid == uid:
-            continue
-        _setfacl(["-m", f"u:{user}:x", str(parent)])
+    for parent in reversed(Path(path).parents):
+        if parent.exists() and not can_search(parent, user):
+            raise UsageError(
+                f"QEMU runs as {user} and cannot reach {path} through {parent}; use a data root it "
+                f"can reach (--root, VMCTL_ROOT; /var/lib/vmctl is root's default) or let it pass: "
+                f"setfacl -m u:{user}:x {parent}")
 
 
 def qemu_readable(path: Path, user: str | None, *, writable: bool = False) -> None:

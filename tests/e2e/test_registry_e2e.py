@@ -25,6 +25,7 @@ def env(tmp_path):
     """A private data root QEMU's user can reach (/var/tmp, not pytest's 0700 tmp), private
     credentials; the build cache stays shared so 'image build tiny' takes seconds."""
     root = Path(tempfile.mkdtemp(prefix="vmctl-e2e-reg-", dir="/var/tmp"))
+    root.chmod(0o711)  # the data root's parent is not vmctl's: QEMU must be let through
     (tmp_path / "none.toml").write_text("")
     e = dict(os.environ)
     e.update(VMCTL_ROOT=str(root / "data"), VMCTL_CONFIG=str(tmp_path / "none.toml"),

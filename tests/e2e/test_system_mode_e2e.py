@@ -100,6 +100,7 @@ def private_libvirt():
 def ns_vmctl(private_libvirt):
     """vmctl against the private daemon, with a data root QEMU (libvirt-qemu) can reach."""
     root = Path(tempfile.mkdtemp(prefix="vmctl-e2e-system-", dir="/var/tmp"))
+    root.chmod(0o711)  # the data root's parent is not vmctl's: QEMU must be let through
     config_home = root.with_name(root.name + "-config")
     (config_home / "vmctl" / "profiles").mkdir(parents=True)
     (config_home / "vmctl" / "profiles" / "kvm-no-hard-limit.toml").write_text(NO_HARD_LIMIT_PROFILE)

@@ -26,6 +26,7 @@ def qemu_tmp():
     """A temp dir outside pytest's basetemp: pytest (ours or a concurrent run) chmods
     /tmp/pytest-of-<user> to 0700, which clears the ACL mask and with it QEMU's search right."""
     path = Path(tempfile.mkdtemp(prefix="vmctl-storage-test-"))
+    path.chmod(0o711)  # not vmctl's: QEMU must be let through by its owner, as a user would
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -59,8 +59,8 @@ def convert_disk(src: Path, dst: Path, *, snapshot: str | None = None, backing: 
     if snapshot is not None:
         args += ["-l", f"snapshot.name={check_name(snapshot, 'snapshot name')}"]
     if backing is not None:
-        args += ["-B", str(backing), "-F", "qcow2"]
-    qemu_img.run([*args, str(src), str(dst)])
+        args += ["-B", qemu_img.local(backing), "-F", "qcow2"]
+    qemu_img.run([*args, qemu_img.local(src), qemu_img.local(dst)])
 
 
 @contextmanager

@@ -226,7 +226,7 @@ def create(app, request: CreateRequest, progress=None) -> InstanceRecord:
     """Create the VM of `request` as one transaction; return its record."""
     from vmctl.core.domain_plan import mark_created
     from vmctl.guest.keys import ensure_client_key
-    from vmctl.perms import grant_path_search, private_dir, qemu_readable, qemu_user
+    from vmctl.perms import private_dir, qemu_readable, qemu_user, require_path_search
     from vmctl.seed.writer import write_seed
     from vmctl.storage import qemu_img
 
@@ -239,13 +239,13 @@ def create(app, request: CreateRequest, progress=None) -> InstanceRecord:
         _check_free(app, name, directory)
         the_plan = plan(app, request)
         rec = the_plan.record
-        client_key = ensure_client_key(settings.paths.keys)
         user = qemu_user(settings.uri)
+        require_path_search(settings.root, user)   # before anything is written
+        client_key = ensure_client_key(settings.paths.keys)
         with Transaction() as tx:
             app.store.hold(rec.image_id, f"instance:{name}")
             tx.on_undo(lambda: app.store.release(rec.image_id, f"instance:{name}"), "release image")
             private_dir(settings.paths.instances, user)
-            grant_path_search(settings.paths.instances, user)
             staging = settings.paths.instances / f".creating-{name}-{os.urandom(4).hex()}"
             private_dir(staging, user)
             tx.on_undo(lambda: shutil.rmtree(staging, ignore_errors=True), "remove staging dir")

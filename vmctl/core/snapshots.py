@@ -259,8 +259,7 @@ def _drop_qcow2_snapshot(app, name: str, disk: Path, snap: str, running: bool) -
         bsnap.delete_internal_disk_snapshot(app.backend, name, node, snap)
     else:
         # ``qemu-img snapshot`` has no -f: a json: spec names the driver, so nothing is probed.
-        spec = "json:" + json.dumps({"driver": "qcow2", "file": {"driver": "file", "filename": str(disk)}})
-        qemu_img.run(["snapshot", "-d", snap, spec])
+        qemu_img.run(["snapshot", "-d", snap, qemu_img.snapshot_spec(disk)])
 
 
 def _sweep_orphans(app, name: str, state: str) -> None:

@@ -39,6 +39,7 @@ def _emit(progress: Progress | None, phase: str, done: int, total: int) -> None:
 
 
 def source_format(disk: Path, fmt: str = "auto") -> str:
+    probe.check_input_file(disk)
     if fmt == "auto":
         return probe.detect_format(disk)
     if fmt not in qemu_img.FORMATS:

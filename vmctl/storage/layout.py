@@ -53,13 +53,11 @@ class Layout:
     def ensure(self, qemu_user: str | None) -> None:
         """Create the layout (idempotent), with QEMU's search ACLs where it needs them."""
         perms.private_dir(self.root, qemu_user)
-        perms.grant_path_search(self.root, qemu_user)
         perms.private_dir(self.root / "blobs", qemu_user)
         perms.private_dir(self.blobs, qemu_user)
         perms.private_dir(self.layers, qemu_user)
         for private in (self.holds, self.tmp):
-            private.mkdir(exist_ok=True)
-            os.chmod(private, 0o700)
+            private.mkdir(mode=0o700, exist_ok=True)
 
 
 def layer_name(digest: str) -> str:

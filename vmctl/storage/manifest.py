@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -85,6 +86,7 @@ def build_config(
     *, architecture: str, boot: dict, defaults: dict, cloud_init: bool, user: str | None,
     labels: dict, created: str, parent: str | None, history: list[dict],
 ) -> dict:
+    check_user(user)
     return {
         "architecture": architecture,
         "boot": boot,
@@ -176,26 +178,96 @@ def parse_manifest(data: bytes) -> ParsedManifest:
     return ParsedManifest(raw, config, disks, kernel, initrd)
 
 
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_ARCH = re.compile(r"[a-z0-9_]{1,32}")
+_LABEL_KEY = re.compile(r"[^\s\x00-\x1f\x7f]{1,255}")
+MAX_CPUS = 4096
+MAX_MEMORY_MIB = 16 << 20          # 16 TiB
+MAX_DISK_BYTES = 1 << 50           # 1 PiB
+MAX_HISTORY = 10_000
+MAX_LABELS = 1_000
+MAX_TEXT = 4096
+
+
+def check_user(user) -> str | None:
+    """An image's login user: None or a POSIX user name (it becomes an SSH user and a path)."""
+    if user is None:
+        return None
+    if not isinstance(user, str) or not _USER.fullmatch(user):
+        raise UsageError(f"invalid login user {str(user)[:40]!r}: a POSIX user name (a-z, 0-9, '_', '-')")
+    return user
+
+
+def _text(value, what: str, *, limit: int = MAX_TEXT, one_line: bool = True) -> str:
+    if not isinstance(value, str) or len(value) > limit or "\0" in value or (one_line and "\n" in value):
+        raise IntegrityError(f"image config: {what} must be a string of at most {limit} characters")
+    return value
+
+
+def _int(value, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise IntegrityError(f"image config: {what} must be an integer from {low} to {high}")
+    return value
+
+
 def validate_config(config, parsed: ParsedManifest) -> dict:
+    """Check every field vmctl uses, with its type and range: an image config arrives from
+    registries and archives too, and its values become VM settings, SSH users and XML."""
     if not isinstance(config, dict):
         raise IntegrityError("image config is not a JSON object")
     for key, kind in (("architecture", str), ("boot", dict), ("defaults", dict), ("cloud_init", bool),
                       ("labels", dict), ("created", str), ("history", list)):
         if not isinstance(config.get(key), kind):
             raise IntegrityError(f"image config: {key!r} missing or not a {kind.__name__}")
+    if not _ARCH.fullmatch(config["architecture"]):
+        raise IntegrityError(f"image config: unknown architecture {config['architecture'][:40]!r}")
     boot = config["boot"]
     if boot.get("kind") == "kernel":
         if not parsed.kernel or boot.get("kernel") != parsed.kernel["digest"]:
             raise IntegrityError("image config: the kernel is not among the manifest's blobs")
         if boot.get("initrd") and (not parsed.initrd or boot["initrd"] != parsed.initrd["digest"]):
             raise IntegrityError("image config: the initrd is not among the manifest's blobs")
-        if not isinstance(boot.get("cmdline", ""), str):
-            raise IntegrityError("image config: cmdline must be a string")
+        _text(boot.get("cmdline", ""), "boot.cmdline")
     elif boot.get("kind") == "firmware":
         if boot.get("firmware") not in FIRMWARES:
-            raise IntegrityError(f"image config: unknown firmware {boot.get('firmware')!r}")
+            raise IntegrityError(f"image config: unknown firmware {str(boot.get('firmware'))[:40]!r}")
     else:
-        raise IntegrityError(f"image config: unknown boot kind {boot.get('kind')!r}")
+        raise IntegrityError(f"image config: unknown boot kind {str(boot.get('kind'))[:40]!r}")
+    defaults = config["defaults"]
+    unknown = set(defaults) - {"cpus", "memory_mib", "disk_bytes"}
+    if unknown:
+        raise IntegrityError(f"image config: unknown defaults {', '.join(sorted(map(str, unknown)))[:80]}")
+    if "cpus" in defaults:
+        _int(defaults["cpus"], "defaults.cpus", 1, MAX_CPUS)
+    if "memory_mib" in defaults:
+        _int(defaults["memory_mib"], "defaults.memory_mib", 16, MAX_MEMORY_MIB)
+    if "disk_bytes" in defaults:
+        _int(defaults["disk_bytes"], "defaults.disk_bytes", 0, MAX_DISK_BYTES)
+    try:
+        check_user(config.get("user"))
+    except UsageError as exc:
+        raise IntegrityError(f"image config: {exc}") from None
+    labels = config["labels"]
+    if len(labels) > MAX_LABELS:
+        raise IntegrityError(f"image config: more than {MAX_LABELS} labels")
+    for key, value in labels.items():
+        if not _LABEL_KEY.fullmatch(key):
+            raise IntegrityError(f"image config: invalid label key {key[:40]!r}")
+        _text(value, f"label {key[:40]!r}", one_line=False)
+    try:
+        normalize_created(config["created"])
+    except UsageError:
+        raise IntegrityError(f"image config: created {config['created'][:40]!r} is not an RFC 3339 time") from None
+    if len(config["history"]) > MAX_HISTORY:
+        raise IntegrityError(f"image config: more than {MAX_HISTORY} history entries")
+    for entry in config["history"]:
+        if not isinstance(entry, dict):
+            raise IntegrityError("image config: a history entry is not an object")
+        for key in ("created", "created_by", "comment"):
+            if entry.get(key) is not None:
+                _text(entry[key], f"history {key}", one_line=False)
+        if entry.get("layer") is not None and not is_digest(entry["layer"]):
+            raise IntegrityError("image config: a history entry names a layer that is not a digest")
     parent = config.get("parent")
     if parent is not None and not is_digest(parent):
         raise IntegrityError("image config: parent must be an image id or null")

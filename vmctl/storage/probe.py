@@ -16,6 +16,7 @@ from vmctl.errors import UsageError
 
 QCOW2_MAGIC = b"QFI\xfb"
 _EXT_DATA_FILE = 0x44415441
+_EXT_BACKING_FORMAT = 0xE2792ACA
 _EXT_END = 0
 _INCOMPAT_DATA_FILE = 1 << 2
 _KNOWN_INCOMPAT = 0b11111  # dirty, corrupt, external data, compression type, extended L2
@@ -48,6 +49,7 @@ class Qcow2Header:
     incompatible: int
     data_file: str | None
     nb_snapshots: int
+    backing_format: str | None = None
 
 
 def read_qcow2_header(path: Path) -> Qcow2Header:
@@ -75,6 +77,7 @@ def read_qcow2_header(path: Path) -> Qcow2Header:
             fh.seek(backing_off)
             backing = fh.read(backing_len).decode("utf-8", errors="replace")
         data_file = None
+        backing_format = None
         off = header_len
         for _ in range(256):
             if off + 8 > len(head):
@@ -84,12 +87,30 @@ def read_qcow2_header(path: Path) -> Qcow2Header:
                 break
             if ext_type == _EXT_DATA_FILE:
                 data_file = head[off + 8:off + 8 + ext_len].decode("utf-8", errors="replace")
+            elif ext_type == _EXT_BACKING_FORMAT:
+                backing_format = head[off + 8:off + 8 + ext_len].decode("ascii", errors="replace")
             off += 8 + ((ext_len + 7) & ~7)
-    return Qcow2Header(version, size, cluster_bits, backing, crypt, incompat, data_file, nb_snapshots)
+    return Qcow2Header(version, size, cluster_bits, backing, crypt, incompat, data_file, nb_snapshots,
+                       backing_format)
+
+
+def check_input_file(path: Path) -> None:
+    """Refuse an input disk that is not a regular file or a block device (a FIFO would hang)."""
+    import stat as _stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    if _stat.S_ISDIR(mode):
+        raise UsageError(f"{path} is a directory, not a disk image")
+    if not (_stat.S_ISREG(mode) or _stat.S_ISBLK(mode)):
+        raise UsageError(f"{path} is not a regular file or a block device")
 
 
 def detect_format(path: Path) -> str:
     """Return "qcow2" or "raw" for an input disk; refuse other image formats and empty files."""
+    check_input_file(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(512)
@@ -128,6 +149,10 @@ def check_standalone_qcow2(path: Path, *, allowed_backing: str | None = None) ->
         )
     if allowed_backing is not None and hdr.backing_file is None:
         raise UsageError(f"{path} should be an overlay of {allowed_backing} but has no backing file")
+    if hdr.backing_file is not None and hdr.backing_format != "qcow2":
+        # without it qemu would probe the parent's format: a raw parent could then be read as qcow2
+        raise UsageError(f"{path} names its parent without the backing format qcow2 "
+                         f"({hdr.backing_format or 'no format'}); refused")
     if hdr.crypt_method:
         raise UsageError(f"{path} is encrypted; refused")
     if hdr.incompatible & ~_KNOWN_INCOMPAT:

@@ -6,6 +6,10 @@ Rules kept here so no caller can forget them:
   file): qemu-img never probes, so a raw guest disk that starts with a qcow2 header can never be
   reinterpreted as one (the classic backing-file escape);
 - arguments are lists handed to ``execve``, never a shell string;
+- every image path reaches qemu-img as an absolute local path (:func:`local`): qemu-img reads
+  ``json:{...}``, ``nbd:...``, ``file:...`` and any other ``PROTOCOL:`` prefix as a protocol, so a
+  user's file named ``json:{"driver":...}`` must never be passed as it is. A backing file name is
+  either such a path or a plain sibling name without ``:`` (the store's relative layer names);
 - machine output (``--output json``) is parsed, human output is not;
 - a failure raises :class:`~vmctl.errors.ExternalToolError` carrying qemu-img's own message;
 - the child gets ``PR_SET_PDEATHSIG`` so a killed vmctl does not leave a qemu-img writing on.
@@ -61,6 +65,25 @@ def _message(stderr: str, returncode: int) -> str:
     return "; ".join(lines) or f"exit status {returncode}"
 
 
+def local(path: Path | str) -> str:
+    """`path` as an absolute local file path, which qemu-img never parses as a protocol (it looks
+    for a ``PROTOCOL:`` prefix only before the first ``/``)."""
+    text = os.fspath(path)
+    if not text or "\0" in text:
+        raise ValueError(f"bad image path {text!r}")
+    return os.path.abspath(text)
+
+
+def _backing(backing: Path | str) -> str:
+    """A backing file for ``-b``/``-B``: an absolute path, or a plain name relative to the image."""
+    text = os.fspath(backing)
+    if isinstance(backing, Path) or text.startswith("/"):
+        return local(backing)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", text) or text in (".", ".."):
+        raise ValueError(f"bad relative backing file name {text!r}")
+    return text
+
+
 def _fmt(fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unsupported image format {fmt!r}")
@@ -92,10 +115,24 @@ def no_backing_spec(path: Path, fmt: str = "qcow2") -> str:
     Used to check a layer that sits in a temporary directory where its relative backing name does
     not resolve. The path is JSON-encoded, so no character in it can inject options.
     """
-    spec = {"driver": _fmt(fmt), "file": {"driver": "file", "filename": str(path)}}
+    spec = {"driver": _fmt(fmt), "file": {"driver": "file", "filename": local(path)}}
     if fmt == "qcow2":
         spec["backing"] = None
     return "json:" + json.dumps(spec, separators=(",", ":"))
+
+
+def _spec(text: Path | str) -> str:
+    text = os.fspath(text)
+    if not text.startswith("json:"):
+        raise ValueError("an image spec must be a json: spec")
+    return text
+
+
+def snapshot_spec(path: Path, fmt: str = "qcow2") -> str:
+    """A ``json:`` spec opening `path` as `fmt` with its backing chain (for ``qemu-img snapshot``,
+    which has no ``-f``: the spec names the driver, so nothing is probed)."""
+    return "json:" + json.dumps({"driver": _fmt(fmt), "file": {"driver": "file", "filename": local(path)}},
+                                separators=(",", ":"))
 
 
 def version() -> str:
@@ -111,7 +148,7 @@ def info(path: Path, fmt: str, *, backing_chain: bool = False, force_share: bool
         args.append("--backing-chain")
     if force_share:
         args.append("-U")
-    return _json(run([*args, str(path)]))
+    return _json(run([*args, local(path)]))
 
 
 def create(
@@ -127,13 +164,13 @@ def create(
     if backing is not None:
         if backing_fmt is None:
             raise ValueError("an overlay needs an explicit backing format")
-        args += ["-b", str(backing), "-F", _fmt(backing_fmt)]
+        args += ["-b", _backing(backing), "-F", _fmt(backing_fmt)]
         if unsafe_size:
             args.append("-u")
     opts = dict(options or {})
     if opts:
         args += ["-o", _options(opts)]
-    args.append(str(path))
+    args.append(local(path))
     if size is not None:
         args.append(str(int(size)))
     run(args)
@@ -167,12 +204,12 @@ def convert(
     if backing is not None:
         if backing_fmt is None:
             raise ValueError("an overlay needs an explicit backing format")
-        args += ["-B", str(backing), "-F", _fmt(backing_fmt)]
+        args += ["-B", _backing(backing), "-F", _fmt(backing_fmt)]
     if compress:
         args.append("-c")
     if options:
         args += ["-o", _options(options)]
-    args += [str(src), str(dst)]
+    args += [_spec(src) if src_spec else local(src), local(dst)]
     _run_with_progress(args, progress)
 
 
@@ -223,7 +260,7 @@ def check(path: Path | str, fmt: str = "qcow2", *, spec: bool = False, force_sha
         args += ["-f", _fmt(fmt)]
     if force_share:
         args.append("-U")
-    proc = run([*args, str(path)], ok_codes=(0, 2, 3))
+    proc = run([*args, _spec(path) if spec else local(path)], ok_codes=(0, 2, 3))
     report = _json(proc)
     report["exit-status"] = proc.returncode
     return report
@@ -242,12 +279,12 @@ def rebase(path: Path, backing: str | Path, backing_fmt: str | None, *, unsafe: 
     args = ["rebase", "-q", "-f", _fmt(fmt)]
     if unsafe:
         args.append("-u")
-    args += ["-b", str(backing)]
+    args += ["-b", _backing(backing) if str(backing) else ""]
     if str(backing):
         if backing_fmt is None:
             raise ValueError("a backing file needs an explicit backing format")
         args += ["-F", _fmt(backing_fmt)]
-    args.append(str(path))
+    args.append(local(path))
     run(args)
 
 
@@ -255,7 +292,7 @@ def resize(path: Path, size: int, *, fmt: str = "qcow2", shrink: bool = False) -
     args = ["resize", "-q", "-f", _fmt(fmt)]
     if shrink:
         args.append("--shrink")
-    run([*args, str(path), str(int(size))])
+    run([*args, local(path), str(int(size))])
 
 
 def measure(src: Path, src_fmt: str, *, out_fmt: str = "qcow2",
@@ -264,14 +301,14 @@ def measure(src: Path, src_fmt: str, *, out_fmt: str = "qcow2",
     args = ["measure", "--output", "json", "-f", _fmt(src_fmt), "-O", _fmt(out_fmt)]
     if options:
         args += ["-o", _options(options)]
-    return _json(run([*args, str(src)]))
+    return _json(run([*args, local(src)]))
 
 
 def commit(path: Path, *, fmt: str = "qcow2", base: Path | None = None, drop: bool = False) -> None:
     """``qemu-img commit``: write `path`'s data into its backing file (or `base`)."""
     args = ["commit", "-q", "-f", _fmt(fmt)]
     if base is not None:
-        args += ["-b", str(base)]
+        args += ["-b", local(base)]
     if drop:
         args.append("-d")
-    run([*args, str(path)])
+    run([*args, local(path)])

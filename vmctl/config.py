@@ -14,7 +14,6 @@ Settings are read, lowest priority first, from built-in defaults, the config fil
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -125,13 +124,9 @@ def _config_path(mode_hint: str | None) -> Path | None:
 def _read_config(path: Path | None) -> dict:
     if path is None:
         return {}
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {path}: {exc}") from None
+    from vmctl.userfiles import read_toml
+
+    data = read_toml(path, "config file")
     known = {"mode", "connect", "root", "profile", "restrict_network", "insecure_registries"}
     unknown = set(data) - known
     if unknown:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import re
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -399,13 +398,9 @@ def list_profiles() -> list[str]:
 
 
 def _read(path: Path) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"profile {path}: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"profile {path}: {exc.strerror}") from None
+    from vmctl.userfiles import read_toml
+
+    return read_toml(path, "profile")
 
 
 def _merge(base: dict, over: dict) -> dict:

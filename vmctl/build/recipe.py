@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,10 +81,9 @@ def find_recipe(name_or_path: str | Path) -> Path:
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Load and check a recipe; relative paths in it resolve against ``templates_dir()``."""
     path = find_recipe(name_or_path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"recipe {path}: {exc}") from exc
+    from vmctl.userfiles import read_toml
+
+    data = read_toml(path, "recipe")
     _require(data, str(path), ["name", "boot", "rootfs", "defaults"])
     _require(data["boot"], f"{path} [boot]", ["kind", "kernel_package", "cmdline", "initrd_modules", "initrd_init"])
     _require(data["rootfs"], f"{path} [rootfs]", ["size_mib", "packages", "busybox", "tree"])

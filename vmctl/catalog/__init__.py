@@ -108,13 +108,15 @@ def _catalog_dirs() -> list[Path]:
 
 
 def load_catalog() -> dict[str, Distro]:
+    from vmctl.userfiles import read_toml
+
     out: dict[str, Distro] = {}
     for d in _catalog_dirs():
         if not d.is_dir():
             continue
         for path in sorted(d.glob("*.toml")):
             try:
-                data = tomllib.loads(path.read_text())
+                data = read_toml(path, "catalog file")
                 versions = {
                     str(k): Version(str(k), v["image"], v["checksums"], tuple(v.get("aliases", ())))
                     for k, v in data["versions"].items()
@@ -277,7 +279,7 @@ class _Http:
                     part.write_bytes(b"")
                 modified = _http_date(resp.headers.get("Last-Modified")) or modified
                 length = resp.headers.get("Content-Length", "")
-                total = done + int(length) if length.isdigit() else None
+                total = done + int(length) if length.isascii() and length.isdigit() else None
                 with open(part, "ab") as fh:
                     try:
                         for chunk in resp.raw.stream(CHUNK, decode_content=False):

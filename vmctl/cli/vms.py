@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
@@ -37,12 +36,13 @@ def _request(name, image, cpus, memory, disk, ports, ssh_keys, user_data, networ
     from vmctl.core.create import CreateRequest
     from vmctl.core.ports import parse_port
     from vmctl.units import parse_size
+    from vmctl.userfiles import read_text
 
     if network and bridge:
         raise UsageError("--network and --bridge exclude each other")
     keys = []
     for path in ssh_keys:
-        text = Path(path).read_text().strip()
+        text = read_text(path, "public key file").strip()
         if not text or "PRIVATE KEY" in text:
             raise UsageError(f"{path} is not a public key (give the .pub file)")
         keys.extend(line.strip() for line in text.splitlines() if line.strip())
@@ -50,11 +50,11 @@ def _request(name, image, cpus, memory, disk, ports, ssh_keys, user_data, networ
         name=name,
         image=image,
         cpus=cpus,
-        memory_bytes=parse_size(memory, "memory", default_unit="m") if memory else None,
-        disk_bytes=parse_size(disk, "disk size", default_unit="g") if disk else None,
+        memory_bytes=parse_size(memory, "memory", default_unit="m", maximum=16 << 40) if memory else None,
+        disk_bytes=parse_size(disk, "disk size", default_unit="g", maximum=64 << 40) if disk else None,
         ports=tuple(parse_port(p) for p in ports),
         ssh_keys=tuple(keys),
-        user_data=Path(user_data).read_text() if user_data else None,
+        user_data=read_text(user_data, "user-data file") if user_data else None,
         network=network,
         bridge=bridge,
         profile=profile,

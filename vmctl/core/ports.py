@@ -64,7 +64,7 @@ def _check_loopback(address: str, spec: str) -> str:
 
 
 def _parse_number(text: str, what: str, spec: str) -> int:
-    if not text.isdigit() or len(text) > 5:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:  # "²".isdigit() is True
         raise UsageError(f"invalid port forward {spec!r}: {what} {text!r} is not a number 1-65535")
     return _check_port(int(text), what, spec)
 

@@ -150,7 +150,7 @@ def local_manifest(data: bytes) -> tuple[bytes, list[RemoteBlob], dict]:
         if media in mt.DECOMPRESSED:
             ann = desc.get("annotations") or {}
             udigest, usize = ann.get(mt.ANN_UNCOMPRESSED_DIGEST), ann.get(mt.ANN_UNCOMPRESSED_SIZE)
-            if not is_digest(udigest or "") or not str(usize or "").isdigit():
+            if not is_digest(udigest or "") or not (str(usize or "").isascii() and str(usize or "").isdigit()):
                 raise IntegrityError(f"manifest: compressed layer {desc['digest']} lacks its "
                                      f"{mt.ANN_UNCOMPRESSED_DIGEST}/{mt.ANN_UNCOMPRESSED_SIZE} annotations")
             local_type = mt.DECOMPRESSED[media]

@@ -44,7 +44,6 @@ Every operation holds the VM's name lock.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -59,6 +58,7 @@ from vmctl.core.namelock import name_lock
 from vmctl.core.records import DISK
 from vmctl.core.transaction import Transaction
 from vmctl.errors import ConflictError, IntegrityError, NotFoundError, ResourceError, UsageError
+from vmctl.fsutil import atomic_write
 from vmctl.names import check_name
 
 SIDECAR = "snapshots.json"
@@ -128,14 +128,8 @@ def _load_sidecar(directory: Path) -> dict:
 
 
 def _save_sidecar(directory: Path, snaps: dict) -> None:
-    path = directory / SIDECAR
-    tmp = directory / f".{SIDECAR}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"version": 1, "snapshots": snaps}, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(directory / SIDECAR, json.dumps({"version": 1, "snapshots": snaps}, indent=2,
+                                                 sort_keys=True).encode())
 
 
 def _sidecar_set(directory: Path, snap: str, entry: dict | None) -> None:

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from vmctl.errors import UsageError
-from vmctl.fsutil import private_dirs
+from vmctl.fsutil import atomic_write, private_dirs
 from vmctl.guest.channels import command_text
 from vmctl.guest.keys import HOST_KEY_ALGORITHMS, parse_public_line
 
@@ -42,11 +42,7 @@ def ssh_command_line(
     else:
         known_hosts = Path(known_hosts)
         private_dirs(known_hosts.parent)
-        tmp = known_hosts.with_name(f".{known_hosts.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(line)
-        os.replace(tmp, known_hosts)
+        atomic_write(known_hosts, line.encode(), mode=0o600)
     argv = [
         "ssh", "-F", "/dev/null", "-p", str(int(port)), "-l", user, "-i", str(key_path),
         "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "ForwardAgent=no",

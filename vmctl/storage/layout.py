@@ -51,7 +51,9 @@ class Layout:
         return self.layers / layer_name(digest)
 
     def ensure(self, qemu_user: str | None) -> None:
-        """Create the layout (idempotent), with QEMU's search ACLs where it needs them."""
+        """Create the layout (idempotent), with QEMU's search ACLs where it needs them. The data
+        root itself is vmctl's too: 0700 (0710 with QEMU's ACL), never world-readable."""
+        perms.private_dir(self.root.parent, qemu_user)
         perms.private_dir(self.root, qemu_user)
         perms.private_dir(self.root / "blobs", qemu_user)
         perms.private_dir(self.blobs, qemu_user)

@@ -117,7 +117,8 @@ def _die_with_parent() -> None:
 
 
 def start_registry(workdir: Path, *, tls: bool = False, auth: bool = True,
-                   certs: dict[str, Path] | None = None, token: dict | None = None) -> RegistryServer:
+                   certs: dict[str, Path] | None = None, token: dict | None = None,
+                   accesslog: bool = False) -> RegistryServer:
     """Write a config and start ``docker-registry serve`` on a free 127.0.0.1 port; wait until it answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     storage = workdir / "storage"
@@ -128,7 +129,7 @@ def start_registry(workdir: Path, *, tls: bool = False, auth: bool = True,
         "log:",
         "  level: warn",
         "  accesslog:",
-        "    disabled: true",
+        f"    disabled: {'false' if accesslog else 'true'}",
         "storage:",
         "  filesystem:",
         f"    rootdirectory: {storage}",

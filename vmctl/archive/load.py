@@ -291,6 +291,9 @@ class _Ingest:
 
 
 def _finish(store, plans: list[_Planned], result: LoadResult) -> LoadResult:
+    from vmctl import faults
+
+    faults.point("load.after-ingest")
     for p in plans:
         previous = {}
         for name in p.names:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from vmctl.core.hostports import pick_free_port
 from vmctl.core.namelock import name_lock
-from vmctl.core.records import DISK, SEED, SERIAL_LOG, InstanceRecord, list_records
+from vmctl import faults
+from vmctl.core.records import CREATING_MARK, DISK, SEED, SERIAL_LOG, InstanceRecord, list_records
 from vmctl.core.transaction import Transaction
 from vmctl.errors import ConflictError, UsageError, VmctlError
 from vmctl.names import check_name
@@ -245,6 +246,7 @@ def create(app, request: CreateRequest, progress=None) -> InstanceRecord:
         with Transaction() as tx:
             app.store.hold(rec.image_id, f"instance:{name}")
             tx.on_undo(lambda: app.store.release(rec.image_id, f"instance:{name}"), "release image")
+            faults.point("create.after-hold")
             private_dir(settings.paths.instances, user)
             staging = settings.paths.instances / f".creating-{name}-{os.urandom(4).hex()}"
             private_dir(staging, user)
@@ -257,13 +259,20 @@ def create(app, request: CreateRequest, progress=None) -> InstanceRecord:
                            authorized_keys=[client_key.public_line, *the_plan.authorized_keys], host_keys=[the_plan.host_key],
                            user_data=the_plan.user_data)
                 qemu_readable(staging / SEED, user)
+            faults.point("create.after-disk")
             rec.save(staging)
+            # The marker says "not finished" until the domain is defined as created: a killed
+            # create leaves a directory that doctor recognises and `ls` does not show.
+            (staging / CREATING_MARK).touch(mode=0o600)
             os.rename(staging, directory)
             tx.on_undo(lambda: shutil.rmtree(directory, ignore_errors=True), "remove instance dir")
+            faults.point("create.after-rename")
             # Defined as "creating" first: a killed process leaves a domain that says so.
             app.backend.define(the_plan.xml)
             tx.on_undo(lambda: app.backend.undefine(name), "undefine")
+            faults.point("create.after-define")
             app.backend.define(mark_created(the_plan.xml))
+            (directory / CREATING_MARK).unlink()
         return rec
 
 

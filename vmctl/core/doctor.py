@@ -1,23 +1,40 @@
 """Find, and with ``--fix`` mend, what a killed vmctl process can leave behind.
 
 Every multi-step change is a transaction that undoes itself on failure, but SIGKILL or a power
-cut stops the undo too. What can remain, and how each is recognised safely:
-- a staging directory ``instances/.creating-NAME-*``: stale when NAME's lock can be taken (a live
-  create holds it for its whole duration);
-- a libvirt domain whose vmctl metadata still says ``creating`` and that has no instance
-  directory: the define step ran, the rename/record did not finish;
-- an image hold ``instance:NAME`` or ``snapshot:NAME/SNAP`` for a VM that no longer exists (it
-  keeps the image from being removed);
-- a VM record whose libvirt domain is gone (reported only: its disk may hold data).
+cut stops the undo too. What can remain, how each is recognised safely (never while the process
+that made it may still be alive: its name lock, work-dir lock or pid tells), and how it is mended:
+
+- ``staging-dir``: ``instances/.creating-NAME-*`` of a create that died before its rename: removed;
+- ``half-made-vm``: an instance dir still marked ``.creating`` (its domain, if defined, says
+  ``creating``): the create is undone — domain, image hold, directory;
+- ``half-removed-vm``: an instance dir marked ``.removing``: the rm is finished;
+- ``creating-domain``: a domain whose vmctl metadata says ``creating`` and that has no instance
+  dir: undefined;
+- ``half-made-snapshot``: a snapshot whose create never finished (vmctl's intent record is still
+  pending, or its data has no libvirt metadata): removed, as the create would have undone it;
+- ``stale-snapshot``: vmctl's record or image hold of a snapshot that no longer exists: dropped;
+- ``stale-hold``: an image hold of a VM that no longer exists: released;
+- ``missing-domain``: a VM record whose libvirt domain is gone (reported only: its disk may
+  hold data; ``vmctl rm`` removes it);
+- the store's ``stale-work-dir``, ``temp-file`` and ``orphan-blob`` (see `ImageStore.leftovers`);
+- ``cache-leftover``: interrupted downloads and compression files of dead pulls and pushes;
+- ``stale-lock``: a lock file whose lock nobody holds (its holder was killed): removed.
+
+After ``--fix`` a second ``doctor`` finds nothing, except what it reports for the user to decide.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import re
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from vmctl.core.namelock import name_lock
-from vmctl.core.records import list_records
+from vmctl.fsutil import private_dirs
+from vmctl.core.records import CREATING_MARK, REMOVING_MARK, InstanceRecord, list_records
 from vmctl.errors import ConflictError, VmctlError
 
 
@@ -30,25 +47,76 @@ class Finding:
     fixed: bool = False
 
 
+@contextmanager
+def _quiet_lock(app, name: str):
+    """VM `name`'s lock for doctor's own look (ConflictError when a live process holds it).
+
+    Unlike `name_lock` it leaves a stale lock file where it was (without --fix doctor changes
+    nothing: `_stale_locks` reports the file), and removes only a file it created itself."""
+    path = app.settings.paths.locks / f"vm-{name}.lock"
+    created = not path.exists()
+    private_dirs(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConflictError(f"VM {name} is being changed by another vmctl process") from None
+        yield
+        if created:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _dirs(app) -> list[Path]:
+    instances = app.settings.paths.instances
+    try:
+        return sorted(instances.iterdir())
+    except FileNotFoundError:
+        return []
+
+
 def _staging(app, fix: bool) -> list[Finding]:
     found = []
-    instances = app.settings.paths.instances
-    if not instances.is_dir():
-        return found
-    for entry in sorted(instances.iterdir()):
+    for entry in _dirs(app):
         if not entry.name.startswith(".creating-"):
             continue
         name = entry.name[len(".creating-"):].rsplit("-", 1)[0]
         try:
-            with name_lock(app.settings.paths.locks, name):
-                fixed = False
+            with _quiet_lock(app, name):
                 if fix:
                     shutil.rmtree(entry, ignore_errors=True)
-                    fixed = True
-                found.append(Finding("staging-dir", str(entry), f"half-made files of a create of {name}", True, fixed))
+                found.append(Finding("staging-dir", str(entry), f"half-made files of a create of {name}", True, fix))
         except ConflictError:
             continue  # a create of that name is running right now
-        except VmctlError:
+    return found
+
+
+def _unfinished(app, fix: bool) -> list[Finding]:
+    """Instance dirs whose create or rm a killed process left half done."""
+    from vmctl.core.instances import finish_remove
+
+    found = []
+    for entry in _dirs(app):
+        creating, removing = (entry / CREATING_MARK).exists(), (entry / REMOVING_MARK).exists()
+        if entry.name.startswith(".") or not (creating or removing):
+            continue
+        try:
+            with _quiet_lock(app, entry.name):
+                try:
+                    rec = InstanceRecord.load(entry)
+                except VmctlError:
+                    rec = None
+                kind = "half-removed-vm" if removing else "half-made-vm"
+                detail = "a vmctl rm was interrupted" if removing else "a vmctl create was interrupted"
+                if fix:
+                    if rec is not None:
+                        finish_remove(app, rec, entry)
+                    else:
+                        shutil.rmtree(entry, ignore_errors=True)
+                found.append(Finding(kind, entry.name, detail, True, fix))
+        except ConflictError:
             continue
     return found
 
@@ -57,7 +125,7 @@ def _creating_domains(app, fix: bool) -> list[Finding]:
     from vmctl.xml.domain import Domain
 
     found = []
-    known = {r.name for r in list_records(app.settings.paths.instances)}
+    known = {p.name for p in _dirs(app)}
     for name in sorted(app.backend.list_states()):
         if name in known:
             continue
@@ -68,14 +136,55 @@ def _creating_domains(app, fix: bool) -> list[Finding]:
         if state != "creating":
             continue
         try:
-            with name_lock(app.settings.paths.locks, name):
-                fixed = False
+            with _quiet_lock(app, name):
                 if fix:
                     if app.backend.state(name).state != "stopped":
                         app.backend.destroy(name)
                     app.backend.undefine(name)
-                    fixed = True
-                found.append(Finding("creating-domain", name, "defined by a create that never finished", True, fixed))
+                found.append(Finding("creating-domain", name, "defined by a create that never finished", True, fix))
+        except ConflictError:
+            continue
+    return found
+
+
+def _snapshots(app, fix: bool) -> list[Finding]:
+    """Half-made snapshots of each VM, and records or holds of snapshots that are gone."""
+    from vmctl.backend import snapshots as bsnap
+    from vmctl.core import snapshots as snaps
+
+    found = []
+    holds = app.store.all_holds()
+    for rec in list_records(app.settings.paths.instances):
+        if not app.backend.exists(rec.name):
+            continue
+        try:
+            with _quiet_lock(app, rec.name):
+                directory = app.settings.paths.instance_dir(rec.name)
+                side = snaps._load_sidecar(directory)  # noqa: SLF001 - the snapshot room's own record
+                metas = {m.name for m in bsnap.list_snapshots(app.backend, rec.name)}
+                table = snaps.qcow2_snapshots(directory / "disk.qcow2")
+                half = sorted({n for n, e in side.items() if e.get("pending")}
+                              | {n for n in table if n.startswith(snaps.TEMP_PREFIX)})
+                held = {h.split("/", 1)[1] for hs in holds.values() for h in hs
+                        if h.startswith(f"snapshot:{rec.name}/")}
+                stale = sorted(({n for n, e in side.items() if not e.get("pending")} | held)
+                               - metas - set(half))
+                for snap in half:
+                    if fix:
+                        if snap in metas:
+                            bsnap.delete(app.backend, rec.name, snap)
+                        state = "running" if app.backend.state(rec.name).state in ("running", "paused") else "stopped"
+                        snaps._sweep_orphans(app, rec.name, state)  # noqa: SLF001
+                        snaps._sidecar_set(directory, snap, None)   # noqa: SLF001
+                        app.store.release(rec.image_id, snaps.holder(rec.name, snap))
+                    found.append(Finding("half-made-snapshot", f"{rec.name}/{snap}",
+                                         "a snapshot create was interrupted", True, fix))
+                for snap in stale:
+                    if fix:
+                        snaps._sidecar_set(directory, snap, None)   # noqa: SLF001
+                        app.store.release(rec.image_id, snaps.holder(rec.name, snap))
+                    found.append(Finding("stale-snapshot", f"{rec.name}/{snap}",
+                                         "vmctl's record or hold of a snapshot that is gone", True, fix))
         except ConflictError:
             continue
     return found
@@ -83,18 +192,17 @@ def _creating_domains(app, fix: bool) -> list[Finding]:
 
 def _stale_holds(app, fix: bool) -> list[Finding]:
     found = []
-    known = {r.name for r in list_records(app.settings.paths.instances)}
+    known = {r.name for r in list_records(app.settings.paths.instances, include_unfinished=True)}
     for image_id, holders in app.store.all_holds().items():
         for holder in holders:
             kind, _, subject = holder.partition(":")
             # instance:NAME and snapshot:NAME/SNAP both die with VM NAME
             if kind not in ("instance", "snapshot") or subject.split("/", 1)[0] in known:
                 continue
-            fixed = False
             if fix:
                 app.store.release(image_id, holder)
-                fixed = True
-            found.append(Finding("stale-hold", holder, f"keeps image {image_id[7:19]} in use but the VM is gone", True, fixed))
+            found.append(Finding("stale-hold", holder, f"keeps image {image_id[7:19]} in use but the VM is gone",
+                                 True, fix))
     return found
 
 
@@ -106,6 +214,85 @@ def _orphan_records(app) -> list[Finding]:
     ]
 
 
+def _store(app, fix: bool) -> list[Finding]:
+    found = [Finding(kind, subject, detail, kind != "damaged-image", fix and kind != "damaged-image")
+             for kind, subject, detail in app.store.leftovers()]
+    if fix and found:
+        app.store.mend()
+    return found
+
+
+def _free(lock: Path) -> bool:
+    """Whether nobody holds the flock on `lock` (a missing file is free)."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _caches(app, fix: bool) -> list[Finding]:
+    """Downloads and compression files that dead pulls and pushes left in the caches."""
+    cache = app.settings.paths.cache
+    registry = cache / "registry"
+    found = []
+    if not any(not _free(lock) for lock in (registry / "locks").glob("*.lock")):  # no pull is running
+        for f in sorted((registry / "partial").glob("*")):
+            if f.suffix in (".partial", ".verified") and _free(f.with_suffix(".lock")):
+                found.append(Finding("cache-leftover", str(f), "an interrupted download", True, fix))
+    for f in sorted((registry / "tmp").glob("*")):
+        m = re.search(r"\.(\d+)\.[0-9a-f]+\.(?:zst|disk)$", f.name)
+        if m is None or not _pid_alive(int(m.group(1))):
+            found.append(Finding("cache-leftover", str(f), "a file of an interrupted push or pull", True, fix))
+    for f in sorted((cache / "catalog").glob("*.partial")):
+        if _free(f.with_suffix(".lock")):
+            found.append(Finding("cache-leftover", str(f), "an interrupted cloud image download", True, fix))
+    if fix:
+        for f in found:
+            Path(f.subject).unlink(missing_ok=True)
+    return found
+
+
+def _stale_locks(app, fix: bool) -> list[Finding]:
+    """Lock files whose holder was killed (a live lock is never touched)."""
+    from vmctl.fsutil import lock_file
+
+    paths = app.settings.paths
+    candidates = [*paths.locks.glob("*.lock"), *(paths.cache / "registry" / "locks").glob("*.lock"),
+                  *(paths.cache / "registry" / "partial").glob("*.lock"), *(paths.cache / "catalog").glob("*.lock")]
+    found = []
+    for lock in sorted(candidates):
+        if not _free(lock):
+            continue
+        if fix:
+            try:
+                with lock_file(lock, wait=False):
+                    pass  # taken and removed: nobody was holding it
+            except BlockingIOError:
+                continue
+        found.append(Finding("stale-lock", str(lock), "left by a vmctl process that was killed", True, fix))
+    return found
+
+
 def diagnose(app, *, fix: bool = False) -> list[Finding]:
-    """Everything found (and mended when `fix`), in a stable order."""
-    return [*_staging(app, fix), *_creating_domains(app, fix), *_stale_holds(app, fix), *_orphan_records(app)]
+    """Everything found (and mended when `fix`), in a stable order; with `fix`, each check runs
+    after the previous ones' mends (so a hold released with its half-made VM is not listed twice)."""
+    return [*_stale_locks(app, fix), *_staging(app, fix), *_unfinished(app, fix), *_creating_domains(app, fix),
+            *_snapshots(app, fix), *_stale_holds(app, fix), *_orphan_records(app), *_store(app, fix),
+            *_caches(app, fix)]

@@ -10,7 +10,7 @@ from pathlib import Path
 from vmctl.core import lifecycle
 from vmctl.core.hostports import pick_free_port, port_free
 from vmctl.core.namelock import name_lock
-from vmctl.core.records import DISK, SERIAL_LOG, InstanceRecord, list_records
+from vmctl.core.records import DISK, REMOVING_MARK, SERIAL_LOG, InstanceRecord, list_records
 from vmctl.errors import NotFoundError
 from vmctl.names import check_name
 
@@ -97,16 +97,30 @@ def remove(app, name: str, *, force: bool = False) -> None:
     rec = record(app, name)
     with name_lock(app.settings.paths.locks, name):
         backend = app.backend
-        if backend.exists(name):
-            state = backend.state(name).state
-            if state in lifecycle.ACTIVE:
-                if not force:
-                    lifecycle.check_action("remove", name, state)
-                backend.destroy(name)
-            backend.undefine(name)
-        _remove_snapshot_files(app, rec)
-        app.store.release(rec.image_id, f"instance:{name}")
-        shutil.rmtree(directory)
+        state = backend.state(name).state if backend.exists(name) else None
+        if state in lifecycle.ACTIVE and not force:
+            lifecycle.check_action("remove", name, state)
+        finish_remove(app, rec, directory)
+
+
+def finish_remove(app, rec: InstanceRecord, directory: Path) -> None:
+    """Remove the VM of `rec` whatever state it is in (the caller holds the name lock).
+
+    The marker comes first, so a killed rm leaves a directory that says it is being removed and
+    that ``doctor --fix`` finishes with this same function."""
+    from vmctl import faults
+
+    backend = app.backend
+    (directory / REMOVING_MARK).touch(mode=0o600)
+    faults.point("rm.after-mark")
+    if backend.exists(rec.name):
+        if backend.state(rec.name).state in lifecycle.ACTIVE:
+            backend.destroy(rec.name)
+        backend.undefine(rec.name)
+    faults.point("rm.after-undefine")
+    _remove_snapshot_files(app, rec)
+    app.store.release(rec.image_id, f"instance:{rec.name}")
+    shutil.rmtree(directory)
 
 
 def _remove_snapshot_files(app, rec: InstanceRecord) -> None:

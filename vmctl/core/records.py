@@ -18,6 +18,8 @@ RECORD = "instance.json"
 DISK = "disk.qcow2"
 SEED = "seed.iso"
 SERIAL_LOG = "serial.log"
+CREATING_MARK = ".creating"   # inside an instance dir: its create has not finished
+REMOVING_MARK = ".removing"   # inside an instance dir: its rm has begun
 
 
 @dataclass
@@ -57,8 +59,9 @@ class InstanceRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def list_records(instances_dir: Path) -> list[InstanceRecord]:
-    """Every complete instance record under `instances_dir` (half-made temp dirs are skipped)."""
+def list_records(instances_dir: Path, *, include_unfinished: bool = False) -> list[InstanceRecord]:
+    """Every complete instance record under `instances_dir` (half-made temp dirs are skipped, and
+    so are VMs whose create has not finished or whose rm has begun, unless `include_unfinished`)."""
     records = []
     try:
         entries = sorted(instances_dir.iterdir())
@@ -67,6 +70,8 @@ def list_records(instances_dir: Path) -> list[InstanceRecord]:
     for entry in entries:
         if entry.name.startswith(".") or not (entry / RECORD).is_file():
             continue
+        if not include_unfinished and ((entry / CREATING_MARK).exists() or (entry / REMOVING_MARK).exists()):
+            continue  # half made or half removed: doctor's business, not a VM to show
         try:
             records.append(InstanceRecord.load(entry))
         except IntegrityError:

@@ -52,6 +52,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from vmctl import faults
 from vmctl.core.instances import instance_dir, record
 from vmctl.core.lifecycle import ACTIVE
 from vmctl.core.namelock import name_lock
@@ -206,8 +207,8 @@ def _rows(app, name: str) -> tuple[list[SnapshotRow], list[str]]:
     for meta in metas:
         doc = DomainSnapshot.from_xml(meta.xml)
         internal = [t for t, m in doc.disk_modes().items() if m == "internal"]
-        if meta.name not in table or not internal:
-            broken.append(meta.name)
+        if meta.name not in table or not internal or side.get(meta.name, {}).get("pending"):
+            broken.append(meta.name)  # a create that never finished is not a snapshot yet
             continue
         extra = side.get(meta.name, {})
         state = doc.state or "shutoff"
@@ -373,6 +374,7 @@ def create(app, name: str, snap: str | None = None, *, mode: str | None = None,
             entry = {"kind": kind, "vm_state": state, "created": now}
             _sidecar_set(directory, snap, {**entry, "pending": True})  # intent, before any data
             tx.on_undo(lambda: _sidecar_set(directory, snap, None), "forget snapshot")
+            faults.point("snapshot.create.after-intent")
             if kind == "disk-only":
                 nodes = bsnap.writable_qcow2_nodes(backend, name)
                 missing = [d["file"] for d in internal if d["file"] not in nodes]
@@ -396,6 +398,7 @@ def create(app, name: str, snap: str | None = None, *, mode: str | None = None,
                     _restore_state(app, name, state)
                     raise
                 tx.on_undo(lambda: bsnap.delete(backend, name, snap), "delete snapshot")
+            faults.point("snapshot.create.after-data")
             app.store.hold(rec.image_id, holder(name, snap))
             tx.on_undo(lambda: app.store.release(rec.image_id, holder(name, snap)), "release image")
             _sidecar_set(directory, snap, entry)
@@ -422,6 +425,7 @@ def revert(app, name: str, snap: str, *, force: bool = False) -> str:
     with name_lock(app.settings.paths.locks, name):
         row = _find(app, name, snap)
         then = {"running": "running", "paused": "paused"}.get(row.vm_state)
+        faults.point("snapshot.revert.before")
         bsnap.revert(app.backend, name, snap, then=then, force=force)
         return _vm_state(app, name)
 
@@ -439,6 +443,7 @@ def remove(app, name: str, snap: str) -> None:
         complete = {r.name for r in rows}
         if snap in complete:
             bsnap.delete(app.backend, name, snap)
+            faults.point("snapshot.rm.after-delete")
         elif snap in broken:
             if bsnap.has_snapshot(app.backend, name, snap):
                 bsnap.delete(app.backend, name, snap, metadata_only=True)

@@ -38,6 +38,7 @@ from typing import Callable
 
 import zstandard
 
+from vmctl import faults
 from vmctl.errors import IntegrityError, NotFoundError, RegistryError, UsageError
 from vmctl.fsutil import lock_file, private_dirs
 from vmctl.registry import answers, compress, mediatypes as mt
@@ -256,6 +257,7 @@ def push(store, local_ref: str, dest: RegistryRef | str, client: RegistryClient,
         tmp = work / f"{udigest.split(':', 1)[1]}.{os.getpid()}.{os.urandom(4).hex()}.zst"
         try:
             c = compress.compress_file(src, tmp, progress=_sub(progress, f"compress {_short(udigest)}"))
+            faults.point("push.after-compress")
             if c.uncompressed_digest != udigest:
                 raise IntegrityError(f"layer {udigest} in the store is damaged (it hashes to {c.uncompressed_digest})")
             entry = cache.get(udigest) or {}
@@ -277,6 +279,7 @@ def push(store, local_ref: str, dest: RegistryRef | str, client: RegistryClient,
                                     progress=_sub(progress, f"upload {_short(desc['digest'])}"))
         statuses.append((kind, desc["digest"], status))
 
+    faults.point("push.after-upload")
     data = registry_manifest(local, compressed)
     tag = dest.tag if not dest.digest else None
     if dest.digest and dest.digest != _sha256(data):
@@ -381,6 +384,8 @@ def _fetch_and_ingest(store, ref: RegistryRef, client: RegistryClient, mdigest: 
             _check_decompressed(dest, blob, progress)
         fetched[blob.local_digest] = dest
 
+    faults.point("pull.after-download")
+
     # -- phase 2: ingest into the store, then the manifest (one index update)
     published: list[tuple[str, str | None]] = []
     try:
@@ -401,6 +406,7 @@ def _fetch_and_ingest(store, ref: RegistryRef, client: RegistryClient, mdigest: 
                     stream = compress.DecompressReader(fh, max_size=blob.local_size) if blob.compressed else fh
                     store.ingest_blob(blob.local_digest, stream, media_type=kind, size=blob.local_size,
                                       session=work, progress=_sub(progress, f"extract {_short(blob.local_digest)}"))
+            faults.point("pull.after-ingest")
             image = store.put_manifest(local, local_ref)
     except BaseException:
         _rollback(store, published)

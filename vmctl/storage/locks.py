@@ -137,6 +137,12 @@ def _entries(tmp_root: Path) -> list[Path]:
         return []
 
 
+def dead_work_dirs(tmp_root: Path) -> list[Path]:
+    """Work dirs (and stray files) under `tmp_root` whose owner is gone."""
+    return sorted(e for e in _entries(tmp_root)
+                  if not (e.is_dir() and not e.is_symlink()) or not _is_alive(e))
+
+
 def sweep_stale(tmp_root: Path) -> tuple[int, int]:
     """Remove work dirs of dead processes (call with the store lock held); return (count, bytes)."""
     count = freed = 0

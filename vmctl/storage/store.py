@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from vmctl import perms
+from vmctl import faults, perms
 from vmctl.errors import ConflictError, IntegrityError, InUseError, NotFoundError, UsageError
 from vmctl.storage import probe, qemu_img
 from vmctl.storage.blobs import Blobs
@@ -412,6 +412,50 @@ class ImageStore:
                 self._cache.pop(image_id, None)
             return PruneResult(tuple(removed_images), tuple(layers), tuple(blobs), temps, freed)
 
+    def leftovers(self) -> list[tuple[str, str, str]]:
+        """What killed processes left in the store, as (kind, subject, detail), without changing
+        anything: work dirs of dead processes, temp files of atomic writes, and published blobs or
+        layers that no image, hold or live work dir references (a publish cut short)."""
+        from vmctl.storage.locks import dead_work_dirs
+
+        found = [("stale-work-dir", str(d), "temporary files of a vmctl process that died")
+                 for d in dead_work_dirs(self.layout.tmp)]
+        found += [("temp-file", str(f), "half-written file of a vmctl process that died")
+                  for f in self._dot_files()]
+        index = self._index()
+        refs, damaged = self._referenced(index)
+        if damaged:
+            return found + [("damaged-image", d, "cannot tell which blobs are in use") for d in damaged]
+        refs |= live_pins(self.layout.tmp) | set(self.holds.all())
+        for digest, path in sorted(self.blobs.all_layers().items()):
+            if digest not in refs:
+                found.append(("orphan-blob", str(path), "a layer no image uses (a publish cut short)"))
+        for digest, path in sorted(self.blobs.all_blobs().items()):
+            if digest not in refs:
+                found.append(("orphan-blob", str(path), "a blob no image uses (a publish cut short)"))
+        return found
+
+    def mend(self) -> None:
+        """Remove what :meth:`leftovers` lists (under the store lock; images are not touched)."""
+        with self.lock:
+            sweep_stale(self.layout.tmp)
+            self._sweep_dot_files()
+            index = self._index()
+            refs, damaged = self._referenced(index)
+            if damaged:
+                return
+            refs |= live_pins(self.layout.tmp) | set(self.holds.all())
+            for digest in self.blobs.all_layers():
+                if digest not in refs:
+                    self.blobs.delete(digest, LAYER_MEDIA_TYPE)
+            for digest in self.blobs.all_blobs():
+                if digest not in refs:
+                    self.blobs.delete(digest)
+
+    def _dot_files(self) -> list[Path]:
+        dirs = [self.layout.root, self.layout.holds, *[d for d in self.layout.holds.glob("*") if d.is_dir()]]
+        return sorted(f for d in dirs for f in d.glob(".*.tmp"))
+
     def _sweep_dot_files(self) -> int:
         """Leftover ``.name.pid.rand.tmp`` files of atomic writes (only ever made under the lock)."""
         freed = 0
@@ -468,6 +512,7 @@ class ImageStore:
         created_s = normalize_created(created)
         with self.session("import") as work:
             layer = prepare_base_layer(disk, work.path, fmt=fmt, progress=progress)
+            faults.point("import.after-convert")
             extras: list[tuple[Path, str, int, str]] = []
             boot: dict = {"kind": "firmware", "firmware": firmware}
             if kernel is not None:
@@ -536,6 +581,7 @@ class ImageStore:
         created_s = normalize_created(created if created is not None else _now())
         with self.session("commit") as work:
             layer = prepare_overlay_layer(Path(overlay), parent.top_layer, work.path, progress=progress)
+            faults.point("commit.after-layer")
             pcfg = parent.config
             merged_labels = {**pcfg.get("labels", {}), **normalize_labels(labels)}
             merged_labels.pop(RECIPE_LABEL, None)  # the recipe describes the parent, not this image
@@ -602,6 +648,7 @@ class ImageStore:
                 self.blobs.publish(lay.tmp, lay.digest, LAYER_MEDIA_TYPE)
             self.blobs.publish(config_tmp, config_digest)
             self.blobs.publish(manifest_tmp, image_id)
+            faults.point("store.publish.after-blobs")
             index = self._index()
             index.add_image(image_id)
             index.tag(repo, tag, image_id)

@@ -1,0 +1,39 @@
+"""Named fault points: places inside multi-step operations where a test kills vmctl on purpose.
+
+``point("create.after-define")`` does nothing unless the environment variable ``VMCTL_TEST_FAULT``
+names that point (a test-only switch, never set in normal use): then the process sends itself
+SIGKILL right there, as a power cut or an OOM kill would. The crash-safety tests run each
+operation once per point and check that ``vmctl doctor`` finds exactly what was left and
+``doctor --fix`` mends it. `POINTS` lists every point, so a test can tell when one goes untested.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "VMCTL_TEST_FAULT"
+
+POINTS = (
+    "create.after-hold", "create.after-disk", "create.after-rename", "create.after-define",
+    "rm.after-mark", "rm.after-undefine",
+    "snapshot.create.after-intent", "snapshot.create.after-data",
+    "snapshot.revert.before", "snapshot.rm.after-delete",
+    "commit.after-layer", "store.publish.after-blobs",
+    "import.after-convert",
+    "pull.after-download", "pull.after-ingest",
+    "push.after-compress", "push.after-upload",
+    "load.after-ingest",
+)
+
+
+_KNOWN = frozenset(POINTS)
+
+
+def point(name: str) -> None:
+    """Die here, by SIGKILL, if the test asked for this point (see the module doc)."""
+    if name not in _KNOWN:
+        raise ValueError(f"unknown fault point {name!r}: add it to vmctl.faults.POINTS")
+    wanted = os.environ.get(ENV)
+    if wanted and wanted == name:
+        os.kill(os.getpid(), signal.SIGKILL)

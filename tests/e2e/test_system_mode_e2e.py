@@ -58,6 +58,19 @@ tcg_memory_headroom_mib = ""
 """
 
 
+def _qemu_pids(lv: PrivateLibvirt) -> set[int]:
+    """QEMU processes inside the private daemon's network namespace (only its guests)."""
+    pids = subprocess.run(["ip", "netns", "pids", lv.ns], capture_output=True, text=True).stdout.split()
+    out = set()
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().startswith("qemu"):
+                out.add(int(pid))
+        except OSError:
+            continue
+    return out
+
+
 def _has_capability(pid: int, cap: int) -> bool:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("CapEff:"):
@@ -155,6 +168,17 @@ def test_system_mode_run_reach_stop_rm(ns_vmctl, private_libvirt):
 
     # Nothing of the network leaked into the machine's own namespace.
     assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
+
+    # libvirtd restarted while the VM runs loses nothing: the domain is persistent, QEMU kept
+    # running (same pid), vmctl sees it running, reaches it and its data are still there.
+    vm("exec", "s1", "--", "sh", "-c", "echo before-restart > /root/mark && sync")
+    pids_before = _qemu_pids(lv)
+    lv.restart_libvirtd()
+    assert lv.virsh("domstate", "s1").stdout.strip() == "running"
+    assert "Persistent:     yes" in lv.virsh("dominfo", "s1").stdout
+    assert _qemu_pids(lv) == pids_before != set()
+    assert vm("ls", "--json").stdout and json.loads(vm("ls", "--json").stdout)[0]["state"] == "running"
+    assert vm("exec", "s1", "--", "cat", "/root/mark").stdout.strip() == "before-restart"
 
     vm("stop", "s1", timeout=120)
     assert lv.virsh("domstate", "s1").stdout.strip() == "shut off"

@@ -6,7 +6,7 @@ import contextlib
 
 import libvirt
 
-from vmctl.errors import ConflictError, LibvirtError, LibvirtUnreachable, NotFoundError, VmctlError
+from vmctl.errors import ConflictError, LibvirtError, LibvirtUnreachable, NotFoundError, ResourceError, VmctlError
 
 # libvirt prints every error to stderr by default; vmctl reports errors itself, once.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -26,6 +26,8 @@ def translate(exc: libvirt.libvirtError, what: str = "") -> VmctlError:
     code = exc.get_error_code()
     message = exc.get_error_message() or str(exc)
     text = f"{what}: {message}" if what else message
+    if "No space left on device" in message or "Disk quota exceeded" in message:
+        return ResourceError(text)
     if code in _NOT_FOUND:
         return NotFoundError(text)
     if code in _CONFLICT:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 
@@ -9,7 +10,7 @@ import click
 
 from vmctl.cli.context import App
 from vmctl.config import MODES, load_settings
-from vmctl.errors import UsageError, VmctlError
+from vmctl.errors import ResourceError, UsageError, VmctlError
 
 
 class VmctlGroup(click.Group):
@@ -20,7 +21,15 @@ class VmctlGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except OSError as exc:
+                # A full disk anywhere (a seed, a record, a download) is the resources error;
+                # every operation has undone its own steps by the time this is seen.
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    where = f" ({exc.filename})" if exc.filename else ""
+                    raise ResourceError(f"no space left on the device{where}; nothing was changed") from exc
+                raise
         except VmctlError as exc:
             app = ctx.obj if isinstance(ctx.obj, App) else None
             if app is not None and app.debug:

@@ -21,7 +21,7 @@ from vmctl.core.namelock import name_lock
 from vmctl import faults
 from vmctl.core.records import CREATING_MARK, DISK, SEED, SERIAL_LOG, InstanceRecord, list_records
 from vmctl.core.transaction import Transaction
-from vmctl.errors import ConflictError, UsageError, VmctlError
+from vmctl.errors import ConflictError, ResourceError, UsageError, VmctlError
 from vmctl.names import check_name
 from vmctl.units import mib
 
@@ -223,6 +223,16 @@ def _check_free(app, name: str, directory: Path) -> None:
         raise ConflictError(f"a libvirt domain named {name} already exists (not made by this vmctl store)")
 
 
+CREATE_SPACE = 16 << 20  # the seed, the record and the overlay's first clusters, with room to boot
+
+
+def _check_space(root: Path) -> None:
+    free = shutil.disk_usage(root if root.exists() else root.parent).free
+    if free < CREATE_SPACE:
+        raise ResourceError(f"not enough space under {root} to create a VM: {free >> 20} MiB free, "
+                            f"{CREATE_SPACE >> 20} MiB needed; nothing was changed")
+
+
 def create(app, request: CreateRequest, progress=None) -> InstanceRecord:
     """Create the VM of `request` as one transaction; return its record."""
     from vmctl.core.domain_plan import mark_created
@@ -242,6 +252,7 @@ def create(app, request: CreateRequest, progress=None) -> InstanceRecord:
         rec = the_plan.record
         user = qemu_user(settings.uri)
         require_path_search(settings.root, user)   # before anything is written
+        _check_space(settings.root)
         client_key = ensure_client_key(settings.paths.keys)
         with Transaction() as tx:
             app.store.hold(rec.image_id, f"instance:{name}")

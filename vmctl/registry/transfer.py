@@ -39,7 +39,7 @@ from typing import Callable
 import zstandard
 
 from vmctl import faults
-from vmctl.errors import IntegrityError, NotFoundError, RegistryError, UsageError
+from vmctl.errors import IntegrityError, NotFoundError, RegistryError, ResourceError, UsageError
 from vmctl.fsutil import lock_file, private_dirs
 from vmctl.registry import answers, compress, mediatypes as mt
 from vmctl.registry.auth import AuthStore
@@ -374,6 +374,7 @@ def _fetch_and_ingest(store, ref: RegistryRef, client: RegistryClient, mdigest: 
     for blob in blobs:
         kind = blob.local_type if blob.local_type == mt.LOCAL_LAYER else None
         (present if store.has_blob(blob.local_digest, kind) else needed).append(blob)
+    _check_space(store, partial, needed, ref)
     fetched: dict[str, Path] = {}
     for blob in needed:
         dest = partial / f"{blob.remote_digest.split(':', 1)[1]}.verified"
@@ -415,6 +416,21 @@ def _fetch_and_ingest(store, ref: RegistryRef, client: RegistryClient, mdigest: 
         path.unlink(missing_ok=True)
     return PullResult(ref, mdigest, image, client.bytes_downloaded - before,
                       downloaded=[b.local_digest for b in needed], present=[b.local_digest for b in present])
+
+
+PULL_RESERVE = 64 << 20  # free space a pull leaves on the store's file system
+
+
+def _check_space(store, partial: Path, needed: list[RemoteBlob], ref) -> None:
+    """Refuse a pull that cannot fit before a byte is downloaded: the download (in the cache) and
+    the layers it becomes (in the store) both need room until the end."""
+    import shutil
+
+    want = sum(b.remote_size for b in needed) + sum(b.local_size for b in needed)
+    free = shutil.disk_usage(partial).free
+    if want + PULL_RESERVE > free:
+        raise ResourceError(f"{ref}: the pull needs {want >> 20} MiB, only {free >> 20} MiB are free under "
+                            f"{store.data_root} (vmctl keeps {PULL_RESERVE >> 20} MiB free); nothing was changed")
 
 
 def _check_decompressed(path: Path, blob: RemoteBlob, progress: Progress | None) -> None:

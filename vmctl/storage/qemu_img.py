@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-from vmctl.errors import ExternalToolError
+from vmctl.errors import ExternalToolError, ResourceError
 
 TOOL = "qemu-img"
 FORMATS = ("qcow2", "raw")
@@ -84,6 +84,14 @@ def _backing(backing: Path | str) -> str:
     return text
 
 
+def _failure(stderr: str, returncode: int) -> Exception:
+    """qemu-img's failure as a vmctl error: a full disk is a resource problem, not a tool's."""
+    message = _message(stderr, returncode)
+    if "No space left on device" in message or "Disk quota exceeded" in message:
+        return ResourceError(f"{TOOL}: {message}")
+    return ExternalToolError(TOOL, message)
+
+
 def _fmt(fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unsupported image format {fmt!r}")
@@ -98,7 +106,7 @@ def run(args: Sequence[str], *, ok_codes: Sequence[int] = (0,)) -> subprocess.Co
         preexec_fn=_die_with_parent,
     )
     if proc.returncode not in ok_codes:
-        raise ExternalToolError(TOOL, _message(proc.stderr, proc.returncode))
+        raise _failure(proc.stderr, proc.returncode)
     return proc
 
 
@@ -246,7 +254,7 @@ def _run_with_progress(args: list[str], progress: PercentFn | None) -> None:
         err.seek(0)
         stderr = err.read().decode(errors="replace")
     if rc != 0:
-        raise ExternalToolError(TOOL, _message(stderr, rc))
+        raise _failure(stderr, rc)
 
 
 def check(path: Path | str, fmt: str = "qcow2", *, spec: bool = False, force_share: bool = False) -> dict:

@@ -48,9 +48,11 @@ def _define(conn, xml: str):
 def test_golden_defines_with_validate(conn, path):
     xml = path.read_text()
     if path.name in PASST_CASES and not _passt_parses(conn):
+        # this daemon predates the passt backend: what is checked is that it refuses it loudly
+        # (vmctl then uses user-mode networking instead, see test_domain_plan)
         with pytest.raises(libvirt.libvirtError, match="passt"):
             _define(conn, xml)
-        pytest.skip(f"libvirt {libvirt.getVersion()} cannot parse the passt backend")
+        return
     dom = _define(conn, xml)
     model = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     ours = Domain.from_xml(xml)

@@ -77,6 +77,55 @@ def test_cp_in_and_out_is_byte_identical(vm, tmp_path):
     assert back.read_bytes() == payload
 
 
+HOSTILE_SH = """#!/bin/busybox sh
+# the guest's root replaced /bin/sh: vmctl's `tar -c` gets the crafted stream, the rest runs as usual
+case "$2" in
+  "tar -c "*) exec /bin/busybox cat /root/crafted.tar ;;
+esac
+exec /bin/busybox sh "$@"
+"""
+
+
+def test_cp_from_a_guest_that_lies_stays_inside_dest(vm, tmp_path):
+    """The real tiny guest, made hostile from inside: its /bin/sh answers vmctl's tar with streams
+    that try to escape (refused, nothing written) or carry devices, setuid and outward links
+    (written without them, each skip reported)."""
+    from tests import tarcraft
+
+    vmctl, name, _ = vm
+    M = tarcraft.member
+    escaping = tarcraft.stream(M(".", typeflag=b"5", mode=0o755), M("x", typeflag=b"2", linkname="/tmp"),
+                               M("x/vmctl-guest-pwned", b"pwned"), M("../../vmctl-guest-pwned", b"pwned"))
+    sanitized = tarcraft.stream(M(".", typeflag=b"5", mode=0o777), M("suid", b"#!/bin/sh\n", mode=0o4777),
+                                M("zero", typeflag=b"3"), M("etc", typeflag=b"2", linkname="/etc"),
+                                M("ok", typeflag=b"2", linkname="suid"))
+    (tmp_path / "hsh").write_text(HOSTILE_SH)
+    vmctl("cp", str(tmp_path / "hsh"), f"{name}:/root/hsh")
+    vmctl("exec", name, "--", "sh", "-c", "mkdir -p /root/dir && chmod 755 /root/hsh && ln -sf /root/hsh /bin/sh")
+    try:
+        dest = tmp_path / "dest"
+        dest.mkdir()
+        for stream, code in ((escaping, 11), (sanitized, 0)):
+            (tmp_path / "crafted.tar").write_bytes(stream)
+            vmctl("exec", name, "--", "/bin/busybox", "rm", "-f", "/root/crafted.tar")
+            # a plain cat upload: the file lands as it is (it is the guest's own data now)
+            vmctl("cp", str(tmp_path / "crafted.tar"), f"{name}:/root/crafted.tar")
+            proc = vmctl("cp", f"{name}:/root/dir", str(dest), check=False)
+            assert proc.returncode == code, proc.stderr
+            if code:
+                assert proc.stderr.startswith("vmctl: error:") and proc.stderr.count("\n") == 1
+                assert list(dest.iterdir()) == [] and not Path("/tmp/vmctl-guest-pwned").exists()
+                assert not (tmp_path / "vmctl-guest-pwned").exists()
+        got = dest / "dir"
+        assert sorted(p.name for p in got.iterdir()) == ["ok", "suid"]
+        assert (got / "suid").stat().st_mode & 0o7777 == 0o755
+        assert "skipped 1 device nodes and FIFOs" in proc.stderr
+        assert "skipped 1 symbolic links that lead outside the copy" in proc.stderr
+    finally:
+        vmctl("exec", name, "--", "/bin/busybox", "ln", "-sf", "busybox", "/bin/sh")
+    assert vmctl("exec", name, "--", "readlink", "/bin/sh").stdout.strip() == "busybox"
+
+
 def test_port_forward_reaches_a_server_in_the_guest(vm):
     vmctl, name, port = vm
     vmctl("exec", name, "--", "sh", "-c",

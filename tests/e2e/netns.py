@@ -134,10 +134,15 @@ class PrivateLibvirt:
             stdout=open(logs / "virtlogd.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent)
         self._wait_for(self.tmp / "run" / "virtlogd-sock", timeout, self.virtlogd, "virtlogd")
+        self._start_libvirtd(timeout, "wb")
+        return self
+
+    def _start_libvirtd(self, timeout: float, log_mode: str) -> None:
+        logs = self.tmp / "logs"
         self.libvirtd = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.ns}", f"--mount=/proc/{self.virtlogd.pid}/ns/mnt",
              "libvirtd", "--pid-file", "/run/libvirt/e2e-libvirtd.pid"],
-            stdout=open(logs / "libvirtd.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=open(logs / "libvirtd.out", log_mode), stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent)
         self._wait_for(self.socket, timeout, self.libvirtd, "libvirtd")
         deadline = time.monotonic() + timeout
@@ -145,25 +150,13 @@ class PrivateLibvirt:
             if time.monotonic() > deadline or self.libvirtd.poll() is not None:
                 raise RuntimeError(f"libvirtd in {self.ns} does not answer: {self.log_tail()}")
             time.sleep(0.2)
-        return self
 
     def restart_libvirtd(self, timeout: float = 60) -> None:
         """Stop this libvirtd (SIGTERM: its guests keep running, as on a package upgrade) and start
         it again in the same namespaces; returns once it answers."""
         _terminate(self.libvirtd)
         self.socket.unlink(missing_ok=True)
-        logs = self.tmp / "logs"
-        self.libvirtd = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.ns}", f"--mount=/proc/{self.virtlogd.pid}/ns/mnt",
-             "libvirtd", "--pid-file", "/run/libvirt/e2e-libvirtd.pid"],
-            stdout=open(logs / "libvirtd.out", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent)
-        self._wait_for(self.socket, timeout, self.libvirtd, "libvirtd")
-        deadline = time.monotonic() + timeout
-        while _run("virsh", "-c", self.uri, "version", check=False).returncode != 0:
-            if time.monotonic() > deadline or self.libvirtd.poll() is not None:
-                raise RuntimeError(f"libvirtd in {self.ns} does not answer after a restart: {self.log_tail()}")
-            time.sleep(0.2)
+        self._start_libvirtd(timeout, "ab")
 
     def _wait_for(self, path: Path, timeout: float, proc: subprocess.Popen, what: str) -> None:
         deadline = time.monotonic() + timeout

@@ -48,3 +48,12 @@ def assert_contained(dest: Path) -> None:
 def leftovers(parent: Path) -> list[str]:
     """Staging directories a copy left behind in `parent`."""
     return [p.name for p in parent.iterdir() if ".vmctl-cp-" in p.name]
+
+
+def make_box(tmp_path: Path) -> Path:
+    """tmp/box/{outside/secret, dest/}: a destination, and what a copy into it must never touch."""
+    box = tmp_path / "box"
+    (box / "outside").mkdir(parents=True)
+    (box / "outside" / "secret").write_text("keep me")
+    (box / "dest").mkdir()
+    return box

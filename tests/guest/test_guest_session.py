@@ -314,3 +314,21 @@ def test_ssh_command_line_works_with_real_ssh_and_pins(server, client_key, tmp_p
     assert proc.returncode == 255
     assert b"should-not-run" not in proc.stdout
     assert b"HOST IDENTIFICATION HAS CHANGED" in proc.stderr or b"Host key verification failed" in proc.stderr
+
+
+def test_put_never_follows_a_link_inside_the_tree(copier, tmp_path):
+    """Host → guest: a link inside the source tree travels as a link; what it points at (here the
+    host's /etc) is never read or sent. Only the path the user named is followed."""
+    s, remote = copier
+    src = tmp_path / "tree"
+    src.mkdir()
+    (src / "f").write_text("mine")
+    os.symlink("/etc", src / "etc-dir")
+    os.symlink("/etc/hostname", src / "etc-file")
+    named = tmp_path / "named-link"
+    os.symlink(src, named)
+    s.put(named, str(remote / "copy"))
+    got = remote / "copy"
+    assert sorted(p.name for p in got.iterdir()) == ["etc-dir", "etc-file", "f"]
+    assert os.readlink(got / "etc-dir") == "/etc" and os.readlink(got / "etc-file") == "/etc/hostname"
+    assert (got / "f").read_text() == "mine"

@@ -22,7 +22,7 @@ import pytest
 from tests import tarcraft
 from tests.figures import record
 from tests.guest.conftest import start_dropbear, start_openssh
-from tests.guest.copyhelpers import assert_contained, leftovers, snapshot
+from tests.guest.copyhelpers import assert_contained, leftovers, make_box, snapshot
 from vmctl.errors import IntegrityError, ResourceError
 from vmctl.guest.landing import SKIP_DEVICE, SKIP_OUTSIDE
 from vmctl.guest.ssh import GuestSession
@@ -74,11 +74,7 @@ def _session(srv, client_key, **kw):
 
 @pytest.fixture
 def box(tmp_path):
-    box = tmp_path / "box"
-    (box / "outside").mkdir(parents=True)
-    (box / "outside" / "secret").write_text("keep me")
-    (box / "dest").mkdir()
-    return box
+    return make_box(tmp_path)
 
 
 TAR_CASES = {

@@ -18,7 +18,7 @@ import pytest
 
 from tests import tarcraft
 from tests.figures import record
-from tests.guest.copyhelpers import assert_contained, leftovers, snapshot
+from tests.guest.copyhelpers import assert_contained, leftovers, make_box, snapshot
 from vmctl.errors import ConflictError, IntegrityError, ResourceError
 from vmctl.guest.files import unpack
 from vmctl.guest.landing import SKIP_DEVICE, SKIP_OUTSIDE, Landing
@@ -26,11 +26,7 @@ from vmctl.guest.landing import SKIP_DEVICE, SKIP_OUTSIDE, Landing
 
 @pytest.fixture
 def box(tmp_path):
-    """tmp/box/{outside/secret, victim -> outside, dest/}: what a copy must never touch."""
-    box = tmp_path / "box"
-    (box / "outside").mkdir(parents=True)
-    (box / "outside" / "secret").write_text("keep me")
-    (box / "dest").mkdir()
+    box = make_box(tmp_path)
     (box / "dest" / "old").write_text("old")
     return box
 

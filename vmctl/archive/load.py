@@ -250,6 +250,15 @@ def _needed(store, plans: list[_Planned]) -> dict:
     return out
 
 
+def _check_declared(sizes: dict[str, int], needed: dict, what: str) -> None:
+    """Every blob the store lacks is in the archive, with the size its manifest declares."""
+    for d, b in needed.items():
+        if d not in sizes:
+            raise IntegrityError(f"{what}: blob {d} is missing from the archive")
+        if sizes[d] != b.remote_size:
+            raise IntegrityError(f"{what}: blob {d} has {sizes[d]} bytes, its manifest says {b.remote_size}")
+
+
 def _check_space(store, needed: dict, what: str) -> None:
     want = sum(b.local_size for b in needed.values())
     free = shutil.disk_usage(store.layout.tmp).free
@@ -342,11 +351,7 @@ def _load_seekable(store, fh, what: str, ingest_factory) -> LoadResult:
 
     plans = _plan(store, what, meta.index, small)
     needed = _needed(store, plans)
-    for d, b in needed.items():
-        if d not in meta.sizes:
-            raise IntegrityError(f"{what}: blob {d} is missing from the archive")
-        if meta.sizes[d] != b.remote_size:
-            raise IntegrityError(f"{what}: blob {d} has {meta.sizes[d]} bytes, its manifest says {b.remote_size}")
+    _check_declared(meta.sizes, needed, what)
     _check_space(store, needed, what)
     ing = ingest_factory()
     for d in sorted(needed, key=lambda x: meta.offsets[x]):  # in archive order: one forward sweep
@@ -490,11 +495,7 @@ def _load_compressed_file(store, path, what: str, ingest: _Ingest) -> LoadResult
         raise IntegrityError(f"{what}: not an OCI image layout (no oci-layout or index.json)")
     plans = _plan(store, what, meta.index, small.get)
     needed = _needed(store, plans)
-    for d, b in needed.items():
-        if d not in meta.sizes:
-            raise IntegrityError(f"{what}: blob {d} is missing from the archive")
-        if meta.sizes[d] != b.remote_size:
-            raise IntegrityError(f"{what}: blob {d} has {meta.sizes[d]} bytes, its manifest says {b.remote_size}")
+    _check_declared(meta.sizes, needed, what)
     _check_space(store, needed, what)
     with open(path, "rb") as raw:
         stream, _ = _open(raw, what)

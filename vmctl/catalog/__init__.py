@@ -24,15 +24,17 @@ import email.utils
 import hashlib
 import os
 import re
+import shutil
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from vmctl.errors import IntegrityError, NotFoundError, RegistryError, UsageError
+from vmctl.errors import IntegrityError, NotFoundError, RegistryError, ResourceError, UsageError
 
 CHUNK = 1 << 20
+RESERVE = 64 << 20  # free space a catalog download leaves on the data root's file system
 MAX_CHECKSUM_LIST = 4 << 20
 _HEX = {"sha256": 64, "sha512": 128}
 
@@ -218,6 +220,10 @@ class _Http:
             return self.session.get(url, timeout=(10, 120), stream=True, proxies=proxies, **kw)
         except self.requests.exceptions.SSLError as exc:
             raise RegistryError(f"{urlsplit(url).netloc}: TLS verification failed ({exc.__class__.__name__})") from None
+        except (self.requests.exceptions.InvalidSchema, self.requests.exceptions.InvalidURL,
+                self.requests.exceptions.TooManyRedirects, self.requests.exceptions.InvalidHeader) as exc:
+            # a mirror that redirects to another scheme, in circles, or answers garbage
+            raise RegistryError(f"{urlsplit(url).netloc}: refused the mirror's answer ({exc.__class__.__name__})") from None
 
     def transient(self) -> tuple:
         import urllib3
@@ -237,7 +243,7 @@ class _Http:
                     raise NotFoundError(f"{url}: not found (404)")
                 if resp.status_code != 200:
                     raise RegistryError(f"{url}: HTTP {resp.status_code}")
-                data = resp.raw.read(MAX_CHECKSUM_LIST + 1, decode_content=True)
+                data = resp.raw.read(MAX_CHECKSUM_LIST + 1, decode_content=False)
                 resp.close()
                 if len(data) > MAX_CHECKSUM_LIST:
                     raise IntegrityError(f"{url}: checksum list larger than {MAX_CHECKSUM_LIST} bytes")
@@ -287,6 +293,11 @@ class _Http:
                             h.update(chunk)
                             done += len(chunk)
                             self.downloaded += len(chunk)
+                            if done % (64 * CHUNK) < len(chunk) and shutil.disk_usage(part.parent).free < RESERVE:
+                                # the checksum is only known at the end: a mirror that never stops
+                                # is stopped by the free space it may take
+                                raise ResourceError(f"{url}: the download filled the disk under {part.parent} "
+                                                    f"to its last {RESERVE >> 20} MiB; nothing was imported")
                             if progress:
                                 progress("download", done, total)
                     finally:
@@ -337,7 +348,11 @@ def pull(store, entry: Entry, *, progress=None) -> PullResult:
         expected = expected_hash(http.text(sums_url), algorithm, filename)
         with lock_file(cache / f"{key}.lock"):
             resumed = part.exists() and part.stat().st_size > 0
-            actual, modified = http.download(url, part, algorithm, progress)
+            try:
+                actual, modified = http.download(url, part, algorithm, progress)
+            except ResourceError:
+                part.unlink(missing_ok=True)  # what filled the disk is not worth resuming
+                raise
             if actual != expected and resumed:   # stale bytes of an older file: once more, fresh
                 part.unlink(missing_ok=True)
                 actual, modified = http.download(url, part, algorithm, progress)

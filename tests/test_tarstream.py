@@ -71,6 +71,8 @@ HOSTILE = {
     "pax size that is not a number": tarcraft.stream(tarcraft.pax({"size": "١٢"}), tarcraft.member("f")),
     "extended header with nothing after it": tarcraft.stream(tarcraft.pax({"path": "x"})),
     "a name over 4096 bytes": tarcraft.stream(tarcraft.pax({"path": "a/" * 2100}), tarcraft.member("f")),
+    "a pax size of 5000 digits": tarcraft.stream(tarcraft.pax({"size": "9" * 5000}), tarcraft.member("f")),
+    "a pax size over 1 PiB": tarcraft.stream(tarcraft.pax({"size": str(1 << 51)}), tarcraft.member("f")),
 }
 
 
@@ -90,6 +92,11 @@ def test_member_count_is_bounded():
     with pytest.raises(TarFormatError, match="more than 10 members"):
         _members(data, max_members=10)
     assert len(_members(data)) == 50
+
+
+def test_an_absurd_pax_mtime_is_ignored_not_a_crash():
+    got = _members(tarcraft.stream(tarcraft.pax({"mtime": "9" * 5000}), tarcraft.member("f", b"x")))
+    assert [(n, c) for n, _, _, _, c in got] == [("f", b"x")]
 
 
 def test_clean_eof_without_end_blocks_is_the_end():

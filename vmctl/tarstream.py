@@ -87,6 +87,12 @@ def _number(field: bytes, what: str) -> int:
     return int(text, 8)
 
 
+def _decimal(text: str) -> bool:
+    """A non-negative decimal of at most 20 ASCII digits (int() of thousands of digits is slow,
+    and of more than 4300 an error)."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
+
+
 def _checksum_ok(block: bytes) -> bool:
     stored = _number(block[148:156], "checksum")
     unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
@@ -107,7 +113,7 @@ def _parse_pax(data: bytes) -> dict[str, str]:
         if space < 0:
             raise TarFormatError("tar: malformed pax header")
         length_text = data[pos:space]
-        if not length_text or not all(48 <= c <= 57 for c in length_text):
+        if not length_text or len(length_text) > 20 or not all(48 <= c <= 57 for c in length_text):
             raise TarFormatError("tar: malformed pax record length")
         length = int(length_text)
         end = pos + length
@@ -310,13 +316,15 @@ class TarReader:
                 linkname = pax["linkpath"]
             if "size" in pax:
                 text = pax["size"]
-                if not text.isascii() or not text.isdigit():
+                if not _decimal(text):
                     raise TarFormatError(f"{self.what}: pax size {text[:20]!r} is not a number")
                 size = int(text)
+                if size > MAX_MEMBER:
+                    raise TarFormatError(f"{self.what}: member size {size} is absurd")
             mtime = _number(block[136:148], "mtime")
             if "mtime" in pax:
                 head = pax["mtime"].split(".", 1)[0]
-                if head.isascii() and head.isdigit():
+                if _decimal(head):
                     mtime = int(head)
             if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME or len(linkname) > MAX_NAME:
                 raise TarFormatError(f"{self.what}: a name is longer than {MAX_NAME} bytes")

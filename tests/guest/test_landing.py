@@ -53,6 +53,7 @@ REFUSED = {
                                     M("h", typeflag=b"1", linkname="lnk/secret")],
     "NUL in a name": [tarcraft.pax({"path": "a\x00b"}), M("ignored", b"x")],
     "file over the root": [M(".", b"x")],
+    "a hard link to itself": [M("a", b"x"), M("a", typeflag=b"1", linkname="a")],
     "non-directory over a directory": [M("d", typeflag=b"5"), M("d/f", b"1"), M("d", b"file now")],
     "a component over 255 bytes": [tarcraft.pax({"path": "x" * 300}), M("ignored", b"x")],
 }
@@ -183,5 +184,36 @@ def test_a_stream_that_fills_the_disk_stops_at_the_reserve_and_leaves_nothing(tm
                 ld.file("f", 0o644, io.BufferedReader(Endless()))
         assert list((mnt / "dest").iterdir()) == []
         assert os.statvfs(mnt).f_bfree * os.statvfs(mnt).f_frsize > 20 << 20
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_links_are_judged_in_the_tree_a_merge_makes(box):
+    """A link that stays inside the copy alone can lead out once merged with what DEST already
+    holds (a link of an earlier copy): it is judged in the merged tree, and dropped."""
+    (box / "dest" / ".ssh").mkdir()
+    (box / "dest" / ".ssh" / "id_rsa").write_text("PRIVATE")
+    dot = M(".", typeflag=b"5", mode=0o755)
+    land(box / "dest" / "out", tarcraft.stream(dot, M("x", typeflag=b"2", linkname=".")))
+    report = land(box / "dest" / "out", tarcraft.stream(dot, M("k", typeflag=b"2", linkname="x/../.ssh/id_rsa"),
+                                                        M("ok", typeflag=b"2", linkname="x/x/x")))
+    assert report.skipped == {SKIP_OUTSIDE: 1}
+    assert not (box / "dest" / "out" / "k").is_symlink()
+    assert os.readlink(box / "dest" / "out" / "ok") == "x/x/x"
+    assert_contained(box / "dest" / "out")
+
+
+def test_links_and_directories_count_against_the_reserve(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "dest").mkdir()
+        members = []
+        for i in range(20000):  # long targets (pax linkpath): a page each on tmpfs, no file data at all
+            members += [tarcraft.pax({"linkpath": "y" * 3900}), M(f"d{i}/l", typeflag=b"2", linkname="y")]
+        with pytest.raises(ResourceError):
+            land(mnt / "dest" / "copy", tarcraft.stream(*members), reserve=16 << 20)
+        assert list((mnt / "dest").iterdir()) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=True)

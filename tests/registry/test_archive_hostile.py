@@ -139,6 +139,7 @@ CRAFTED = {
                                 "its manifest says"),
     "a tampered layer": (lambda m: build(m, replace={blob_names(m)[-1]: lambda d: d[:-1] + bytes([d[-1] ^ 1])}),
                          "digest"),
+    "a manifest whose config is a string": (lambda m: _config_string(m), "config descriptor"),
     "too many members": (lambda m: build(m, extra_after=[M("blobs/", typeflag=b"5")] * 100_001),
                          "more than 100000 members"),
 }
@@ -150,6 +151,18 @@ def test_a_crafted_archive_is_refused_and_changes_nothing(saved, tmp_path, case)
     make, match = CRAFTED[case]
     refused(tmp_path, make(members), 11, match)
     assert not Path("/tmp/vmctl-escaped").exists()
+
+
+def _config_string(members) -> bytes:
+    """The archive with its manifest replaced by one whose config is a string (and the index
+    pointing at it)."""
+    import hashlib
+
+    manifest = json.dumps({"schemaVersion": 2, "config": "x", "layers": []}).encode()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{"digest": digest, "size": len(manifest)}]}).encode()
+    return build([(n, d) for n, d in members if n != "index.json"],
+                 extra_after=[M("index.json", index), M("blobs/sha256/" + digest[7:], manifest)])
 
 
 def _zeros_tar_gz(path: Path, size: int) -> None:

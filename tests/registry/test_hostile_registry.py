@@ -87,9 +87,11 @@ def test_login_credentials_never_go_to_a_plain_http_realm_elsewhere(hostile, lis
     check_refused(env, root, ["pull", f"{hostile.host}/team/app:1", "--insecure"], 13, "not HTTPS")
     check_refused(env, root, ["search", "app", "--registry", hostile.host, "--insecure"], 13, "no credentials were sent")
     assert listener.seen == []
-    # a realm with another scheme entirely, and one that is not a URL
+    # a realm with another scheme entirely, one that is not a URL, and one whose host two URL
+    # parsers read differently (urllib3 would connect to 127.0.0.2, urlparse says 127.0.0.1)
     for realm, match in [("ftp://127.0.0.2/token", "malformed token service"),
-                         ("javascript:alert(1)", "malformed token service")]:
+                         ("javascript:alert(1)", "malformed token service"),
+                         (f"http://127.0.0.2:{listener.port}\\@127.0.0.1/token", "malformed token service")]:
         hostile.params = {"realm": realm}
         check_refused(env, root, ["pull", f"{hostile.host}/team/app:1", "--insecure"], 12, match)
     assert listener.seen == []
@@ -103,10 +105,16 @@ HOSTILE_PULLS = {
     "a redirect to a file URL": ("redirect", {"location": "file:///etc/passwd"}, 12, "non-HTTP URL"),
     "a redirect without Location": ("redirect", {"location": None}, 12, "without a Location"),
     "a redirect loop": ("redirect", {"location": "/v2/team/app/manifests/1"}, 12, "more than 5 redirects"),
+    "a redirect to a broken IPv6 URL": ("redirect", {"location": "http://[::1"}, 12, "malformed URL"),
+    "a redirect with a user-info part": ("redirect", {"location": "http://evil@127.0.0.1/x"}, 12, "ambiguous"),
+    "a manifest whose config is a string": ("json", {"body": {"schemaVersion": 2, "config": "x", "layers": []},
+                                                     "type": "application/vnd.oci.image.manifest.v1+json"},
+                                            12, "config descriptor"),
     "a manifest that is a JSON list": ("json", {"body": [1, 2, 3],
                                                 "type": "application/vnd.oci.image.manifest.v1+json"}, 12, "manifest"),
     "a manifest with a string for layers": ("json", {"body": {"schemaVersion": 2, "layers": "x",
-                                                              "artifactType": "application/vnd.vmctl.image.v1"},
+                                                              "artifactType": "application/vnd.vmctl.image.v1",
+                                                              "config": {"mediaType": "x"}},
                                                      "type": "application/vnd.oci.image.manifest.v1+json"},
                                             12, "layers must be a list"),
     "a compressed manifest": ("json", {"body": b"\x1f\x8b\x08\x00garbage", "headers": {"Content-Encoding": "gzip"},
@@ -138,6 +146,9 @@ HOSTILE_LISTINGS = {
     "a catalog with a number for its list": ("json", {"body": {"repositories": 7}}, "not a list of names"),
     "a catalog listing objects": ("json", {"body": {"repositories": [{"x": 1}]}}, "not a list of names"),
     "a 1 GiB catalog page": ("huge-manifest", {}, "larger than"),
+    "names of 40 KB": ("json", {"body": {"repositories": ["r" * 40_000] * 90}}, "longer than 255"),
+    "a broken next link": ("json", {"body": {"repositories": ["r"]}, "headers": {"Link": '<http://[x>; rel="next"'}},
+                           "malformed URL"),
 }
 
 
@@ -172,3 +183,25 @@ def test_https_never_steps_down_to_plain_http(tmp_path, home):
             lis.stop()
     finally:
         reg.stop()
+
+
+def test_a_token_service_elsewhere_gets_verified_tls_even_for_an_insecure_registry(hostile, home, tmp_path):
+    """--insecure is about the registry named; an HTTPS realm on another host must present a
+    certificate the system trusts before the credentials go there."""
+    from tests.registry.regserver import make_ca
+
+    env, root = home
+    certs = make_ca(tmp_path / "ca")   # not a CA the system trusts
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certs["cert"], certs["key"])
+    lis = Listener().start()
+    lis.httpd.socket = ctx.wrap_socket(lis.httpd.socket, server_side=True)
+    try:
+        hostile.scenario = "basic"
+        code, err, _ = vmctl(env, "login", hostile.host, "-u", "alice", "--password-stdin", "--insecure", input="pw\n")
+        assert code == 0, err
+        hostile.scenario, hostile.params = "realm-elsewhere", {"realm": f"https://127.0.0.2:{lis.port}/token"}
+        check_refused(env, root, ["pull", f"{hostile.host}/team/app:1", "--insecure"], 12, "TLS verification failed")
+        assert lis.seen == []
+    finally:
+        lis.stop()

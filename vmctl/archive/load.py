@@ -422,6 +422,7 @@ def _load_stream(store, stream, what: str, work, ingest: _Ingest) -> LoadResult:
         if b is not None and b.local_type != mt.CONFIG:
             if member.size != b.remote_size:
                 raise IntegrityError(f"{what}: blob {d} has {member.size} bytes, its manifest says {b.remote_size}")
+            _check_space(store, {d: b}, what)
             ingest.blob(b, data)
             continue
         if b is None and complete():
@@ -432,8 +433,8 @@ def _load_stream(store, stream, what: str, work, ingest: _Ingest) -> LoadResult:
                 raise IntegrityError(f"{what}: blob {d} does not match its digest")
             small[d] = raw
             small_bytes += len(raw)
-            if listed is None or d in listed:
-                learn(d, raw)
+            if listed is not None and d in listed:
+                learn(d, raw)  # only a manifest the index lists declares blobs to place at once
             continue
         free = shutil.disk_usage(work.path).free
         if member.size + RESERVE > free:

@@ -41,6 +41,7 @@ MAX_DEPTH = 256
 MAX_LINK_HOPS = 40          # the kernel's own limit (ELOOP)
 RESERVE = 64 << 20          # leave this much free on the destination's file system
 SPACE_CHECK_EVERY = 16 << 20
+ENTRY_COST = 4096           # what a directory entry, inode or small link may take on disk
 CHUNK = 1 << 20
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -96,6 +97,7 @@ class Landing:
         self._since_check = 0
         self._cache: tuple[tuple[str, ...], int] | None = None
         self._finished = False
+        self._target_fd: int | None = None   # while finishing a merge: the existing target
         self.parent_fd = os.open(self.target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             self._check_target()
@@ -165,10 +167,16 @@ class Landing:
             raise IntegrityError(f"the guest sent a path deeper than {MAX_DEPTH} directories")
         return parts
 
-    def _count(self) -> None:
+    def _count(self, cost: int = ENTRY_COST) -> None:
+        """One more entry: bounded in number, and charged to the disk-space check (directories
+        and links take space too, not only file data)."""
         self._entries += 1
         if self._entries > self.max_entries:
             raise IntegrityError(f"the guest sent more than {self.max_entries} entries")
+        self._since_check += cost
+        if self._since_check >= SPACE_CHECK_EVERY:
+            self._since_check = 0
+            self.check_space(self.root_fd)
 
     def _drop_cache(self) -> None:
         if self._cache is not None:
@@ -194,8 +202,13 @@ class Landing:
                 except FileNotFoundError:
                     if not create:
                         raise
-                    os.mkdir(comp, 0o700, dir_fd=fd)
+                    try:
+                        os.mkdir(comp, 0o700, dir_fd=fd)
+                    except OSError as exc:
+                        _no_space(exc, self)
+                        raise
                     self.report.dirs += 1
+                    self._count()
                     nxt = os.open(comp, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -248,7 +261,11 @@ class Landing:
         comp = parts[-1]
         kind = self._kind(parent, comp)
         if kind is None:
-            os.mkdir(comp, 0o700, dir_fd=parent)
+            try:
+                os.mkdir(comp, 0o700, dir_fd=parent)
+            except OSError as exc:
+                _no_space(exc, self)
+                raise
             self.report.dirs += 1
         elif kind != stat.S_IFDIR:
             raise IntegrityError(f"the guest sent a directory over the non-directory {name[:80]!r}")
@@ -270,8 +287,12 @@ class Landing:
         parent = self._dir_fd(parts[:-1])
         comp = parts[-1]
         self._make_room(parent, comp, parts)
-        fd = os.open(comp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=parent)
+        try:
+            fd = os.open(comp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=parent)
+        except OSError as exc:
+            _no_space(exc, self)
+            raise
         try:
             if size:
                 self.check_space(fd, size)
@@ -296,14 +317,18 @@ class Landing:
 
     def symlink(self, name: str, target: str) -> None:
         parts = self._parts(name)
-        self._count()
+        self._count(ENTRY_COST + len(target))
         if not parts or self.single_file:
             raise IntegrityError("the guest sent a symbolic link in place of the copy's root")
         if "\0" in target or not target or len(target.encode("utf-8", "surrogateescape")) > MAX_PATH:
             raise IntegrityError(f"the guest sent a malformed link target for {name[:60]!r}")
         parent = self._dir_fd(parts[:-1])
         self._make_room(parent, parts[-1], parts)
-        os.symlink(target, parts[-1], dir_fd=parent)
+        try:
+            os.symlink(target, parts[-1], dir_fd=parent)
+        except OSError as exc:
+            _no_space(exc, self)
+            raise
         self.report.symlinks += 1
 
     def hardlink(self, name: str, target: str) -> None:
@@ -312,6 +337,8 @@ class Landing:
         tparts = self._parts(target)
         if not parts or not tparts or self.single_file:
             raise IntegrityError("the guest sent a hard link in place of the copy's root")
+        if parts == tparts:
+            raise IntegrityError(f"the guest sent a hard link of {name[:60]!r} to itself")
         try:
             tdir = os.dup(self._dir_fd(tparts[:-1], create=False))
         except FileNotFoundError:
@@ -325,7 +352,11 @@ class Landing:
                 raise IntegrityError(f"the guest sent a hard link to {target[:60]!r}, which is not a file it sent")
             parent = self._dir_fd(parts[:-1])
             self._make_room(parent, parts[-1], parts)
-            os.link(tparts[-1], parts[-1], src_dir_fd=tdir, dst_dir_fd=parent, follow_symlinks=False)
+            try:
+                os.link(tparts[-1], parts[-1], src_dir_fd=tdir, dst_dir_fd=parent, follow_symlinks=False)
+            except OSError as exc:
+                _no_space(exc, self)
+                raise
         finally:
             os.close(tdir)
         self.report.hardlinks += 1
@@ -348,24 +379,26 @@ class Landing:
                 os.rename("content", self.target.name, src_dir_fd=self.root_fd, dst_dir_fd=self.parent_fd)
                 os.rmdir(self.stage, dir_fd=self.parent_fd)
             else:
-                self._drop_escaping_links(self.root_fd, (), 0)
-                os.fchmod(self.root_fd, self.root_mode if self.root_mode is not None else 0o755)
                 self._check_target()
-                if self._kind(self.parent_fd, self.target.name) is None:
+                if self._kind(self.parent_fd, self.target.name) is not None:
+                    self._target_fd = os.open(self.target.name, _DIR_FLAGS, dir_fd=self.parent_fd)
+                # links are judged in the tree as it will be: the copy over what DEST holds
+                self._drop_escaping_links(self.root_fd, (), 0)
+                if self._target_fd is None:
+                    os.fchmod(self.root_fd, self.root_mode if self.root_mode is not None else 0o755)
                     os.rename(self.stage, self.target.name, src_dir_fd=self.parent_fd, dst_dir_fd=self.parent_fd)
                 else:
-                    tfd = os.open(self.target.name, _DIR_FLAGS, dir_fd=self.parent_fd)
-                    try:
-                        self._merge_check(self.root_fd, tfd, (), 0)
-                        self._merge(self.root_fd, tfd, 0)
-                        if self.root_mode is not None:
-                            os.fchmod(tfd, self.root_mode)
-                    finally:
-                        os.close(tfd)
+                    # an existing directory keeps its own modes: the copy adds and replaces entries
+                    self._merge_check(self.root_fd, self._target_fd, (), 0)
+                    self._merge(self.root_fd, self._target_fd, 0)
                     shutil.rmtree(self.stage, dir_fd=self.parent_fd)
         except BaseException:
             self.abort()
             raise
+        finally:
+            if self._target_fd is not None:
+                os.close(self._target_fd)
+                self._target_fd = None
         self._finished = True
         self._close_fds()
         return self.report
@@ -388,17 +421,22 @@ class Landing:
                     os.close(sub)
 
     def _readlink(self, parts: tuple[str, ...]) -> str | None:
-        """The target of `parts` if it is a symlink inside the staging root, else None."""
-        try:
-            dfd = os.dup(self._dir_fd(parts[:-1], create=False))
-        except (FileNotFoundError, IntegrityError):
-            return None
-        try:
-            return os.readlink(parts[-1], dir_fd=dfd)
-        except OSError:
-            return None
-        finally:
-            os.close(dfd)
+        """The target of `parts` if it is a symbolic link in the tree as it will be after the
+        copy (the staged entry, else what the existing destination holds there), else None."""
+        for root in (self.root_fd, self._target_fd):
+            if root is None:
+                continue
+            dfd = _open_parts(root, parts[:-1])
+            if dfd is None:
+                continue
+            try:
+                st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+                return os.readlink(parts[-1], dir_fd=dfd) if stat.S_ISLNK(st.st_mode) else None
+            except OSError:
+                continue  # not in this tree: perhaps in the next
+            finally:
+                os.close(dfd)
+        return None
 
     def _resolves_inside(self, where: tuple[str, ...], target: str) -> bool:
         """Whether a link in directory `where` with `target` resolves inside the copy, following
@@ -425,7 +463,6 @@ class Landing:
             if hops > MAX_LINK_HOPS or link.startswith("/"):
                 return False
             todo.extend(reversed([p for p in link.split("/") if p not in ("", ".")]))
-        self._drop_cache()
         return True
 
     def _merge_check(self, sfd: int, tfd: int, here: tuple[str, ...], depth: int) -> None:
@@ -460,12 +497,31 @@ class Landing:
                 t2 = os.open(name, _DIR_FLAGS, dir_fd=tfd)
                 try:
                     self._merge(s2, t2, depth + 1)
-                    os.fchmod(t2, stat.S_IMODE(os.fstat(s2).st_mode))
                 finally:
                     os.close(s2)
                     os.close(t2)
             else:
                 os.rename(name, name, src_dir_fd=sfd, dst_dir_fd=tfd)
+
+
+def _open_parts(root: int, parts: tuple[str, ...]) -> int | None:
+    """An fd of directory `parts` under `root`, every component opened without following a
+    link; None when a component is missing, a link or not a directory."""
+    fd = os.dup(root)
+    for comp in parts:
+        try:
+            nxt = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _no_space(exc: OSError, landing: "Landing") -> None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise ResourceError(f"the file system under {landing.target.parent} is full; nothing was copied") from None
 
 
 class _Writer:

@@ -39,6 +39,8 @@ MAX_MANIFEST = MAX_JSON_BODY
 MAX_CONFIG = 4 << 20
 MAX_PAGES = 1000
 MAX_LISTED = 100_000
+MAX_LISTED_BYTES = 8 << 20    # all names of one listing together
+MAX_NAME = 255                # a repository path (the distribution spec's limit); tags are 128
 DEFAULT_UPLOAD_CHUNK = 32 << 20
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -57,7 +59,7 @@ def check_digest(digest: str) -> str:
 
 def _next_link(header: str) -> str | None:
     m = re.search(r'<([^>]{1,2048})>\s*;\s*rel="?next"?', header[:8192])
-    return m.group(1) if m else None
+    return m.group(1) if m else None  # checked by Transport.url before it is followed
 
 
 class _Window:
@@ -495,6 +497,7 @@ class RegistryClient:
         out: list[str] = []
         url: str | None = f"{path}?{urlencode({'n': page})}"
         seen: set[str] = set()
+        listed = 0
         for _ in range(MAX_PAGES):
             resp = self._request("GET", url, scope=scope)
             if resp.status_code != 200:
@@ -506,9 +509,13 @@ class RegistryClient:
                 items = []
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
                 raise RegistryError(f"{self.host}: {what}: {key!r} is not a list of names")
+            if any(len(i) > MAX_NAME for i in items):
+                raise RegistryError(f"{self.host}: {what}: a name longer than {MAX_NAME} characters")
             out += items
-            if len(out) > MAX_LISTED:
-                raise RegistryError(f"{self.host}: {what}: more than {MAX_LISTED} names; giving up")
+            listed += sum(len(i) for i in items)
+            if len(out) > MAX_LISTED or listed > MAX_LISTED_BYTES:
+                raise RegistryError(f"{self.host}: {what}: more than {MAX_LISTED} names or "
+                                    f"{MAX_LISTED_BYTES >> 20} MiB of them; giving up")
             nxt = _next_link(link)
             if not nxt or not items:
                 return out

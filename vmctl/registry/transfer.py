@@ -132,26 +132,32 @@ def local_manifest(data: bytes) -> tuple[bytes, list[RemoteBlob], dict]:
         raise IntegrityError("manifest is not JSON") from None
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         raise IntegrityError("manifest: schemaVersion must be 2")
+    config = doc.get("config")
+    if not isinstance(config, dict):
+        raise IntegrityError("manifest: missing or foreign config descriptor")
     # OCI 1.1 lets a copy drop artifactType when the config media type says the same thing
-    if doc.get("artifactType", mt.ARTIFACT_TYPE if (doc.get("config") or {}).get("mediaType") == mt.CONFIG
+    if doc.get("artifactType", mt.ARTIFACT_TYPE if config.get("mediaType") == mt.CONFIG
                else None) != mt.ARTIFACT_TYPE:
         raise IntegrityError(
-            f"not a vmctl image (artifactType {doc.get('artifactType')!r}, config "
-            f"{(doc.get('config') or {}).get('mediaType')!r})")
+            f"not a vmctl image (artifactType {str(doc.get('artifactType'))[:80]!r}, config "
+            f"{str(config.get('mediaType'))[:80]!r})")
     layers = doc.get("layers")
     if not isinstance(layers, list):
         raise IntegrityError("manifest: layers must be a list")
     blobs: list[RemoteBlob] = []
     local_layers = []
     for desc in layers:
-        if (not isinstance(desc, dict) or not is_digest(desc.get("digest", ""))
-                or not isinstance(desc.get("size"), int) or desc["size"] < 0):
+        if (not isinstance(desc, dict) or not isinstance(desc.get("digest"), str) or not is_digest(desc["digest"])
+                or not isinstance(desc.get("size"), int) or isinstance(desc["size"], bool) or desc["size"] < 0):
             raise IntegrityError("manifest: malformed layer descriptor")
         media = desc.get("mediaType")
         if media in mt.DECOMPRESSED:
             ann = desc.get("annotations") or {}
+            if not isinstance(ann, dict):
+                raise IntegrityError("manifest: layer annotations must be an object")
             udigest, usize = ann.get(mt.ANN_UNCOMPRESSED_DIGEST), ann.get(mt.ANN_UNCOMPRESSED_SIZE)
-            if not is_digest(udigest or "") or not (str(usize or "").isascii() and str(usize or "").isdigit()):
+            if (not isinstance(udigest, str) or not is_digest(udigest) or not isinstance(usize, str)
+                    or not (usize.isascii() and usize.isdigit() and len(usize) <= 19)):
                 raise IntegrityError(f"manifest: compressed layer {desc['digest']} lacks its "
                                      f"{mt.ANN_UNCOMPRESSED_DIGEST}/{mt.ANN_UNCOMPRESSED_SIZE} annotations")
             local_type = mt.DECOMPRESSED[media]
@@ -162,9 +168,9 @@ def local_manifest(data: bytes) -> tuple[bytes, list[RemoteBlob], dict]:
             local_layers.append({"mediaType": media, "digest": desc["digest"], "size": desc["size"]})
         else:
             raise IntegrityError(f"manifest: unexpected layer mediaType {media!r}")
-    config = doc.get("config")
-    if (not isinstance(config, dict) or config.get("mediaType") != mt.CONFIG
-            or not is_digest(config.get("digest", "")) or not isinstance(config.get("size"), int)):
+    if (config.get("mediaType") != mt.CONFIG or not isinstance(config.get("digest"), str)
+            or not is_digest(config["digest"]) or not isinstance(config.get("size"), int)
+            or isinstance(config.get("size"), bool)):
         raise IntegrityError("manifest: missing or foreign config descriptor")
     config_desc = {"mediaType": mt.CONFIG, "digest": config["digest"], "size": config["size"]}
     # exactly the fields the store writes (vmctl/storage/FORMAT.md): same bytes, same image id

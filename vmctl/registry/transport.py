@@ -80,6 +80,26 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def split_url(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of `url` exactly as requests/urllib3 will connect, refusing anything
+    two URL parsers could read differently: a user-info part, backslashes, spaces or control
+    characters in the authority (``http://evil\\@registry/`` goes to *evil* for urllib3 but
+    names *registry* for `urllib.parse`)."""
+    try:
+        parsed = urlparse(url)
+        u = urllib3.util.parse_url(url)
+    except (ValueError, urllib3.exceptions.LocationParseError):
+        raise RegistryError(f"malformed URL {url[:80]!r}") from None
+    authority = parsed.netloc
+    if (not authority or "@" in authority or "\\" in url
+            or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in authority)):
+        raise RegistryError(f"refusing the URL {url[:80]!r}: its host part is ambiguous")
+    host = (u.host or "").lower().strip("[]")
+    if host != (parsed.hostname or "").lower() or not host:
+        raise RegistryError(f"refusing the URL {url[:80]!r}: its host part is ambiguous")
+    return (parsed.scheme or "").lower(), host, u.port
+
+
 def ascii_int(text: str | None) -> int | None:
     """A header's non-negative decimal number, or None (``"١٢"`` is not a number here)."""
     if text is None:
@@ -104,7 +124,8 @@ class Transport:
         self.backoff = backoff
         self.session = requests.Session()
         self.session.trust_env = False
-        self.session.verify = False if insecure else (str(ca_file) if ca_file else True)
+        self._ca_file = str(ca_file) if ca_file else None
+        self.session.verify = False if insecure else (self._ca_file or True)
         try:
             from vmctl import __version__ as version
         except ImportError:  # pragma: no cover
@@ -129,7 +150,7 @@ class Transport:
 
     @property
     def hostname(self) -> str:
-        return (urlparse(f"//{self.host}").hostname or "").lower()
+        return (urlparse(f"//{self.host}").hostname or "").lower().strip("[]")
 
     def _probe_scheme(self) -> str:
         https = f"https://{self.host}"
@@ -143,9 +164,12 @@ class Transport:
             return f"http://{self.host}"
 
     def is_registry(self, url: str) -> bool:
-        """Whether `url` is the registry's own API origin (scheme, host and port)."""
-        a, b = urlparse(url), urlparse(self.base_url)
-        return (a.scheme, a.netloc.lower()) == (b.scheme, b.netloc.lower())
+        """Whether `url` is the registry's own API origin (scheme, host and port), as urllib3
+        will connect to it."""
+        try:
+            return split_url(url) == split_url(self.base_url)
+        except RegistryError:
+            return False
 
     def url(self, path_or_url: str, *, came_from: str | None = None) -> str:
         """An absolute URL for an API path, a Location or a redirect, checked: http(s) only, and
@@ -153,16 +177,22 @@ class Transport:
         if not isinstance(path_or_url, str) or any(c in path_or_url for c in "\r\n\0"):
             raise RegistryError(f"{self.host}: the registry named a malformed URL")
         base = came_from or self.base_url + "/"
-        url = urljoin(base, path_or_url)
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        try:
+            url = urljoin(base, path_or_url)
+            scheme = urlparse(url).scheme
+        except ValueError:
+            raise RegistryError(f"{self.host}: the registry named a malformed URL {path_or_url[:80]!r}") from None
+        if scheme not in ("http", "https"):
             raise RegistryError(f"{self.host}: refusing to follow the registry to a non-HTTP URL "
-                                f"({parsed.scheme or 'no scheme'}:)")
-        if parsed.scheme == "http" and urlparse(base).scheme == "https":
-            same_host = (parsed.hostname or "").lower() == self.hostname
-            if not (self.insecure and same_host):
+                                f"({scheme or 'no scheme'}:)")
+        try:
+            _, host, _ = split_url(url)
+        except RegistryError as exc:
+            raise RegistryError(f"{self.host}: {exc}") from None
+        if scheme == "http" and urlparse(base).scheme == "https":
+            if not (self.insecure and host == self.hostname):
                 raise RegistryError(f"{self.host}: refusing to follow the registry from HTTPS to plain HTTP "
-                                    f"({parsed.netloc})")
+                                    f"({host})")
         return url
 
     def send(self, method: str, url: str, **kw) -> requests.Response:
@@ -173,7 +203,14 @@ class Transport:
         with warnings.catch_warnings():
             if self.insecure:
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-            return self.session.request(method, url, **kw)
+            try:
+                return self.session.request(method, url, **kw)
+            except ValueError as exc:
+                # requests parses a redirect's Location even when it does not follow it
+                # (Response.next): a malformed one raises there
+                if isinstance(exc, requests.exceptions.RequestException):
+                    raise
+                raise RegistryError(f"{self.host}: the registry answered with a malformed URL ({exc})") from None
 
     def delay(self, attempt: int, resp: requests.Response | None = None) -> float:
         if resp is not None:
@@ -292,25 +329,25 @@ class Transport:
             return
         raise RegistryError(f"{self.host}: unsupported authentication challenge {header[:80]!r}")
 
-    def _check_realm(self, realm: str) -> str:
+    def _check_realm(self, realm: str) -> tuple[str, bool]:
+        """(`realm`, whether it is the registry's own host) for a token service that may get
+        the credentials: HTTPS anywhere, plain HTTP only on an insecure registry's own host."""
         try:
-            parsed = urlparse(realm)
-        except ValueError:
-            parsed = None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc \
-                or any(c in realm for c in "\r\n\0 "):
+            scheme, host, _ = split_url(realm)
+        except RegistryError:
+            scheme, host = "", ""
+        if scheme not in ("http", "https") or any(c in realm for c in "\r\n\0 "):
             raise RegistryError(f"{self.host}: the registry named a malformed token service {realm[:80]!r}")
-        if parsed.scheme == "http":
-            same_host = (parsed.hostname or "").lower() == self.hostname
-            if not (self.insecure and same_host):
-                raise AuthError(
-                    f"{self.host}: refusing the token service {parsed.scheme}://{parsed.netloc}: it is not HTTPS"
-                    + ("" if self.insecure else " (plain HTTP is only allowed for an insecure registry's own host)")
-                    + "; no credentials were sent")
-        return realm
+        same_host = host == self.hostname
+        if scheme == "http" and not (self.insecure and same_host):
+            raise AuthError(
+                f"{self.host}: refusing the token service http://{host}: it is not HTTPS"
+                + ("" if self.insecure else " (plain HTTP is only allowed for an insecure registry's own host)")
+                + "; no credentials were sent")
+        return realm, same_host
 
     def _fetch_token(self, params: dict[str, str], scopes: list[str]) -> str:
-        realm = self._check_realm(params["realm"])
+        realm, own_host = self._check_realm(params["realm"])
         query: list[tuple[str, str]] = []
         if params.get("service"):
             query.append(("service", params["service"]))
@@ -320,8 +357,11 @@ class Transport:
             query.append(("account", self.credentials.username))
             headers["Authorization"] = self._basic()
         url = realm + ("&" if "?" in realm else "?") + urlencode(query)
+        # "insecure" is about the registry the user named: a token service on another host gets
+        # the credentials only over TLS that is verified as usual
+        verify = self.session.verify if own_host else (self._ca_file or True)
         try:
-            resp = self.send("GET", url, headers=headers)
+            resp = self.send("GET", url, headers=headers, verify=verify)
         except requests.exceptions.RequestException as exc:
             raise self.unreachable(exc) from None
         if resp.status_code == 401:

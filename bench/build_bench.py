@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vmctl.build import build, guest_contract  # noqa: E402
+from vmctl.build import build
+from vmctl.guest import contract as guest_contract  # noqa: E402
 from vmctl.build.testing import DirectBoot, test_cache_dir  # noqa: E402
 from vmctl.seed import generate_host_key, write_seed  # noqa: E402
 

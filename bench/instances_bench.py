@@ -217,8 +217,8 @@ def bench_boot(work: Path, runs: int) -> None:
 # --- 3. ls with many domains ----------------------------------------------------------------------
 
 def bench_ls(lv: PrivateLibvirt, work: Path, count: int) -> None:
-    from vmctl.cli.context import App
     from vmctl.config import load_settings
+    from vmctl.core.session import Session
     from vmctl.core.create import CreateRequest, create
 
     print(f"\n3. vmctl ls -a with {count} defined (never started) VMs on one libvirtd")
@@ -236,7 +236,7 @@ def bench_ls(lv: PrivateLibvirt, work: Path, count: int) -> None:
 
     empty_ours, empty_virsh = ls_times()
     os.environ["VMCTL_CONFIG"] = "/dev/null"
-    app = App(load_settings(mode="system", uri=lv.uri, root=root))
+    app = Session(load_settings(mode="system", uri=lv.uri, root=root))
     t = time.perf_counter()
     try:
         for i in range(count):

@@ -63,30 +63,29 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="vmctl-snapbench-", dir="/var/tmp"))
     os.environ["VMCTL_ROOT"] = str(root)
     os.environ["VMCTL_CONFIG"] = "/dev/null"
-    from vmctl.cli.context import App
     from vmctl.config import load_settings
-    from vmctl.core import commit, create, images, instances, reach, snapshots
+    from vmctl.core import commit, create, images, reach, snapshots
+    from vmctl.core.instance import instance_dir
+    from vmctl.core.session import Session
 
-    app = App(settings=load_settings())
+    app = Session(settings=load_settings())
     results: dict[str, list[float]] = {k: [] for k in (
         "create disk-only", "create memory", "revert memory", "revert disk-only",
         "ready after disk revert", "commit (layered)", "qemu-img convert (full)")}
     sizes = {"layer": 0, "full": 0, "base": 0}
     try:
         images.build(app, "tiny", None)
-        rec = create.create(app, create.CreateRequest(name=VM, image="tiny", memory_bytes=256 << 20, restrict=True))
-        create.start_created(app, VM)
-        reach.wait(app, VM, 240)
-        with reach.session(app, VM) as guest:
-            guest.run(["sh", "-c", f"dd if=/dev/urandom of=/root/data bs=1M count={args.data_mib} 2>/dev/null; sync"],
-                      stdin=None, stdout=None, stderr=None)
+        rec = create.run(app, create.CreateRequest(name=VM, image="tiny", memory_bytes=256 << 20, restrict=True),
+                         timeout=240)
+        reach.exec_(app, VM, ["sh", "-c", f"dd if=/dev/urandom of=/root/data bs=1M count={args.data_mib} 2>/dev/null; sync"],
+                    stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
         for i in range(args.runs):
             results["create disk-only"].append(timed(snapshots.create, app, VM, f"d{i}", mode="disk-only"))
             results["create memory"].append(timed(snapshots.create, app, VM, f"m{i}"))
             results["revert memory"].append(timed(snapshots.revert, app, VM, f"m{i}"))
             results["revert disk-only"].append(timed(snapshots.revert, app, VM, f"d{i}"))
             results["ready after disk revert"].append(timed(reach.wait, app, VM, 240))
-        disk = instances.instance_dir(app, VM) / "disk.qcow2"
+        disk = instance_dir(app, VM) / "disk.qcow2"
         for i in range(args.runs):
             t = timed(commit.commit, app, VM, f"bench:{i}")
             results["commit (layered)"].append(t)

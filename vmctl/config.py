@@ -14,7 +14,7 @@ Settings are read, lowest priority first, from built-in defaults, the config fil
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmctl.errors import UsageError
@@ -23,6 +23,8 @@ MODES = ("hosted", "system")
 DEFAULT_URI = {"hosted": "qemu:///session", "system": "qemu:///system"}
 DEFAULT_PROFILE = {"hosted": "hosted", "system": "kvm"}
 SYSTEM_ROOT = "/var/lib/vmctl"
+ACCELERATORS = ("auto", "kvm", "tcg")
+USER_NETWORKS = ("auto", "passt", "slirp")
 
 
 def templates_dir() -> Path:
@@ -68,6 +70,8 @@ class Settings:
     profile: str = "hosted"
     restrict_network: bool = False
     insecure_registries: tuple[str, ...] = ()
+    accelerator: str = "auto"          # auto (KVM when the probe proves it works) | kvm | tcg
+    user_network: str = "auto"         # auto (passt when libvirt takes it) | passt | slirp
     config_file: Path | None = None
 
     @property
@@ -127,7 +131,8 @@ def _read_config(path: Path | None) -> dict:
     from vmctl.userfiles import read_toml
 
     data = read_toml(path, "config file")
-    known = {"mode", "connect", "root", "profile", "restrict_network", "insecure_registries"}
+    known = {"mode", "connect", "root", "profile", "restrict_network", "insecure_registries",
+             "accelerator", "user_network"}
     unknown = set(data) - known
     if unknown:
         raise UsageError(f"config file {path}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -159,6 +164,12 @@ def load_settings(
     else:
         chosen_root = _xdg("XDG_DATA_HOME", ".local/share") / "vmctl"
     restrict = restrict_network if restrict_network is not None else bool(cfg.get("restrict_network", False))
+    accelerator = cfg.get("accelerator", "auto")
+    if accelerator not in ACCELERATORS:
+        raise UsageError(f"config file {path}: accelerator must be one of {', '.join(ACCELERATORS)}")
+    user_network = cfg.get("user_network", "auto")
+    if user_network not in USER_NETWORKS:
+        raise UsageError(f"config file {path}: user_network must be one of {', '.join(USER_NETWORKS)}")
     return Settings(
         mode=chosen_mode,
         uri=chosen_uri,
@@ -166,10 +177,7 @@ def load_settings(
         profile=profile or cfg.get("profile") or DEFAULT_PROFILE[chosen_mode],
         restrict_network=restrict,
         insecure_registries=tuple(cfg.get("insecure_registries", ())),
+        accelerator=accelerator,
+        user_network=user_network,
         config_file=path,
     )
-
-
-def with_overrides(settings: Settings, **changes) -> Settings:
-    """Return a copy of `settings` with some fields replaced."""
-    return replace(settings, **changes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import shutil
 import struct
 import subprocess
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vmctl.build import guest_contract, initramfs, load_recipe, recipe_digest
+from vmctl.build import initramfs, load_recipe, recipe_digest
+from vmctl.guest import contract as guest_contract
 from vmctl.build.elf import read_needed
 from vmctl.build.kernel import has_pvh_entry, trim_zero_tail
 from vmctl.build.kmod import load_order

@@ -13,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from vmctl.build import build, guest_contract
+from vmctl.build import build
+from vmctl.guest import contract as guest_contract
 from vmctl.build.testing import DirectBoot, test_cache_dir
 from vmctl.seed import HostKey, generate_host_key, write_seed
 

@@ -267,29 +267,30 @@ def _broken_snapshots_are_hidden_and_removable(vmctl, name: str) -> None:
 
 def _failed_create_is_rolled_back(vmctl, name: str, monkeypatch) -> None:
     """A create that fails after libvirt made the snapshot leaves nothing behind."""
-    from vmctl.cli.context import App
     from vmctl.config import load_settings
-    from vmctl.core import snapshots
+    from vmctl.core import snapshot_records, snapshots
+    from vmctl.core.session import Session
+    from vmctl.storage import qemu_img
 
-    real = snapshots._sidecar_set
+    real = snapshot_records.sidecar_set
 
     def boom(directory, snap, entry):
         if entry is not None and not entry.get("pending"):
             raise OSError("simulated failure while recording the snapshot")
         real(directory, snap, entry)
 
-    monkeypatch.setattr(snapshots, "_sidecar_set", boom)
-    app = App(settings=load_settings(root=vmctl.root))
+    monkeypatch.setattr(snapshot_records, "sidecar_set", boom)
+    session = Session(settings=load_settings(root=vmctl.root))
     try:
         with pytest.raises(OSError, match="simulated"):
-            snapshots.create(app, name, "halfway")
-        assert not app.backend.exists(name) or snapshots.listing(app, name) == []
-        assert "halfway" not in snapshots.qcow2_snapshots(vmctl.root / "instances" / name / "disk.qcow2")
-        assert f"snapshot:{name}/halfway" not in app.store.holders("tiny")
+            snapshots.create(session, name, "halfway")
+        assert not session.backend.exists(name) or snapshots.listing(session, name) == []
+        assert "halfway" not in qemu_img.snapshot_table(vmctl.root / "instances" / name / "disk.qcow2")
+        assert f"snapshot:{name}/halfway" not in session.store.holders("tiny")
         side = vmctl.root / "instances" / name / "snapshots.json"
         assert "halfway" not in json.loads(side.read_text())["snapshots"]
     finally:
-        app.close()
+        session.close()
         monkeypatch.undo()
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from vmctl.errors import GuestNotReady, HostKeyMismatch
 from vmctl.guest.keys import fingerprint, new_ed25519_keypair
-from vmctl.guest.ready import serial_tail, wait_ready
+from vmctl.guest.ready import wait_ready
+from vmctl.guest.serial import serial_tail
 from vmctl.guest.ssh import GuestSession
 
 pytestmark = pytest.mark.contract

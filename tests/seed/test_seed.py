@@ -4,7 +4,6 @@ cloud-config it writes accepted by the real ``cloud-init schema``."""
 from __future__ import annotations
 
 import email
-import os
 import shutil
 import stat
 import subprocess

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from vmctl.core.domain_plan import DomainInputs
+from vmctl.core.plan import DomainInputs
 from vmctl.core.ports import parse_port
 
 DATA = Path(__file__).resolve().parent.parent / "data"

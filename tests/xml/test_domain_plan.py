@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from golden_cases import CASES
-from vmctl.core.domain_plan import mac_from_uuid, plan_domain, user_netdev_args
+from vmctl.core.plan import mac_from_uuid, plan_domain, user_netdev_args
 from vmctl.core.ports import parse_port
 from vmctl.errors import UsageError
 from vmctl.profiles import load_profile

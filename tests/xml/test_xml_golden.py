@@ -14,7 +14,7 @@ import pytest
 from lxml import etree
 
 from golden_cases import CASES, golden_files, golden_path, invalid_files
-from vmctl.core.domain_plan import plan_domain
+from vmctl.core.plan import plan_domain
 from vmctl.profiles import load_profile
 from vmctl.xml import base as xml_base
 from vmctl.xml.base import Child, Children, iter_node_props, iter_tree

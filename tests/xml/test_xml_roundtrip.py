@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from vmctl.core.domain_plan import mark_created, move_ssh_port
+from vmctl.core.plan import mark_created, move_ssh_port
 from vmctl.xml.base import VMCTL_NS
 from vmctl.xml.domain import Disk, Domain
 

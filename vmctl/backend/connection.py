@@ -50,6 +50,11 @@ def _version_text(number: int) -> str:
     return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
+def _unsupported_flags(exc: libvirt.libvirtError) -> bool:
+    return exc.get_error_code() in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT) and \
+        "unsupported flags" in (exc.get_error_message() or "")
+
+
 def bindings_version() -> str:
     """Version of the libvirt library these bindings run against (no connection needed)."""
     return _version_text(libvirt.getVersion())
@@ -93,10 +98,6 @@ class Backend:
         """True when the daemon runs on another host (local files are then out of reach)."""
         return "+" in self.uri.split(":", 1)[0] and not self.uri.split(":", 1)[0].endswith("+unix")
 
-    def capabilities(self) -> str:
-        with libvirt_errors("capabilities"):
-            return self._conn.getCapabilities()
-
     # ---- definitions ------------------------------------------------------------------------
     def define(self, xml: str) -> str:
         """Define (or redefine) a persistent domain, validated against libvirt's schema; return its UUID."""
@@ -114,7 +115,14 @@ class Backend:
         )
         dom = self._domain(name)
         with libvirt_errors(f"undefine {name}"):
-            dom.undefineFlags(flags)
+            try:
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError as exc:
+                # a driver without snapshot/NVRAM support (the test driver) refuses the flags;
+                # such a domain has neither, so the plain undefine removes everything
+                if not _unsupported_flags(exc):
+                    raise
+                dom.undefine()
 
     def exists(self, name: str) -> bool:
         try:
@@ -147,18 +155,18 @@ class Backend:
         """Ask the guest to power off by pressing the ACPI power button."""
         dom = self._domain(name)
         with libvirt_errors(f"stop {name}"):
-            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+            try:
+                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+            except libvirt.libvirtError as exc:
+                if not _unsupported_flags(exc):
+                    raise
+                dom.shutdown()  # the hypervisor's default way (the test driver has no ACPI)
 
     def destroy(self, name: str) -> None:
         """Power off at once (the guest gets no chance to sync)."""
         dom = self._domain(name)
         with libvirt_errors(f"kill {name}"):
             dom.destroy()
-
-    def reboot(self, name: str) -> None:
-        dom = self._domain(name)
-        with libvirt_errors(f"restart {name}"):
-            dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
 
     def suspend(self, name: str) -> None:
         dom = self._domain(name)
@@ -217,13 +225,6 @@ class Backend:
                 if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and addr.get("addr") != "127.0.0.1":
                     addrs.append(addr["addr"])
         return addrs
-
-    def network_exists(self, name: str) -> bool:
-        try:
-            self._conn.networkLookupByName(name)
-            return True
-        except libvirt.libvirtError:
-            return False
 
     def close(self) -> None:
         try:

@@ -1,46 +1,41 @@
-"""The object every command receives: settings, output mode and lazily opened resources."""
+"""The object every command receives (``ctx.obj``): the core session, and how to print.
+
+The CLI builds the `Session` core works with — settings, progress on a terminal, warnings on
+stderr — and hands it to core; core never imports this module.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import click
 
-from vmctl.config import Settings
+from vmctl.core.session import Session
 
 
 @dataclass
 class App:
-    """Per-invocation state built by the top-level group (``ctx.obj``)."""
+    """Per-invocation state built by the top-level group."""
 
-    settings: Settings
+    session: Session
     json: bool = False
     debug: bool = False
     quiet: bool = False
-    _backend: object | None = field(default=None, repr=False)
-    _store: object | None = field(default=None, repr=False)
 
     @property
-    def backend(self):
-        """The libvirt connection, opened on first use (commands that need none never connect)."""
-        if self._backend is None:
-            from vmctl.backend import open_backend
-
-            self._backend = open_backend(self.settings.uri)
-        return self._backend
+    def settings(self):
+        return self.session.settings
 
     @property
     def store(self):
-        """The image store under the data root, opened on first use."""
-        if self._store is None:
-            from vmctl.core.store_access import open_store
+        return self.session.store
 
-            self._store = open_store(self.settings)
-        return self._store
+    @property
+    def backend(self):
+        return self.session.backend
 
     def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
+        self.session.close()
 
 
 pass_app = click.make_pass_decorator(App)

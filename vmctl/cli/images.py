@@ -137,7 +137,7 @@ def image_build(app: App, recipe, tag):
     from vmctl.core.images import build
 
     draw = progress_printer()
-    outcome = build(app, recipe, tag, progress=draw)
+    outcome = build(app.session, recipe, tag, progress=draw)
     tags = ", ".join(outcome.image.repo_tags)
     if outcome.cached:
         click.echo(f"{recipe}: already built as {tags} ({outcome.image.short_id})", err=True)
@@ -151,7 +151,7 @@ def df(app: App, as_json):
     """Show disk space used by images, VMs and snapshots."""
     from vmctl.core.images import disk_usage
 
-    usage = disk_usage(app)
+    usage = disk_usage(app.session)
     if as_json or app.json:
         emit_json({row.kind: asdict(row) for row in usage.rows} | {"temporary": usage.temporary})
         return

@@ -43,10 +43,6 @@ class VmctlGroup(click.Group):
             if isinstance(ctx.obj, App):
                 ctx.obj.close()
 
-    def resolve_command(self, ctx, args):
-        # Docker-style short forms resolve to their long commands.
-        return super().resolve_command(ctx, args)
-
 
 @click.group(cls=VmctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--connect", "-c", "uri", metavar="URI", help="libvirt URI (default by mode).")
@@ -64,7 +60,14 @@ def cli(ctx: click.Context, uri, mode, root, as_json, debug, quiet):
     except VmctlError as exc:
         click.echo(f"vmctl: error: {exc.message}", err=True)
         ctx.exit(exc.exit_code)
-    ctx.obj = App(settings=settings, json=as_json, debug=debug, quiet=quiet)
+    from vmctl.cli.output import progress_printer
+    from vmctl.core.session import Session
+
+    draw = None if (as_json or quiet) else progress_printer()
+    session = Session(settings=settings,
+                      progress=draw or (lambda *_: None),
+                      warn=lambda line: click.echo(f"vmctl: warning: {line}", err=True))
+    ctx.obj = App(session=session, json=as_json, debug=debug, quiet=quiet)
 
 
 def _register() -> None:

@@ -62,7 +62,7 @@ def login(app: App, registry, username, password_stdin, insecure, ca_file):
         raise UsageError("no terminal to ask for the password on: use --password-stdin")
     if not password:
         raise UsageError("the password is empty")
-    creds = distribution.login(app, registry, username, password, insecure=insecure, ca_file=ca_file)
+    creds = distribution.login(app.session, registry, username, password, insecure=insecure, ca_file=ca_file)
     click.echo(f"Login Succeeded (credentials stored in {creds.source})")
 
 
@@ -75,7 +75,7 @@ def logout(app: App, registry):
     from vmctl.registry.refs import normalize_host
 
     host = normalize_host(registry)
-    if distribution.logout(app, host):
+    if distribution.logout(app.session, host):
         click.echo(f"Removing login credentials for {host}")
     else:
         click.echo(f"Not logged in to {host}", err=True)
@@ -94,7 +94,7 @@ def push(app: App, ref, dest, containerdisk, as_json, insecure, ca_file):
     it names a registry. Layers the registry has already are not sent again."""
     from vmctl.core import distribution
 
-    out = distribution.push(app, ref, dest, containerdisk=containerdisk, insecure=insecure,
+    out = distribution.push(app.session, ref, dest, containerdisk=containerdisk, insecure=insecure,
                             ca_file=ca_file, progress=_progress())
     if as_json or app.json:
         emit_json({"reference": out.reference, "digest": out.digest, "image_id": out.image_id,
@@ -117,7 +117,7 @@ def pull(app: App, ref, as_json, insecure, ca_file):
     containerDisks), or a cloud image from the catalog (ubuntu:24.04, debian:12, …; see search)."""
     from vmctl.core import distribution
 
-    out = distribution.pull(app, ref, insecure=insecure, ca_file=ca_file, progress=_progress())
+    out = distribution.pull(app.session, ref, insecure=insecure, ca_file=ca_file, progress=_progress())
     if as_json or app.json:
         emit_json({"source": out.source, "reference": out.reference, "name": out.name, "id": out.image.id,
                    "digest": out.digest, "bytes_downloaded": out.bytes_downloaded,
@@ -142,7 +142,7 @@ def search(app: App, term, registry, as_json, insecure, ca_file):
     """Find images whose name contains TERM: in the cloud image catalog, or in a registry."""
     from vmctl.core import distribution
 
-    rows = distribution.search(app, term, registry=registry, insecure=insecure, ca_file=ca_file)
+    rows = distribution.search(app.session, term, registry=registry, insecure=insecure, ca_file=ca_file)
     if as_json or app.json:
         emit_json([{"name": r.name, "tags": list(r.tags), "source": r.source, "description": r.description}
                    for r in rows])

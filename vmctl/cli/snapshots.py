@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from vmctl.cli.context import App, pass_app
-from vmctl.cli.output import emit_json, human_size, progress_printer, table
+from vmctl.cli.output import emit_json, human_size, table
 from vmctl.errors import UsageError
 
 
@@ -33,7 +33,7 @@ def snapshot_create(app: App, name, snap, memory, disk_only, description, as_jso
     if memory and disk_only:
         raise UsageError("--memory and --disk-only exclude each other")
     mode = "memory" if memory else "disk-only" if disk_only else None
-    row = snapshots.create(app, name, snap, mode=mode, description=description)
+    row = snapshots.create(app.session, name, snap, mode=mode, description=description)
     if as_json or app.json:
         emit_json(row)
     else:
@@ -61,7 +61,7 @@ def snapshot_ls(app: App, name, tree, as_json):
     """List VM NAME's snapshots: name, time, kind, size (saved memory), parent, current."""
     from vmctl.core import snapshots
 
-    rows = snapshots.listing(app, name)
+    rows = snapshots.listing(app.session, name)
     if as_json or app.json:
         if tree:
             emit_json([{**r, "depth": depth} for depth, r in snapshots.tree(rows)])
@@ -80,7 +80,7 @@ def snapshot_revert(app: App, name, snap, force):
     """Return VM NAME to snapshot SNAP: disks (and memory), running or stopped as it was then."""
     from vmctl.core import snapshots
 
-    state = snapshots.revert(app, name, snap, force=force)
+    state = snapshots.revert(app.session, name, snap, force=force)
     click.echo(f"{name}: reverted to {snap} ({state})")
 
 
@@ -93,7 +93,7 @@ def snapshot_rm(app: App, name, snaps):
     from vmctl.core import snapshots
 
     for snap in snaps:
-        snapshots.remove(app, name, snap)
+        snapshots.remove(app.session, name, snap)
         click.echo(snap)
 
 
@@ -105,14 +105,7 @@ def snapshot_inspect(app: App, name, snaps):
     """Show snapshots' details as JSON."""
     from vmctl.core import snapshots
 
-    emit_json([snapshots.inspect(app, name, s) for s in snaps])
-
-
-def _byte_progress():
-    draw = progress_printer()
-    if draw is None:
-        return None
-    return lambda phase, done, total: draw(phase, done / total if total else None)
+    emit_json([snapshots.inspect(app.session, name, s) for s in snaps])
 
 
 @click.command(name="commit")
@@ -126,7 +119,7 @@ def commit(app: App, name, ref, snap, squash, message):
     """Turn VM NAME's disk (or one of its snapshots) into image IMAGE[:TAG]; the VM keeps running."""
     from vmctl.core.commit import commit as do_commit
 
-    image = do_commit(app, name, ref, snapshot=snap, squash=squash, message=message, progress=_byte_progress())
+    image = do_commit(app.session, name, ref, snapshot=snap, squash=squash, message=message)
     click.echo(image.id)
 
 
@@ -139,7 +132,7 @@ def image_history(app: App, ref, as_json, no_trunc):
     """Show an image's layers, newest first, with sizes and where each came from."""
     from vmctl.core.commit import history
 
-    rows = history(app, ref)
+    rows = history(app.session, ref)
     if as_json or app.json:
         emit_json(rows)
         return

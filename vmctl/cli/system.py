@@ -65,7 +65,7 @@ def doctor(app: App, fix: bool, as_json: bool):
 
     from vmctl.core.doctor import diagnose
 
-    findings = diagnose(app, fix=fix)
+    findings = diagnose(app.session, fix=fix)
     if as_json or app.json:
         emit_json([asdict(f) for f in findings])
         return

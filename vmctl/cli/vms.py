@@ -7,7 +7,7 @@ import sys
 import click
 
 from vmctl.cli.context import App, pass_app
-from vmctl.cli.output import emit_json, human_size, progress_printer, table
+from vmctl.cli.output import emit_json, human_size, table
 from vmctl.errors import UsageError, VmctlError
 
 
@@ -75,10 +75,10 @@ def create(app: App, name, print_xml, **opts):
 
     request = _request(name, **opts)
     if print_xml:
-        click.echo(core.print_xml(app, request), nl=False)
+        click.echo(core.print_xml(app.session, request), nl=False)
         return
-    record = core.create(app, request, progress=progress_printer())
-    click.echo(record.name)
+    inst = core.create(app.session, request)
+    click.echo(inst.name)
 
 
 @click.command()
@@ -90,14 +90,10 @@ def create(app: App, name, print_xml, **opts):
 def run(app: App, name, timeout, no_wait, **opts):
     """Create, start and wait for a VM: the common one-liner."""
     from vmctl.core import create as core
-    from vmctl.core import reach
 
     request = _request(name, **opts)
-    record = core.create(app, request, progress=progress_printer())
-    core.start_created(app, record.name)
-    if not no_wait:
-        reach.wait(app, record.name, timeout)
-    click.echo(record.name)
+    inst = core.run(app.session, request, wait=not no_wait, timeout=timeout)
+    click.echo(inst.name)
 
 
 def _command_argv(command: tuple[str, ...]) -> list[str]:
@@ -128,9 +124,9 @@ def _each(app: App, names, action) -> None:
 @pass_app
 def start(app: App, names):
     """Start one or more VMs."""
-    from vmctl.core import instances
+    from vmctl.core import lifecycle
 
-    _each(app, names, lambda n: (instances.start(app, n), click.echo(n)))
+    _each(app, names, lambda n: (lifecycle.start(app.session, n), click.echo(n)))
 
 
 @click.command()
@@ -139,10 +135,10 @@ def start(app: App, names):
 @pass_app
 def stop(app: App, names, timeout):
     """Shut VMs down gracefully (ACPI power button), forcing power off after the timeout."""
-    from vmctl.core import instances
+    from vmctl.core import lifecycle
 
     def one(n):
-        how = instances.stop(app, n, timeout)
+        how = lifecycle.stop(app.session, n, timeout)
         if how == "forced":
             click.echo(f"vmctl: warning: {n} did not shut down within {timeout:g} s; powered off", err=True)
         click.echo(n)
@@ -155,9 +151,9 @@ def stop(app: App, names, timeout):
 @pass_app
 def kill(app: App, names):
     """Power VMs off at once."""
-    from vmctl.core import instances
+    from vmctl.core import lifecycle
 
-    _each(app, names, lambda n: (instances.kill(app, n), click.echo(n)))
+    _each(app, names, lambda n: (lifecycle.kill(app.session, n), click.echo(n)))
 
 
 @click.command()
@@ -166,9 +162,9 @@ def kill(app: App, names):
 @pass_app
 def restart(app: App, names, timeout):
     """Stop and start VMs again."""
-    from vmctl.core import instances
+    from vmctl.core import lifecycle
 
-    _each(app, names, lambda n: (instances.restart(app, n, timeout), click.echo(n)))
+    _each(app, names, lambda n: (lifecycle.restart(app.session, n, timeout), click.echo(n)))
 
 
 @click.command()
@@ -176,9 +172,9 @@ def restart(app: App, names, timeout):
 @pass_app
 def pause(app: App, names):
     """Freeze VMs' CPUs (memory stays allocated)."""
-    from vmctl.core import instances
+    from vmctl.core import lifecycle
 
-    _each(app, names, lambda n: (instances.pause(app, n), click.echo(n)))
+    _each(app, names, lambda n: (lifecycle.pause(app.session, n), click.echo(n)))
 
 
 @click.command(name="resume")
@@ -186,9 +182,9 @@ def pause(app: App, names):
 @pass_app
 def resume(app: App, names):
     """Unfreeze paused VMs."""
-    from vmctl.core import instances
+    from vmctl.core import lifecycle
 
-    _each(app, names, lambda n: (instances.resume(app, n), click.echo(n)))
+    _each(app, names, lambda n: (lifecycle.resume(app.session, n), click.echo(n)))
 
 
 @click.command(name="rm")
@@ -197,9 +193,9 @@ def resume(app: App, names):
 @pass_app
 def rm(app: App, names, force):
     """Remove VMs: domain, disk, seed, snapshots' metadata, pinned host key. Nothing is left."""
-    from vmctl.core import instances
+    from vmctl.core import remove
 
-    _each(app, names, lambda n: (instances.remove(app, n, force=force), click.echo(n)))
+    _each(app, names, lambda n: (remove.remove(app.session, n, force=force), click.echo(n)))
 
 
 @click.command(name="ls")
@@ -209,9 +205,9 @@ def rm(app: App, names, force):
 @pass_app
 def ls(app: App, show_all, as_json, quiet):
     """List VMs (running ones; -a for all)."""
-    from vmctl.core import instances
+    from vmctl.core import listing
 
-    rows = instances.listing(app, show_all=show_all)
+    rows = listing.listing(app.session, show_all=show_all)
     if as_json or app.json:
         emit_json(rows)
         return
@@ -235,9 +231,9 @@ def ls(app: App, show_all, as_json, quiet):
 @pass_app
 def inspect(app: App, names, as_json):
     """Show VMs' details as JSON: image, state, addresses, ports, disk usage, profile."""
-    from vmctl.core import instances
+    from vmctl.core import listing
 
-    emit_json([instances.inspect(app, n) for n in names])
+    emit_json([listing.inspect(app.session, n) for n in names])
 
 
 @click.command()
@@ -247,9 +243,9 @@ def inspect(app: App, names, as_json):
 @pass_app
 def logs(app: App, name, follow, tail):
     """Print a VM's serial console log."""
-    from vmctl.core import instances
+    from vmctl.core import listing
 
-    instances.logs(app, name, follow=follow, tail=tail, out=sys.stdout.buffer)
+    listing.logs(app.session, name, follow=follow, tail=tail, out=sys.stdout.buffer)
 
 
 @click.command()
@@ -257,9 +253,11 @@ def logs(app: App, name, follow, tail):
 @pass_app
 def console(app: App, name):
     """Attach to a VM's serial console (detach with Ctrl-])."""
-    from vmctl.core import instances
+    import subprocess
 
-    instances.console(app, name)
+    from vmctl.core import listing
+
+    sys.exit(subprocess.call(listing.console_command(app.session, name)))
 
 
 @click.command()
@@ -270,7 +268,7 @@ def wait(app: App, names, timeout):
     """Wait until VMs answer on SSH with their pinned host key and accept vmctl's key."""
     from vmctl.core import reach
 
-    _each(app, names, lambda n: (reach.wait(app, n, timeout), click.echo(n)))
+    _each(app, names, lambda n: (reach.wait(app.session, n, timeout), click.echo(n)))
 
 
 @click.command()
@@ -280,7 +278,7 @@ def ip(app: App, name):
     """Print the address vmctl reaches the VM's SSH server on (HOST or HOST:PORT)."""
     from vmctl.core import reach
 
-    host, port = reach.address(app, name)
+    host, port = reach.address(app.session, name)
     click.echo(host if port == 22 else f"{host}:{port}")
 
 
@@ -296,9 +294,11 @@ def ssh(app: App, name, command, print_command):
     if print_command:
         import shlex
 
-        click.echo(shlex.join(reach.ssh_command(app, name)))
+        click.echo(shlex.join(reach.ssh_command(app.session, name)))
         return
-    code = reach.ssh(app, name, _command_argv(command))
+    tty = sys.stdin.isatty()
+    code = reach.ssh(app.session, name, _command_argv(command), stdin=None if tty else sys.stdin.buffer,
+                     stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
     sys.exit(code)
 
 
@@ -313,7 +313,7 @@ def exec_(app: App, name, command):
     argv = _command_argv(command)
     if not argv:
         raise UsageError("exec needs a command: vmctl exec NAME -- COMMAND [ARG...]")
-    sys.exit(reach.exec_(app, name, argv))
+    sys.exit(reach.exec_(app.session, name, argv, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer))
 
 
 @click.command()
@@ -324,7 +324,7 @@ def cp(app: App, src, dst):
     """Copy files between the host and a VM: one side is NAME:PATH."""
     from vmctl.core import reach
 
-    report = reach.copy(app, src, dst)
+    report = reach.copy(app.session, src, dst)
     for line in report.warnings() if report else ():
         click.echo(f"vmctl: warning: {line}", err=True)
 

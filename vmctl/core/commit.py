@@ -29,15 +29,19 @@ message (the history's ``comment``).
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from vmctl.core.instances import instance_dir, record
-from vmctl.core.lifecycle import ACTIVE
-from vmctl.core.namelock import name_lock
-from vmctl.core.records import DISK
-from vmctl.errors import ConflictError, IntegrityError
+from vmctl.backend import snapshots as bsnap
+from vmctl.core import snapshot_records as records
+from vmctl.core.instance import Instance
+from vmctl.core.session import Session
+from vmctl.core.states import LIVE, guard
+from vmctl.errors import IntegrityError
 from vmctl.names import check_name
+from vmctl.storage import qemu_img
+from vmctl.storage.manifest import RECIPE_LABEL
 from vmctl.storage.refs import parse_name
 
 LAYER_OPTIONS = "compat=1.1,cluster_size=65536"
@@ -51,7 +55,6 @@ def convert_disk(src: Path, dst: Path, *, snapshot: str | None = None, backing: 
     Formats are always explicit; the snapshot name follows the name rule (no ',' can reach
     qemu-img's option parser).
     """
-    from vmctl.storage import qemu_img
 
     args = ["convert", "-f", "qcow2", "-O", "qcow2", "-o", LAYER_OPTIONS]
     if force_share:
@@ -64,98 +67,92 @@ def convert_disk(src: Path, dst: Path, *, snapshot: str | None = None, backing: 
 
 
 @contextmanager
-def _temporary_snapshot(app, name: str, disk: Path):
+def _temporary_snapshot(inst: Instance):
     """A disk-only internal snapshot of a running VM for the duration of the block."""
-    from vmctl.backend import snapshots as bsnap
-    from vmctl.core.snapshots import TEMP_PREFIX
-
-    nodes = bsnap.writable_qcow2_nodes(app.backend, name)
-    node = nodes.get(str(disk))
+    backend = inst.session.backend
+    node = bsnap.writable_qcow2_nodes(backend, inst.name).get(str(inst.disk))
     if node is None:
-        raise IntegrityError(f"cannot find the block node of {disk} in {name}'s QEMU")
-    snap = f"{TEMP_PREFIX}commit-{os.urandom(4).hex()}"
-    bsnap.internal_disk_snapshot(app.backend, name, [node], snap)
+        raise IntegrityError(f"cannot find the block node of {inst.disk} in {inst.name}'s QEMU")
+    snap = f"{records.TEMP_PREFIX}commit-{os.urandom(4).hex()}"
+    bsnap.internal_disk_snapshot(backend, inst.name, [node], snap)
     try:
         yield snap
     finally:
-        bsnap.delete_internal_disk_snapshot(app.backend, name, node, snap)
+        bsnap.delete_internal_disk_snapshot(backend, inst.name, node, snap)
 
 
 def _now() -> int:
-    import time
 
     return int(time.time())
 
 
-def commit(app, name: str, ref: str, *, snapshot: str | None = None, squash: bool = False,
-           message: str = "", progress=None):
+def commit(session: Session, name: str, ref: str, *, snapshot: str | None = None, squash: bool = False,
+           message: str = ""):
     """Make image `ref` (``NAME[:TAG]``) from VM `name`'s disk or snapshot; return the Image."""
-    from vmctl.core import snapshots as snaps
-
     parse_name(ref)
     if snapshot is not None:
         check_name(snapshot, "snapshot name")
-    rec = record(app, name)
-    store = app.store
-    parent = store.get(rec.image_id)
-    directory = instance_dir(app, name)
-    disk = directory / DISK
     labels = {"vmctl.commit.instance": name}
     created_by = f"vmctl commit {name}"
     if snapshot is not None:
-        check_name(snapshot, "snapshot name")
         labels["vmctl.commit.snapshot"] = snapshot
         created_by += f" --snapshot {snapshot}"
     if squash:
         created_by += " --squash"
-    with name_lock(app.settings.paths.locks, name):
-        state = app.backend.state(name).state
-        live = state in ACTIVE
-        if live and state not in {"running", "paused"}:
-            raise ConflictError(f"cannot commit {name}: it is {state}")
+    with guard(session, name, "commit") as g:
+        inst = g.instance
+        live = g.state in LIVE
+        parent = session.store.get(inst.record.image_id)
+        job = _Job(session, inst, parent, ref, squash, message, created_by, labels)
         if snapshot is not None:
-            snaps._find(app, name, snapshot)  # noqa: SLF001 - complete snapshots only
-            return _build(app, parent, disk, ref, snapshot, live, squash, message, created_by, labels, progress)
+            records.find(inst, snapshot)  # complete snapshots only
+            return job.build(snapshot, live)
         if live:
-            with _temporary_snapshot(app, name, disk) as temp:
-                return _build(app, parent, disk, ref, temp, True, squash, message, created_by, labels, progress)
-        return _build(app, parent, disk, ref, None, False, squash, message, created_by, labels, progress)
+            with _temporary_snapshot(inst) as temp:
+                return job.build(temp, True)
+        return job.build(None, False)
 
 
-def _build(app, parent, disk: Path, ref: str, snapshot: str | None, live: bool, squash: bool,
-           message: str, created_by: str, labels: dict, progress):
-    from vmctl.storage.manifest import RECIPE_LABEL
+class _Job:
+    """One commit's inputs, so that building it reads as the two ways it can go."""
+    def __init__(self, session, inst, parent, ref, squash, message, created_by, labels):
+        self.session, self.inst, self.parent, self.ref = session, inst, parent, ref
+        self.squash, self.message, self.created_by, self.labels = squash, message, created_by, labels
 
-    store = app.store
-    created = _now()
-    with store.session("commit-stage") as work:
-        if squash:
-            flat = work.path / "squashed.qcow2"
-            convert_disk(disk, flat, snapshot=snapshot, force_share=live)
-            merged = {**parent.labels, **labels, "vmctl.commit.parent": parent.id}
-            merged.pop(RECIPE_LABEL, None)
-            boot = parent.boot
-            kernel = parent.kernel if boot.get("kind") == "kernel" else None
-            return store.import_image(
-                flat, ref, kernel=kernel, initrd=parent.initrd if kernel else None,
-                cmdline=boot.get("cmdline") if kernel else None, firmware=boot.get("firmware") or "bios",
-                fmt="qcow2", architecture=parent.architecture,
-                defaults={k: v for k, v in parent.defaults.items() if k != "disk_bytes"},
-                cloud_init=parent.cloud_init, user=parent.user, labels=merged, created=created,
-                created_by=created_by, comment=message, progress=progress,
-            )
-        if snapshot is None:
-            overlay = disk
-        else:
-            overlay = work.path / "top.qcow2"
-            convert_disk(disk, overlay, snapshot=snapshot, backing=parent.top_layer.resolve(), force_share=live)
-        return store.add_layer(parent.id, overlay, ref, message, created=created, created_by=created_by,
-                               labels=labels, progress=progress)
+    def build(self, snapshot: str | None, live: bool):
+
+        store, parent, disk = self.session.store, self.parent, self.inst.disk
+        progress = self.session.progress
+        created = _now()
+        byte_progress = (lambda phase, done, total: progress(f"commit: {phase}", done / total if total else None))
+        with store.session("commit-stage") as work:
+            if self.squash:
+                flat = work.path / "squashed.qcow2"
+                convert_disk(disk, flat, snapshot=snapshot, force_share=live)
+                merged = {**parent.labels, **self.labels, "vmctl.commit.parent": parent.id}
+                merged.pop(RECIPE_LABEL, None)
+                boot = parent.boot
+                kernel = parent.kernel if boot.get("kind") == "kernel" else None
+                return store.import_image(
+                    flat, self.ref, kernel=kernel, initrd=parent.initrd if kernel else None,
+                    cmdline=boot.get("cmdline") if kernel else None, firmware=boot.get("firmware") or "bios",
+                    fmt="qcow2", architecture=parent.architecture,
+                    defaults={k: v for k, v in parent.defaults.items() if k != "disk_bytes"},
+                    cloud_init=parent.cloud_init, user=parent.user, labels=merged, created=created,
+                    created_by=self.created_by, comment=self.message, progress=byte_progress,
+                )
+            if snapshot is None:
+                overlay = disk
+            else:
+                overlay = work.path / "top.qcow2"
+                convert_disk(disk, overlay, snapshot=snapshot, backing=parent.top_layer.resolve(), force_share=live)
+            return store.add_layer(parent.id, overlay, self.ref, self.message, created=created,
+                                   created_by=self.created_by, labels=self.labels, progress=byte_progress)
 
 
-def history(app, ref: str) -> list[dict]:
+def history(session: Session, ref: str) -> list[dict]:
     """``image history``: the image's disk layers, newest first, with size and origin."""
-    store = app.store
+    store = session.store
     image = store.resolve(ref)
     sizes = {d["digest"]: d["size"] for d in image.manifest["layers"]}
     entries = {e.get("layer"): e for e in image.config.get("history", [])}

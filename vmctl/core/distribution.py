@@ -19,17 +19,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from vmctl import catalog
+from vmctl.core.session import Session
 from vmctl.errors import NotFoundError, UsageError
-from vmctl.registry.refs import RegistryRef, parse_registry_ref, require_registry_ref
+from vmctl.registry import containerdisk, containerdisk as cd, transfer
+from vmctl.registry.auth import logout as _logout
+from vmctl.registry.client import login as _login
+from vmctl.registry.refs import RegistryRef, normalize_host, parse_registry_ref, require_registry_ref
+from vmctl.registry.transfer import open_client as _open
 
 Progress = Callable[[str, int, "int | None"], None]
 
 
-def open_client(app, ref_or_host, *, insecure: bool = False, ca_file: str | None = None):
+def open_client(session: Session, ref_or_host, *, insecure: bool = False, ca_file: str | None = None):
     """A registry client with stored credentials; `insecure` (the flag) or the configured list."""
-    from vmctl.registry.transfer import open_client as _open
-
-    return _open(ref_or_host, settings=app.settings, insecure=True if insecure else None, ca_file=ca_file)
+    return _open(ref_or_host, settings=session.settings, insecure=True if insecure else None, ca_file=ca_file)
 
 
 # ------------------------------------------------------------------ pull
@@ -46,11 +50,10 @@ class PullOutcome:
     details: dict = field(default_factory=dict)
 
 
-def pull(app, text: str, *, insecure: bool = False, ca_file: str | None = None,
+def pull(session: Session, text: str, *, insecure: bool = False, ca_file: str | None = None,
          progress: Progress | None = None) -> PullOutcome:
     ref = parse_registry_ref(text)
     if ref is None:
-        from vmctl import catalog
 
         entry = catalog.lookup(text)
         if entry is None:
@@ -58,27 +61,26 @@ def pull(app, text: str, *, insecure: bool = False, ca_file: str | None = None,
                 f"{text!r} is neither a registry reference (HOST[:PORT]/REPO[:TAG]) nor a catalog image; "
                 f"known catalog images: {', '.join(catalog.names())}"
             )
-        result = catalog.pull(app.store, entry, progress=progress)
+        result = catalog.pull(session.store, entry, progress=progress)
         return PullOutcome("catalog", entry.ref, result.image, entry.ref, digest=result.checksum,
                            bytes_downloaded=result.bytes_downloaded,
                            details={"url": result.url, "checksums": result.checksums_url})
-    client = open_client(app, ref, insecure=insecure, ca_file=ca_file)
+    client = open_client(session, ref, insecure=insecure, ca_file=ca_file)
     try:
-        return _pull_registry(app, ref, client, progress)
+        return _pull_registry(session, ref, client, progress)
     finally:
         client.close()
 
 
-def _pull_registry(app, ref: RegistryRef, client, progress) -> PullOutcome:
-    from vmctl.registry import containerdisk, transfer
+def _pull_registry(session: Session, ref: RegistryRef, client, progress) -> PullOutcome:
 
     local_ref = f"{ref.local_name}:{ref.tag}" if ref.tag and not ref.digest else None
     kind = containerdisk.classify(client, ref)
     if kind == "containerdisk":
-        result = containerdisk.pull(app.store, ref, client, local_ref=local_ref, progress=progress)
+        result = containerdisk.pull(session.store, ref, client, local_ref=local_ref, progress=progress)
         return PullOutcome("containerdisk", str(ref), result.image, local_ref, digest=result.manifest_digest,
                            bytes_downloaded=result.bytes_downloaded, layers_downloaded=result.layers)
-    result = transfer.pull(app.store, ref, client, local_ref=local_ref, progress=progress)
+    result = transfer.pull(session.store, ref, client, local_ref=local_ref, progress=progress)
     return PullOutcome("registry", str(ref), result.image, local_ref, digest=result.manifest_digest,
                        bytes_downloaded=result.bytes_downloaded, layers_downloaded=len(result.downloaded),
                        layers_present=len(result.present))
@@ -95,29 +97,27 @@ class PushOutcome:
     containerdisk: bool = False
 
 
-def push(app, ref: str, dest: str | None = None, *, containerdisk: bool = False, insecure: bool = False,
+def push(session: Session, ref: str, dest: str | None = None, *, containerdisk: bool = False, insecure: bool = False,
          ca_file: str | None = None, progress: Progress | None = None) -> PushOutcome:
-    from vmctl.registry import transfer
 
     local, remote = transfer.push_args(ref, dest)
-    if dest is None and not app.store.exists(local):
+    if dest is None and not session.store.exists(local):
         # Before pulls kept the host, images were pushed by their bare name: keep that working.
         bare = f"{remote.repo}:{remote.tag}"
-        if app.store.exists(bare):
+        if session.store.exists(bare):
             local = bare
         else:
             raise NotFoundError(
                 f"no image {local} in the store; name one: 'vmctl push IMAGE {remote}' "
                 f"(or 'vmctl tag IMAGE {remote}' first)"
             )
-    client = open_client(app, remote, insecure=insecure, ca_file=ca_file)
+    client = open_client(session, remote, insecure=insecure, ca_file=ca_file)
     try:
         if containerdisk:
-            from vmctl.registry import containerdisk as cd
 
-            r = cd.push(app.store, local, remote, client, progress=progress)
+            r = cd.push(session.store, local, remote, client, progress=progress)
             return PushOutcome(str(remote), r.manifest_digest, r.image_id, r.bytes_uploaded, r.blobs, True)
-        r = transfer.push(app.store, local, remote, client, progress=progress)
+        r = transfer.push(session.store, local, remote, client, progress=progress)
         return PushOutcome(str(remote), r.manifest_digest, r.image_id, r.bytes_uploaded, r.blobs)
     finally:
         client.close()
@@ -132,18 +132,15 @@ class SearchRow:
     description: str = ""
 
 
-def search(app, term: str, *, registry: str | None = None, insecure: bool = False,
+def search(session: Session, term: str, *, registry: str | None = None, insecure: bool = False,
            ca_file: str | None = None) -> list[SearchRow]:
     """Search the built-in catalog (no `registry`) or a registry's catalog and tags."""
     if registry is None:
-        from vmctl import catalog
 
         return [SearchRow(e.name, tuple(e.versions), "catalog", e.description) for e in catalog.search(term)]
-    from vmctl.registry import transfer
-    from vmctl.registry.refs import normalize_host
 
     host = normalize_host(registry)
-    client = open_client(app, host, insecure=insecure, ca_file=ca_file)
+    client = open_client(session, host, insecure=insecure, ca_file=ca_file)
     try:
         hits = transfer.search(client, term)
     finally:
@@ -152,18 +149,15 @@ def search(app, term: str, *, registry: str | None = None, insecure: bool = Fals
 
 
 # ------------------------------------------------------------------ login / logout
-def login(app, registry: str, username: str, password: str, *, insecure: bool = False,
+def login(session: Session, registry: str, username: str, password: str, *, insecure: bool = False,
           ca_file: str | None = None):
-    from vmctl.registry.client import login as _login
-    from vmctl.registry.refs import normalize_host
 
     host = normalize_host(registry)
-    listed = tuple(app.settings.insecure_registries or ())
+    listed = tuple(session.settings.insecure_registries or ())
     return _login(host, username, password, insecure=insecure or host in listed, ca_file=ca_file)
 
 
-def logout(app, registry: str) -> bool:
-    from vmctl.registry.auth import logout as _logout
+def logout(session: Session, registry: str) -> bool:
 
     return _logout(registry)
 

@@ -33,9 +33,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmctl.fsutil import private_dirs
+from vmctl.backend import snapshots as bsnap
+from vmctl.core import snapshot_records as records
+from vmctl.core.instance import Instance, all_instances
 from vmctl.core.records import CREATING_MARK, REMOVING_MARK, InstanceRecord, list_records
+from vmctl.core.session import Session
+from vmctl.core.teardown import finish_remove
 from vmctl.errors import ConflictError, VmctlError
+from vmctl.fsutil import lock_file, private_dirs
+from vmctl.xml.domain import Domain
 
 
 @dataclass(frozen=True)
@@ -48,12 +54,12 @@ class Finding:
 
 
 @contextmanager
-def _quiet_lock(app, name: str):
+def _quiet_lock(session: Session, name: str):
     """VM `name`'s lock for doctor's own look (ConflictError when a live process holds it).
 
     Unlike `name_lock` it leaves a stale lock file where it was (without --fix doctor changes
     nothing: `_stale_locks` reports the file), and removes only a file it created itself."""
-    path = app.settings.paths.locks / f"vm-{name}.lock"
+    path = session.settings.paths.locks / f"vm-{name}.lock"
     created = not path.exists()
     private_dirs(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -69,22 +75,22 @@ def _quiet_lock(app, name: str):
         os.close(fd)
 
 
-def _dirs(app) -> list[Path]:
-    instances = app.settings.paths.instances
+def _dirs(session: Session) -> list[Path]:
+    instances = session.settings.paths.instances
     try:
         return sorted(instances.iterdir())
     except FileNotFoundError:
         return []
 
 
-def _staging(app, fix: bool) -> list[Finding]:
+def _staging(session: Session, fix: bool) -> list[Finding]:
     found = []
-    for entry in _dirs(app):
+    for entry in _dirs(session):
         if not entry.name.startswith(".creating-"):
             continue
         name = entry.name[len(".creating-"):].rsplit("-", 1)[0]
         try:
-            with _quiet_lock(app, name):
+            with _quiet_lock(session, name):
                 if fix:
                     shutil.rmtree(entry, ignore_errors=True)
                 found.append(Finding("staging-dir", str(entry), f"half-made files of a create of {name}", True, fix))
@@ -93,17 +99,15 @@ def _staging(app, fix: bool) -> list[Finding]:
     return found
 
 
-def _unfinished(app, fix: bool) -> list[Finding]:
+def _unfinished(session: Session, fix: bool) -> list[Finding]:
     """Instance dirs whose create or rm a killed process left half done."""
-    from vmctl.core.instances import finish_remove
-
     found = []
-    for entry in _dirs(app):
+    for entry in _dirs(session):
         creating, removing = (entry / CREATING_MARK).exists(), (entry / REMOVING_MARK).exists()
         if entry.name.startswith(".") or not (creating or removing):
             continue
         try:
-            with _quiet_lock(app, entry.name):
+            with _quiet_lock(session, entry.name):
                 try:
                     rec = InstanceRecord.load(entry)
                 except VmctlError:
@@ -112,7 +116,7 @@ def _unfinished(app, fix: bool) -> list[Finding]:
                 detail = "a vmctl rm was interrupted" if removing else "a vmctl create was interrupted"
                 if fix:
                     if rec is not None:
-                        finish_remove(app, rec, entry)
+                        finish_remove(Instance(session, entry.name, rec, entry))
                     else:
                         shutil.rmtree(entry, ignore_errors=True)
                 found.append(Finding(kind, entry.name, detail, True, fix))
@@ -121,104 +125,98 @@ def _unfinished(app, fix: bool) -> list[Finding]:
     return found
 
 
-def _creating_domains(app, fix: bool) -> list[Finding]:
-    from vmctl.xml.domain import Domain
+def _creating_domains(session: Session, fix: bool) -> list[Finding]:
 
     found = []
-    known = {p.name for p in _dirs(app)}
-    for name in sorted(app.backend.list_states()):
+    known = {p.name for p in _dirs(session)}
+    for name in sorted(session.backend.list_states()):
         if name in known:
             continue
         try:
-            state = Domain.from_xml(app.backend.xml(name, inactive=True)).metadata.state
+            state = Domain.from_xml(session.backend.xml(name, inactive=True)).metadata.state
         except VmctlError:
             continue
         if state != "creating":
             continue
         try:
-            with _quiet_lock(app, name):
+            with _quiet_lock(session, name):
                 if fix:
-                    if app.backend.state(name).state != "stopped":
-                        app.backend.destroy(name)
-                    app.backend.undefine(name)
+                    if session.backend.state(name).state != "stopped":
+                        session.backend.destroy(name)
+                    session.backend.undefine(name)
                 found.append(Finding("creating-domain", name, "defined by a create that never finished", True, fix))
         except ConflictError:
             continue
     return found
 
 
-def _snapshots(app, fix: bool) -> list[Finding]:
+def _snapshots(session: Session, fix: bool) -> list[Finding]:
     """Half-made snapshots of each VM, and records or holds of snapshots that are gone."""
-    from vmctl.backend import snapshots as bsnap
-    from vmctl.core import snapshots as snaps
-
     found = []
-    holds = app.store.all_holds()
-    for rec in list_records(app.settings.paths.instances):
-        if not app.backend.exists(rec.name):
+    holds = session.store.all_holds()
+    for inst in all_instances(session):
+        if not session.backend.exists(inst.name):
             continue
         try:
-            with _quiet_lock(app, rec.name):
-                directory = app.settings.paths.instance_dir(rec.name)
-                side = snaps._load_sidecar(directory)  # noqa: SLF001 - the snapshot room's own record
-                metas = {m.name for m in bsnap.list_snapshots(app.backend, rec.name)}
-                table = snaps.qcow2_snapshots(directory / "disk.qcow2")
+            with _quiet_lock(session, inst.name):
+                side = records.load_sidecar(inst.directory)
+                metas = {m.name for m in bsnap.list_snapshots(session.backend, inst.name)}
+                table = records.table(inst)
                 half = sorted({n for n, e in side.items() if e.get("pending")}
-                              | {n for n in table if n.startswith(snaps.TEMP_PREFIX)})
+                              | {n for n in table if n.startswith(records.TEMP_PREFIX)})
                 held = {h.split("/", 1)[1] for hs in holds.values() for h in hs
-                        if h.startswith(f"snapshot:{rec.name}/")}
+                        if h.startswith(f"snapshot:{inst.name}/")}
                 stale = sorted(({n for n, e in side.items() if not e.get("pending")} | held)
                                - metas - set(half))
                 for snap in half:
                     if fix:
                         if snap in metas:
-                            bsnap.delete(app.backend, rec.name, snap)
-                        state = "running" if app.backend.state(rec.name).state in ("running", "paused") else "stopped"
-                        snaps._sweep_orphans(app, rec.name, state)  # noqa: SLF001
-                        snaps._sidecar_set(directory, snap, None)   # noqa: SLF001
-                        app.store.release(rec.image_id, snaps.holder(rec.name, snap))
-                    found.append(Finding("half-made-snapshot", f"{rec.name}/{snap}",
+                            bsnap.delete(session.backend, inst.name, snap)
+                        records.sweep_orphans(inst, inst.state())
+                        records.sidecar_set(inst.directory, snap, None)
+                        session.store.release(inst.record.image_id, records.holder(inst.name, snap))
+                    found.append(Finding("half-made-snapshot", f"{inst.name}/{snap}",
                                          "a snapshot create was interrupted", True, fix))
                 for snap in stale:
                     if fix:
-                        snaps._sidecar_set(directory, snap, None)   # noqa: SLF001
-                        app.store.release(rec.image_id, snaps.holder(rec.name, snap))
-                    found.append(Finding("stale-snapshot", f"{rec.name}/{snap}",
+                        records.sidecar_set(inst.directory, snap, None)
+                        session.store.release(inst.record.image_id, records.holder(inst.name, snap))
+                    found.append(Finding("stale-snapshot", f"{inst.name}/{snap}",
                                          "vmctl's record or hold of a snapshot that is gone", True, fix))
         except ConflictError:
             continue
     return found
 
 
-def _stale_holds(app, fix: bool) -> list[Finding]:
+def _stale_holds(session: Session, fix: bool) -> list[Finding]:
     found = []
-    known = {r.name for r in list_records(app.settings.paths.instances, include_unfinished=True)}
-    for image_id, holders in app.store.all_holds().items():
+    known = {r.name for r in list_records(session.settings.paths.instances, include_unfinished=True)}
+    for image_id, holders in session.store.all_holds().items():
         for holder in holders:
             kind, _, subject = holder.partition(":")
             # instance:NAME and snapshot:NAME/SNAP both die with VM NAME
             if kind not in ("instance", "snapshot") or subject.split("/", 1)[0] in known:
                 continue
             if fix:
-                app.store.release(image_id, holder)
+                session.store.release(image_id, holder)
             found.append(Finding("stale-hold", holder, f"keeps image {image_id[7:19]} in use but the VM is gone",
                                  True, fix))
     return found
 
 
-def _orphan_records(app) -> list[Finding]:
-    states = app.backend.list_states()
+def _orphan_records(session: Session) -> list[Finding]:
+    states = session.backend.list_states()
     return [
         Finding("missing-domain", r.name, "vmctl has its files but libvirt has no such domain (rm it to clean up)", False)
-        for r in list_records(app.settings.paths.instances) if r.name not in states
+        for r in list_records(session.settings.paths.instances) if r.name not in states
     ]
 
 
-def _store(app, fix: bool) -> list[Finding]:
+def _store(session: Session, fix: bool) -> list[Finding]:
     found = [Finding(kind, subject, detail, kind != "damaged-image", fix and kind != "damaged-image")
-             for kind, subject, detail in app.store.leftovers()]
+             for kind, subject, detail in session.store.leftovers()]
     if fix and found:
-        app.store.mend()
+        session.store.mend()
     return found
 
 
@@ -247,9 +245,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _caches(app, fix: bool) -> list[Finding]:
+def _caches(session: Session, fix: bool) -> list[Finding]:
     """Downloads and compression files that dead pulls and pushes left in the caches."""
-    cache = app.settings.paths.cache
+    cache = session.settings.paths.cache
     registry = cache / "registry"
     found = []
     if not any(not _free(lock) for lock in (registry / "locks").glob("*.lock")):  # no pull is running
@@ -269,11 +267,9 @@ def _caches(app, fix: bool) -> list[Finding]:
     return found
 
 
-def _stale_locks(app, fix: bool) -> list[Finding]:
+def _stale_locks(session: Session, fix: bool) -> list[Finding]:
     """Lock files whose holder was killed (a live lock is never touched)."""
-    from vmctl.fsutil import lock_file
-
-    paths = app.settings.paths
+    paths = session.settings.paths
     candidates = [*paths.locks.glob("*.lock"), *(paths.cache / "registry" / "locks").glob("*.lock"),
                   *(paths.cache / "registry" / "partial").glob("*.lock"), *(paths.cache / "catalog").glob("*.lock")]
     found = []
@@ -290,9 +286,9 @@ def _stale_locks(app, fix: bool) -> list[Finding]:
     return found
 
 
-def diagnose(app, *, fix: bool = False) -> list[Finding]:
+def diagnose(session: Session, *, fix: bool = False) -> list[Finding]:
     """Everything found (and mended when `fix`), in a stable order; with `fix`, each check runs
     after the previous ones' mends (so a hold released with its half-made VM is not listed twice)."""
-    return [*_stale_locks(app, fix), *_staging(app, fix), *_unfinished(app, fix), *_creating_domains(app, fix),
-            *_snapshots(app, fix), *_stale_holds(app, fix), *_orphan_records(app), *_store(app, fix),
-            *_caches(app, fix)]
+    return [*_stale_locks(session, fix), *_staging(session, fix), *_unfinished(session, fix), *_creating_domains(session, fix),
+            *_snapshots(session, fix), *_stale_holds(session, fix), *_orphan_records(session), *_store(session, fix),
+            *_caches(session, fix)]

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 
 from vmctl import __version__
+from vmctl.backend.connection import bindings_version
+from vmctl.backend.kvm_probe import probe_kvm
 from vmctl.config import Settings
 from vmctl.errors import VmctlError
 
@@ -23,7 +25,6 @@ def qemu_version() -> str | None:
 
 
 def version_info() -> dict:
-    from vmctl.backend.connection import bindings_version
 
     return {
         "vmctl": __version__,
@@ -34,8 +35,6 @@ def version_info() -> dict:
 
 def host_info(settings: Settings, backend_factory, *, refresh_probe: bool = False) -> tuple[dict, VmctlError | None]:
     """Collect host facts; a libvirt failure is reported in the result and returned, not raised."""
-    from vmctl.backend.kvm_probe import probe_kvm
-
     verdict = probe_kvm(refresh=refresh_probe)
     paths = settings.paths
     info: dict = {

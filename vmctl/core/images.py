@@ -6,9 +6,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmctl.build.builder import build as run_build
+from vmctl.build.recipe import load_recipe, recipe_digest
 from vmctl.config import build_cache_dir
+from vmctl.core.session import Session
+from vmctl.core.snapshot_records import usage as snapshot_usage
+from vmctl.core.states import ACTIVE
 from vmctl.fsutil import private_dirs
 from vmctl.progress import bytes_to_fraction
+from vmctl.storage.refs import parse_name
+from vmctl.storage.usage import disk_usage as store_usage
 
 
 @dataclass(frozen=True)
@@ -17,21 +24,18 @@ class BuildOutcome:
     cached: bool   # the store already had this exact build: nothing was done
 
 
-def build(app, recipe: str, tag: str | None, progress=None) -> BuildOutcome:
+def build(session: Session, recipe: str, tag: str | None, progress=None) -> BuildOutcome:
     """Build `recipe` into image `tag` (default ``RECIPE:latest``); a repeated build is a no-op.
 
     The recipe digest (recipe file, guest files, builder format) is the cache key: when the store
     already holds an image built from it, that image is returned (and tagged if asked).
     """
-    from vmctl.build.builder import build as run_build
-    from vmctl.build.recipe import load_recipe, recipe_digest
-    from vmctl.storage.refs import parse_name
 
     loaded = load_recipe(recipe)
     ref = tag or f"{loaded.name}:latest"
     repo, tagname = parse_name(ref)
     digest = recipe_digest(loaded)
-    store = app.store
+    store = session.store
     existing = store.find_build(digest)
     if existing is not None:
         if f"{repo}:{tagname}" not in existing.repo_tags:
@@ -45,16 +49,12 @@ def build(app, recipe: str, tag: str | None, progress=None) -> BuildOutcome:
     return BuildOutcome(image, False)
 
 
-def disk_usage(app):
+def disk_usage(session: Session):
     """``vmctl df``: images, instances (active = running or paused) and snapshots."""
-    from vmctl.core.lifecycle import ACTIVE
-    from vmctl.storage.usage import disk_usage as store_usage
-
     try:
-        states = app.backend.list_states()
+        states = session.backend.list_states()
         active = [name for name, st in states.items() if st.state in ACTIVE]
     except Exception:  # noqa: BLE001 - df still answers without libvirt
         active = None
-    from vmctl.core.snapshots import usage as snapshot_usage
 
-    return store_usage(app.store, active_instances=active, snapshots=lambda: snapshot_usage(app))
+    return store_usage(session.store, active_instances=active, snapshots=lambda: snapshot_usage(session))

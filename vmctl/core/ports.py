@@ -20,7 +20,6 @@ LOOPBACK = "127.0.0.1"
 @dataclass(frozen=True, order=True)
 class PortForward:
     """One forward: host_address:host_port on the host -> guest_port in the guest."""
-
     host_port: int
     guest_port: int
     proto: str = "tcp"

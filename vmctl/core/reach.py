@@ -1,111 +1,72 @@
-"""Reaching a VM's guest: its address, readiness, exec, interactive ssh and copies.
+"""Reaching a running guest: its address, waiting for it, exec, interactive ssh and copies.
 
-The address depends on the network: hosted VMs are reached on their SSH forward on 127.0.0.1;
-VMs on a libvirt network by their DHCP lease (then the guest agent). Every connection pins the host
-key vmctl generated for the guest at create time.
+Every verb passes the state machine (the VM must be running; no lock is taken, so several execs
+and copies run side by side). Every connection pins the host key vmctl generated for the guest
+at create time. Streams are the caller's: core writes to what it is given, never to the
+process's own stdout.
 """
 
 from __future__ import annotations
 
-import sys
+from typing import BinaryIO
 
-from vmctl.core.instances import instance_dir, record
-from vmctl.core.records import SERIAL_LOG, InstanceRecord
-from vmctl.errors import ConflictError, GuestNotReady
-
-
-def _address_fn(app, rec: InstanceRecord):
-    if rec.ssh_port:
-        return lambda: ("127.0.0.1", rec.ssh_port)
-
-    def lookup():
-        # libvirt's DHCP leases (its own networks), then the guest agent, then the host's ARP
-        # table (a bridge whose DHCP server libvirt does not run).
-        for source in ("lease", "agent", "arp"):
-            addrs = app.backend.interface_addresses(rec.name, source)
-            if addrs:
-                return (addrs[0], 22)
-        return None
-
-    return lookup
+from vmctl.core.instance import Instance, resolve
+from vmctl.core.session import Session
+from vmctl.core.states import guard
+from vmctl.guest.cp import parse_cp_args
+from vmctl.guest.keys import ensure_client_key
+from vmctl.guest.openssh import ssh_command_line
+from vmctl.guest.ssh import GuestSession
 
 
-def _require_running(app, name: str) -> None:
-    state = app.backend.state(name).state
-    if state != "running":
-        raise ConflictError(f"{name} is {state}: start it first ('vmctl start {name}')")
-
-
-def address(app, name: str) -> tuple[str, int]:
+def address(session: Session, name: str) -> tuple[str, int]:
     """Where the VM's SSH server is reached; GuestNotReady when it has no address yet."""
-    rec = record(app, name)
-    found = _address_fn(app, rec)()
-    if found is None:
-        raise GuestNotReady(f"{name} has no address yet (no DHCP lease, no guest agent answer)")
-    return found
+    return resolve(session, name).address()
 
 
-def wait(app, name: str, timeout: float, progress=None) -> tuple[str, int]:
+def wait(session: Session, name: str, timeout: float) -> tuple[str, int]:
     """Block until SSH answers with the pinned key and accepts vmctl's key (or raise, naming the step)."""
-    from vmctl.guest.keys import ensure_client_key
-    from vmctl.guest.ready import wait_ready
-
-    rec = record(app, name)
-    _require_running(app, name)
-    return wait_ready(
-        _address_fn(app, rec), user=rec.ssh_user,
-        client_key=ensure_client_key(app.settings.paths.keys), host_key_line=rec.host_key,
-        timeout=timeout, serial_log=instance_dir(app, name) / SERIAL_LOG, progress=progress,
-    )
+    with guard(session, name, "wait") as g:
+        return g.instance.wait_for_ssh(timeout)
 
 
-def session(app, name: str):
+def _guest(inst: Instance):
     """An unopened `GuestSession` to the VM (use it as a context manager)."""
-    from vmctl.guest.keys import ensure_client_key
-    from vmctl.guest.ssh import GuestSession
-
-    rec = record(app, name)
-    _require_running(app, name)
-    host, port = address(app, name)
-    return GuestSession(host, port, user=rec.ssh_user, client_key=ensure_client_key(app.settings.paths.keys),
-                        host_key_line=rec.host_key)
+    host, port = inst.address()
+    return GuestSession(host, port, user=inst.record.ssh_user,
+                        client_key=ensure_client_key(inst.session.paths.keys), host_key_line=inst.record.host_key)
 
 
-def exec_(app, name: str, argv: list[str]) -> int:
-    """Run `argv` in the guest, streaming stdout/stderr; return its exit status."""
-    with session(app, name) as guest:
-        return guest.run(argv, stdin=None, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
+def exec_(session: Session, name: str, argv: list[str], *, stdout: BinaryIO, stderr: BinaryIO) -> int:
+    """Run `argv` in the guest, streaming its output to `stdout`/`stderr`; return its exit status."""
+    with guard(session, name, "exec") as g, _guest(g.instance) as guest:
+        return guest.run(argv, stdin=None, stdout=stdout, stderr=stderr)
 
 
-def ssh(app, name: str, argv: list[str]) -> int:
-    """Interactive shell (no argv) or a command with a terminal; return the exit status."""
-    with session(app, name) as guest:
-        if argv or not sys.stdin.isatty():
-            if argv:
-                return guest.run(argv, stdin=sys.stdin.buffer if not sys.stdin.isatty() else None,
-                                 stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
-        return guest.interactive(argv or None)
+def ssh(session: Session, name: str, argv: list[str], *, stdin: BinaryIO | None, stdout: BinaryIO,
+        stderr: BinaryIO) -> int:
+    """An interactive shell (no `argv`), or `argv` with `stdin` (None: none, as on a terminal)
+    and its output streamed; return the exit status."""
+    with guard(session, name, "ssh") as g, _guest(g.instance) as guest:
+        if argv:
+            return guest.run(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+        return guest.interactive(None)
 
 
-def ssh_command(app, name: str) -> list[str]:
+def ssh_command(session: Session, name: str) -> list[str]:
     """An OpenSSH command line that reaches the VM with the same pinned key and identity."""
-    from vmctl.guest.keys import ensure_client_key
-    from vmctl.guest.openssh import ssh_command_line
-
-    rec = record(app, name)
-    host, port = address(app, name)
-    known = instance_dir(app, name) / "known_hosts"
-    return ssh_command_line(host, port, rec.ssh_user, ensure_client_key(app.settings.paths.keys).path,
-                            rec.host_key, known_hosts=known)
+    inst = resolve(session, name)
+    host, port = inst.address()
+    return ssh_command_line(host, port, inst.record.ssh_user, ensure_client_key(session.paths.keys).path,
+                            inst.record.host_key, known_hosts=inst.known_hosts)
 
 
-def copy(app, src: str, dst: str):
+def copy(session: Session, src: str, dst: str):
     """``vmctl cp``: exactly one of `src`/`dst` is ``NAME:PATH``. A download returns its
     `CopyReport` (what the guest sent that was not written, and why); an upload returns None."""
-    from vmctl.guest.cp import parse_cp_args
 
     plan = parse_cp_args(src, dst)
-    with session(app, plan.name) as guest:
+    with guard(session, plan.name, "cp") as g, _guest(g.instance) as guest:
         if plan.upload:
             guest.put(plan.local, plan.remote)
             return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
 
@@ -11,16 +10,17 @@ class Transaction:
 
     Usage::
 
-        with Transaction() as tx:
+        with Transaction(warn=session.warn) as tx:
             make_dir(); tx.on_undo(lambda: remove_dir())
             ...
 
-    An undo action that itself fails is reported on stderr and the rest still run, so one stuck
-    step never leaves the others behind.
+    An undo action that itself fails is reported through `warn` (one line; the session's
+    warning sink) and the rest still run, so one stuck step never leaves the others behind.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, warn: Callable[[str], None] | None = None) -> None:
         self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._warn = warn or (lambda _line: None)
 
     def on_undo(self, action: Callable[[], None], label: str = "") -> None:
         self._undo.append((label, action))
@@ -39,4 +39,4 @@ class Transaction:
             try:
                 action()
             except Exception as err:  # noqa: BLE001 - keep undoing the rest
-                print(f"vmctl: warning: undo {label or action!r} failed: {err}", file=sys.stderr)
+                self._warn(f"undo {label or action!r} failed: {err}")

@@ -23,7 +23,6 @@ readiness line and host key fingerprints) for the CLI to print below the one-lin
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -31,61 +30,25 @@ from typing import Callable
 import paramiko
 
 from vmctl.errors import GuestNotReady
+from vmctl.guest import contract
 from vmctl.guest.keys import ClientKey, fingerprint
+from vmctl.guest.serial import read_serial, serial_tail
 from vmctl.guest.handshake import (
     StepFailed, authenticate, handshake, load_pkey, probe_any_key, tcp_connect, wait_banner,
 )
 
-try:  # the strings the vmctl guest prints on its console (shared with the image builder)
-    from vmctl.build.guest_contract import is_ready as _contract_is_ready
-    from vmctl.build.guest_contract import parse_fingerprints as _contract_fingerprints
-except ImportError:  # pragma: no cover - keep working if the build room is absent
-    _contract_is_ready = None
-    _contract_fingerprints = None
-
-READY_LINE = "vmctl-guest: ready"
-SERIAL_TAIL_LINES = 20
-_SERIAL_READ_BYTES = 256 * 1024
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+Progress = Callable[[str, str], None]
 
 Progress = Callable[[str, str], None]
 
 
-def read_serial(serial_log: Path | None, limit: int = _SERIAL_READ_BYTES) -> str:
-    """The last `limit` bytes of the serial log as clean text ('' if absent or unreadable)."""
-    if serial_log is None:
-        return ""
-    try:
-        with open(serial_log, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - limit))
-            data = fh.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-    text = _ANSI.sub("", text)
-    return _CONTROL.sub("", text)
-
-
-def serial_tail(serial_log: Path | None, lines: int = SERIAL_TAIL_LINES) -> str:
-    """The last `lines` non-empty lines of the serial log."""
-    kept = [line.rstrip() for line in read_serial(serial_log).split("\n") if line.strip()]
-    return "\n".join(kept[-lines:])
-
-
 def guest_says_ready(text: str) -> bool:
-    if _contract_is_ready is not None:
-        return _contract_is_ready(text)
-    return any(line.strip() == READY_LINE for line in text.splitlines())
+    return contract.is_ready(text)
 
 
 def serial_fingerprints(text: str) -> list[str]:
     """SHA256 fingerprints the guest printed (cloud-init's block), newest block only."""
-    if _contract_fingerprints is None:
-        return []
-    return [entry["fingerprint"] for entry in _contract_fingerprints(text)]
+    return [entry["fingerprint"] for entry in contract.parse_fingerprints(text)]
 
 
 class ReadyLineWatch:
@@ -118,7 +81,7 @@ class ReadyLineWatch:
         self.offset += len(data)
         lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()[-4096:]
-        return any(line.strip(b"\r ") == READY_LINE.encode() for line in lines)
+        return any(line.strip(b"\r ") == contract.READY_LINE.encode() for line in lines)
 
 
 def _diagnosis(serial_log: Path | None, host_key_line: str) -> str:
@@ -130,7 +93,7 @@ def _diagnosis(serial_log: Path | None, host_key_line: str) -> str:
     if not text:
         notes.append(f"serial log {serial_log} is empty or unreadable")
     else:
-        notes.append(f"the guest {'printed' if guest_says_ready(text) else 'has not printed'} {READY_LINE!r}")
+        notes.append(f"the guest {'printed' if guest_says_ready(text) else 'has not printed'} {contract.READY_LINE!r}")
         prints = serial_fingerprints(text)
         if prints:
             pinned = fingerprint(host_key_line)

@@ -143,6 +143,21 @@ def snapshot_spec(path: Path, fmt: str = "qcow2") -> str:
                                 separators=(",", ":"))
 
 
+def snapshot_table(path: Path) -> dict[str, dict]:
+    """The internal snapshot table of qcow2 `path` (name -> qemu-img's entry), read with
+    force-share so a running VM's disk can be read; {} when the file does not exist."""
+    if not Path(path).exists():
+        return {}
+    data = info(path, "qcow2", force_share=True)
+    return {s["name"]: s for s in data.get("snapshots") or []}
+
+
+def delete_snapshot(path: Path, name: str) -> None:
+    """``qemu-img snapshot -d`` on a stopped VM's disk (no -f exists: the json: spec names the
+    driver, so nothing is probed)."""
+    run(["snapshot", "-d", name, snapshot_spec(path)])
+
+
 def version() -> str:
     out = run(["--version"]).stdout
     match = re.search(r"version (\S+)", out)

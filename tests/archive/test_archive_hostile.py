@@ -24,7 +24,7 @@ from vmctl.archive import save
 from vmctl.storage import ImageStore
 
 pytestmark = pytest.mark.contract
-MEASURED = Path(__file__).with_name("measured.py")
+MEASURED = Path(__file__).resolve().parent.parent / "registry" / "measured.py"
 MiB = 1 << 20
 M = tarcraft.member
 

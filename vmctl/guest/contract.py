@@ -1,8 +1,9 @@
 """What a vmctl-built guest prints on its serial console, for the host to parse.
 
-The guest's init scripts (``templates/guest/``) print exactly these strings; the guest room
-(``vmctl.guest``) imports them to detect readiness and to read the SSH host key fingerprints,
-in the same shape cloud-init prints them (``ssh-keygen -l`` lines between the markers).
+The guest's init scripts (``templates/guest/``, written by ``vmctl.build``) print exactly these
+strings; readiness (`vmctl.guest.ready`) reads them to notice the guest early and to compare the
+SSH host key fingerprints, printed in the shape cloud-init prints them (``ssh-keygen -l`` lines
+between the markers).
 """
 
 from __future__ import annotations

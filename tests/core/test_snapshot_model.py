@@ -98,30 +98,42 @@ def test_parse_of_libvirt_output_keeps_unmodelled_elements():
 
 @pytest.mark.parametrize("name", ["vmctl-tmp-x", "a/b", "..", "a b", "", "-x", "x" * 65])
 def test_snapshot_names_follow_the_name_rule(name):
-    from vmctl.core.snapshots import check_snapshot_name
+    from vmctl.core.snapshot_records import check_snapshot_name
 
     with pytest.raises(UsageError):
         check_snapshot_name(name)
 
 
 def test_disk_modes():
-    from vmctl.core.snapshots import _disk_modes, _domain_disks
+    from vmctl.core.snapshots import _disk_modes, _disks
+    from vmctl.xml.domain import Disk
 
-    disks = _domain_disks(DOMAIN_XML.read_text())
+    disks = _disks(DOMAIN_XML.read_text())
     modes = _disk_modes(disks)
     assert "internal" in modes.values()
-    assert all(m == "no" for d, m in zip(disks, modes.values()) if d["readonly"])
+    assert all(m == "no" for d, m in zip(disks, modes.values()) if d.readonly)
+    raw = Disk()
+    raw.target_dev, raw.source_file, raw.driver_type = "vdb", "/x.raw", "raw"
     with pytest.raises(UsageError, match="qcow2"):
-        _disk_modes([{"target": "vdb", "file": "/x.raw", "format": "raw", "readonly": False, "device": "disk"}])
+        _disk_modes([raw])
 
 
-def test_space_check(monkeypatch, tmp_path):
+def test_space_check(tmp_path):
+    import subprocess
+    from types import SimpleNamespace
+
     from vmctl.core import snapshots
 
-    monkeypatch.setattr(snapshots, "_free_bytes", lambda path: 10 * snapshots.MIB)
-    with pytest.raises(ResourceError, match="not enough disk space.*nothing was changed"):
-        snapshots._check_space(tmp_path, 300 * snapshots.MIB, "a memory snapshot of x")
-    snapshots._check_space(tmp_path, 5 * snapshots.MIB, "a disk snapshot of x")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mnt)], check=True)
+    try:
+        inst = SimpleNamespace(directory=mnt)
+        with pytest.raises(ResourceError, match="not enough disk space.*nothing was changed"):
+            snapshots._check_space(inst, 300 * snapshots.MIB, "a memory snapshot of x")
+        snapshots._check_space(inst, 5 * snapshots.MIB, "a disk snapshot of x")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_tree_orders_children_after_parents():

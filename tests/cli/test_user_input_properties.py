@@ -34,7 +34,7 @@ def world(tmp_path_factory):
     root = base / "root"
     env = {"VMCTL_ROOT": str(root), "VMCTL_CONFIG": str(base / "none.toml"),
            "XDG_CONFIG_HOME": str(base / "config"), "XDG_CACHE_HOME": str(base / "cache")}
-    (base / "none.toml").write_text("")
+    (base / "none.toml").write_text('accelerator = "tcg"\n')   # no KVM probe for these examples
     (base / "config" / "vmctl" / "profiles").mkdir(parents=True)
     from vmctl.storage.store import ImageStore
 
@@ -45,10 +45,7 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _no_kvm_probe(monkeypatch, world):
-    import vmctl.backend.kvm_probe as kvm_probe
-
-    monkeypatch.setattr(kvm_probe, "probe_kvm", lambda *a, **k: kvm_probe.KvmVerdict(False, "test", 0, 0))
+def _env(monkeypatch, world):
     for k, v in world[2].items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("VMCTL_MODE", raising=False)

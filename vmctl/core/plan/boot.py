@@ -1,0 +1,28 @@
+"""Boot: the machine type, firmware (BIOS, or UEFI through libvirt's firmware autoselection) or a
+direct kernel boot, and the platform features (ACPI for the power button, APIC, vmport)."""
+
+from __future__ import annotations
+
+from vmctl.core.plan.inputs import DomainInputs
+from vmctl.profiles import Profile
+from vmctl.xml.domain import Domain
+
+
+def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
+    m = p.machine
+    os_ = d.os
+    os_.os_type = "hvm"
+    os_.arch = m.arch
+    os_.machine = m.machine
+    if i.boot_kind == "firmware" and i.firmware == "uefi":
+        os_.firmware = "efi"
+    if i.boot_kind == "kernel":
+        os_.kernel = i.kernel
+        if i.initrd:
+            os_.initrd = i.initrd
+        os_.cmdline = i.cmdline or ""
+    f = d.features
+    f.acpi = m.features_acpi
+    f.apic = m.features_apic
+    if m.vmport is not None:
+        f.vmport = m.vmport

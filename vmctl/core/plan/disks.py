@@ -1,0 +1,48 @@
+"""Disks: the instance's qcow2 overlay (boot disk 1 for firmware boot) and the cloud-init seed as a
+read-only CD-ROM. Defaults: target names follow the bus (vd*, sd*), the seed comes after the root
+disk on a shared prefix; the root disk's serial is "vmctl-root"."""
+
+from __future__ import annotations
+
+from vmctl.core.plan.inputs import DomainInputs
+from vmctl.profiles import Profile
+from vmctl.xml.domain import Disk, Domain
+
+_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
+
+
+def targets(p: Profile) -> tuple[str, str]:
+    """(root disk, seed) target device names for the profile's buses."""
+    root = _PREFIX[p.disk.bus] + "a"
+    seed_prefix = _PREFIX[p.disk.seed_bus]
+    return root, seed_prefix + ("b" if seed_prefix == _PREFIX[p.disk.bus] else "a")
+
+
+def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
+    root_dev, seed_dev = targets(p)
+    disk = Disk()
+    disk.type = "file"
+    disk.device = "disk"
+    disk.driver_name = "qemu"
+    disk.driver_type = "qcow2"
+    disk.driver_cache = p.disk.cache
+    if p.disk.discard:
+        disk.driver_discard = p.disk.discard
+    disk.source_file = i.disk
+    disk.target_dev = root_dev
+    disk.target_bus = p.disk.bus
+    disk.serial = "vmctl-root"
+    if i.boot_kind == "firmware":
+        disk.boot_order = 1
+    d.devices.add(disk)
+    if i.seed:
+        seed = Disk()
+        seed.type = "file"
+        seed.device = "cdrom"
+        seed.driver_name = "qemu"
+        seed.driver_type = "raw"
+        seed.source_file = i.seed
+        seed.target_dev = seed_dev
+        seed.target_bus = p.disk.seed_bus
+        seed.readonly = True
+        d.devices.add(seed)

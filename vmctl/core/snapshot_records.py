@@ -1,0 +1,199 @@
+"""What a VM's snapshots are, below the operations that change them (snapshot, commit, rm, doctor).
+
+A snapshot exists for vmctl when libvirt has its metadata *and* the qcow2 snapshot table of the
+VM's disk has its data, and vmctl's own record of it (``snapshots.json`` in the instance dir,
+which adds only what libvirt cannot store: the kind and the VM's state when it was taken) is not
+still marked ``pending``. A create first records its intent (``pending``), so a killed one leaves
+a snapshot that is never listed and that `sweep_orphans` (or ``doctor``) removes. Temporary
+snapshots vmctl takes (a live commit's) carry the ``vmctl-tmp-`` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vmctl.backend import snapshots as bsnap
+from vmctl.core.instance import Instance, all_instances
+from vmctl.core.states import ACTIVE, LIVE
+from vmctl.errors import IntegrityError, NotFoundError, UsageError
+from vmctl.fsutil import atomic_write
+from vmctl.names import check_name
+from vmctl.storage import qemu_img
+from vmctl.xml.snapshot import DomainSnapshot
+
+SIDECAR = "snapshots.json"
+TEMP_PREFIX = "vmctl-tmp-"
+KINDS = ("disk", "memory", "disk-only")
+
+
+@dataclass
+class SnapshotRow:
+    name: str
+    created: str
+    kind: str
+    vm_state: str          # running | paused | stopped: the VM's state when it was taken
+    size: int              # bytes of saved memory (disk clusters are shared with the VM's disk)
+    parent: str | None
+    current: bool
+    description: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def iso(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(int(seconds), timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def check_snapshot_name(snap: str) -> str:
+    check_name(snap, "snapshot name")
+    if snap.startswith(TEMP_PREFIX):
+        raise UsageError(f"invalid snapshot name {snap!r}: names starting with {TEMP_PREFIX} are vmctl's own")
+    return snap
+
+
+def holder(vm: str, snap: str) -> str:
+    """The image hold a snapshot keeps on its VM's image."""
+    return f"snapshot:{vm}/{snap}"
+
+
+# -- vmctl's record --------------------------------------------------------------------------
+def load_sidecar(directory: Path) -> dict:
+    try:
+        data = json.loads((directory / SIDECAR).read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise IntegrityError(f"{directory / SIDECAR} is damaged: {exc}") from None
+    return data.get("snapshots", {})
+
+
+def sidecar_set(directory: Path, snap: str, entry: dict | None) -> None:
+    snaps = load_sidecar(directory)
+    if entry is None:
+        snaps.pop(snap, None)
+    else:
+        snaps[snap] = entry
+    atomic_write(directory / SIDECAR, json.dumps({"version": 1, "snapshots": snaps}, indent=2,
+                                                 sort_keys=True).encode())
+
+
+# -- what libvirt and the disk hold ---------------------------------------------------------
+def table(inst: Instance) -> dict[str, dict]:
+    """The qcow2 snapshot table of the VM's disk."""
+    return qemu_img.snapshot_table(inst.disk)
+
+
+def rows(inst: Instance) -> tuple[list[SnapshotRow], list[str]]:
+    """Complete snapshots of the VM, and the names of broken ones (half of a snapshot, or one
+    whose create never finished)."""
+
+    metas = bsnap.list_snapshots(inst.session.backend, inst.name)
+    data = table(inst)
+    side = load_sidecar(inst.directory)
+    found, broken = [], []
+    for meta in metas:
+        doc = DomainSnapshot.from_xml(meta.xml)
+        internal = [t for t, m in doc.disk_modes().items() if m == "internal"]
+        if meta.name not in data or not internal or side.get(meta.name, {}).get("pending"):
+            broken.append(meta.name)
+            continue
+        extra = side.get(meta.name, {})
+        state = doc.state or "shutoff"
+        if doc.memory == "internal":
+            kind, vm_state = "memory", ("paused" if state == "paused" else "running")
+        else:
+            kind = extra.get("kind", "disk")
+            vm_state = extra.get("vm_state", "stopped")
+        found.append(SnapshotRow(
+            name=meta.name, created=iso(doc.creation_time), kind=kind, vm_state=vm_state,
+            size=int(data[meta.name].get("vm-state-size") or 0), parent=doc.parent,
+            current=meta.current, description=doc.description or "",
+        ))
+    known = {m.name for m in metas}
+    broken += [n for n in data if n not in known and not n.startswith(TEMP_PREFIX)]
+    found.sort(key=lambda r: (r.created, r.name))
+    return found, broken
+
+
+def find(inst: Instance, snap: str) -> SnapshotRow:
+    """A complete snapshot of the VM (NotFoundError; IntegrityError for a broken one)."""
+    found, broken = rows(inst)
+    for row in found:
+        if row.name == snap:
+            return row
+    if snap in broken:
+        raise IntegrityError(f"snapshot {inst.name}/{snap} is incomplete (a failed or interrupted create); "
+                             f"remove it with 'vmctl snapshot rm {inst.name} {snap}'")
+    raise NotFoundError(f"VM {inst.name} has no snapshot {snap}")
+
+
+# -- removing what is left of killed operations ----------------------------------------------
+def drop_data(inst: Instance, snap: str, state: str) -> None:
+    """Delete snapshot data that has no libvirt metadata (leftovers of killed operations)."""
+    backend = inst.session.backend
+    if state in LIVE:
+        node = bsnap.writable_qcow2_nodes(backend, inst.name).get(str(inst.disk))
+        if node is None:
+            raise IntegrityError(f"cannot find the block node of {inst.disk} in {inst.name}'s QEMU")
+        bsnap.delete_internal_disk_snapshot(backend, inst.name, node, snap)
+    else:
+        qemu_img.delete_snapshot(inst.disk, snap)
+
+
+def sweep_orphans(inst: Instance, state: str) -> None:
+    """Remove snapshot data vmctl left without libvirt metadata: its temporary snapshots, and
+    creates that a killed process left half-done (marked pending before any data was made).
+    Snapshots made by other tools are never touched. Call with the VM's name lock held."""
+
+    known = {m.name for m in bsnap.list_snapshots(inst.session.backend, inst.name)}
+    side = load_sidecar(inst.directory)
+    for snap in table(inst):
+        ours = snap.startswith(TEMP_PREFIX) or side.get(snap, {}).get("pending")
+        if snap not in known and ours:
+            drop_data(inst, snap, state)
+    for snap, entry in side.items():
+        if entry.get("pending") and snap not in known:
+            sidecar_set(inst.directory, snap, None)
+
+
+def forget_all(inst: Instance) -> None:
+    """For rm (after the domain was undefined with its snapshot metadata): release the image holds
+    of the VM's snapshots. Their data is inside the disk, removed with the directory."""
+    store = inst.session.store
+    prefix = f"snapshot:{inst.name}/"
+    for image_id, holders in store.all_holds().items():
+        for h in holders:
+            if h.startswith(prefix):
+                store.release(image_id, h)
+    (inst.directory / SIDECAR).unlink(missing_ok=True)
+
+
+def usage(session) -> tuple[int, int, int, int]:
+    """For ``vmctl df``: (snapshots, of running VMs, bytes of saved memory, bytes freed by removing
+    them all). Disk clusters of snapshots are shared with the VMs' disks and counted there."""
+
+    count = active = size = 0
+    try:
+        states = session.backend.list_states()
+    except Exception:  # noqa: BLE001 - df answers without libvirt
+        states = {}
+    for inst in all_instances(session):
+        try:
+            data = table(inst)
+        except Exception:  # noqa: BLE001 - an unreadable disk is doctor's business
+            continue
+        for name, entry in data.items():
+            if name.startswith(TEMP_PREFIX):
+                continue
+            count += 1
+            size += int(entry.get("vm-state-size") or 0)
+            st = states.get(inst.name)
+            if st is not None and st.state in ACTIVE:
+                active += 1
+    return count, active, size, size

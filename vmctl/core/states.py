@@ -1,0 +1,107 @@
+"""The one state machine: which verb is legal in which VM state, decided in one place.
+
+As Firecracker's API layer states for each action where it is legal, `RULES` is one table
+(action × state): the states where an action runs, the states where it is a no-op (as
+``docker start`` of a running container succeeds without doing anything), and whether it takes
+the VM's name lock. Every state-dependent verb enters through `guard`: it resolves the instance
+once, takes the lock, reads the state once and either lets the verb run, tells it that there is
+nothing to do, or refuses with a `ConflictError` (exit code 4) that names the state and the way
+out. Nothing else in vmctl checks a VM's state to decide what is allowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Iterator
+
+from vmctl.core.instance import Instance, resolve
+from vmctl.core.namelock import name_lock
+from vmctl.core.session import Session
+from vmctl.errors import ConflictError
+
+
+class State(StrEnum):
+    """A VM's state in vmctl's words (libvirt's, mapped by the backend; `MISSING`: no domain)."""
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"     # the guest is shutting down
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+    SUSPENDED = "suspended"   # suspended to RAM by the guest (ACPI S3)
+    UNKNOWN = "unknown"
+    MISSING = "missing"       # vmctl has the VM's files but libvirt has no domain of that name
+
+
+ALL = frozenset(State)
+ACTIVE = frozenset({State.RUNNING, State.PAUSED, State.STOPPING, State.SUSPENDED})
+OFF = frozenset({State.STOPPED, State.CRASHED})
+LIVE = frozenset({State.RUNNING, State.PAUSED})
+
+
+@dataclass(frozen=True)
+class Rule:
+    legal: frozenset
+    noop: frozenset = frozenset()
+    lock: bool = True          # take the name lock (reaching the guest does not: execs run side by side)
+    hint: str = ""
+
+
+RULES: dict[str, Rule] = {
+    "start": Rule(OFF, noop=frozenset({State.RUNNING})),
+    "stop": Rule(ACTIVE, noop=OFF),
+    "kill": Rule(ACTIVE | {State.CRASHED}),
+    "restart": Rule(ACTIVE | OFF),
+    "pause": Rule(frozenset({State.RUNNING})),
+    "resume": Rule(frozenset({State.PAUSED})),
+    "remove": Rule(OFF | {State.UNKNOWN, State.MISSING}, hint=" (stop it first, or use rm -f)"),
+    "remove-force": Rule(ALL),
+    "snapshot-create": Rule(LIVE | OFF),
+    "snapshot-revert": Rule(LIVE | OFF),
+    "snapshot-remove": Rule(LIVE | OFF),
+    "commit": Rule(LIVE | OFF),
+    "exec": Rule(frozenset({State.RUNNING}), lock=False),
+    "cp": Rule(frozenset({State.RUNNING}), lock=False),
+    "ssh": Rule(frozenset({State.RUNNING}), lock=False),
+    "wait": Rule(frozenset({State.RUNNING}), lock=False),
+}
+
+_WAY_OUT = {State.STOPPED: "start it first", State.CRASHED: "start it first", State.PAUSED: "resume it first",
+            State.MISSING: "its libvirt domain is gone; remove it with vmctl rm"}
+_VERB = {"remove-force": "remove", "snapshot-create": "snapshot", "snapshot-revert": "revert a snapshot of",
+         "snapshot-remove": "remove a snapshot of", "cp": "copy files with", "wait": "wait for"}
+
+
+def decide(action: str, name: str, state: str) -> bool:
+    """True when `action` must run, False when it is a no-op; ConflictError when it is illegal."""
+    rule = RULES[action]
+    if state in rule.noop:
+        return False
+    if state in rule.legal:
+        return True
+    hint = rule.hint
+    if not hint and state in _WAY_OUT and action not in ("start", "kill"):
+        hint = f" ({_WAY_OUT[State(state)]})"
+    raise ConflictError(f"cannot {_VERB.get(action, action)} {name}: it is {state}{hint}")
+
+
+@dataclass
+class Guarded:
+    """What `guard` hands the verb: the instance, the state read once, and whether to act."""
+    instance: Instance
+    state: str
+    run: bool
+
+
+@contextlib.contextmanager
+def guard(session: Session, name: str, action: str, *, remote_ok: bool = False) -> Iterator[Guarded]:
+    """Resolve VM `name`, take its lock (if the action's rule says so), read its state once and
+    check `action` against the table; the verb runs inside the block."""
+    rule = RULES[action]
+    instance = resolve(session, name, remote_ok=remote_ok)
+    held = name_lock(session.paths.locks, name) if rule.lock else contextlib.nullcontext()
+    with held:
+        state = instance.state()
+        run = decide(action, name, state)
+        yield Guarded(instance, state, run)

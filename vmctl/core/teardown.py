@@ -1,0 +1,32 @@
+"""Taking a VM apart: what ``vmctl rm`` does, and what ``doctor --fix`` finishes after a killed rm
+or undoes after a killed create. Below the operations, so both can use it."""
+
+from __future__ import annotations
+
+import shutil
+
+from vmctl import faults
+from vmctl.core import snapshot_records
+from vmctl.core.instance import Instance
+from vmctl.core.records import REMOVING_MARK
+from vmctl.core.states import ACTIVE
+
+
+def finish_remove(inst: Instance) -> None:
+    """Remove VM `inst` whatever state it is in; the caller holds its name lock.
+
+    Order matters: the marker first (a killed rm leaves a directory that says it is being
+    removed), then the domain (so no QEMU holds the files), the image holds, and the directory
+    last (so an interrupted remove can be repeated)."""
+    backend = inst.session.backend
+    (inst.directory / REMOVING_MARK).touch(mode=0o600)
+    faults.point("rm.after-mark")
+    if backend.exists(inst.name):
+        if backend.state(inst.name).state in ACTIVE:
+            backend.destroy(inst.name)
+        backend.undefine(inst.name)
+    faults.point("rm.after-undefine")
+    snapshot_records.forget_all(inst)
+    if inst.record is not None:
+        inst.session.store.release(inst.record.image_id, f"instance:{inst.name}")
+    shutil.rmtree(inst.directory)

@@ -137,7 +137,8 @@ def test_system_mode_run_reach_stop_rm(ns_vmctl, private_libvirt):
         message = failed.stderr.strip()
         assert len(message.splitlines()) == 1
         assert "<memtune><hard_limit>" in message and "memory_headroom_mib" in message, message
-        vm("rm", "-f", "s1")
+        # run is one transaction: a VM that cannot start is not left behind
+        assert vm("ls", "-a", "-q").stdout.split() == [] and lv.virsh("list", "--all", "--name").stdout.split() == []
         profile = "kvm-no-hard-limit"
 
     t_run = time.monotonic()

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vmctl.fsutil import private_dirs
+from vmctl.fsutil import atomic_write, private_dirs
 
 QEMU = "qemu-system-x86_64"
 PROBE_TIMEOUT = 12.0
@@ -132,11 +132,9 @@ def probe_kvm(*, refresh: bool = False, kernel: Path | None = None,
     verdict = KvmVerdict(usable, reason, time.time(), round(time.monotonic() - started, 2))
     try:
         private_dirs(path.parent)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
         record = asdict(verdict)
         record.pop("cached")
-        tmp.write_text(json.dumps({"key": key, "verdict": record}))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({"key": key, "verdict": record}).encode())
     except OSError:
         pass  # an unwritable cache only costs a re-probe next time
     return verdict

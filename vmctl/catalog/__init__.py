@@ -24,13 +24,13 @@ import email.utils
 import hashlib
 import os
 import re
-import shutil
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from vmctl import download
 from vmctl.errors import IntegrityError, NotFoundError, RegistryError, ResourceError, UsageError
 
 CHUNK = 1 << 20
@@ -256,68 +256,23 @@ class _Http:
 
     def download(self, url: str, part: Path, algorithm: str, progress=None) -> tuple[str, int | None]:
         """Complete `part` from `url` (resuming); return (hex hash of the whole file, Last-Modified)."""
-        h = hashlib.new(algorithm)
-        done = 0
-        if part.exists():
-            with open(part, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    h.update(chunk)
-                    done += len(chunk)
-        failures, modified, total = 0, None, None
-        while True:
-            headers = {"Range": f"bytes={done}-"} if done else {}
-            try:
-                resp = self.get(url, headers=headers)
-                if resp.status_code == 416 and done:
-                    resp.close()
-                    break
-                if resp.status_code >= 500:
-                    resp.close()
-                    raise _Again(f"HTTP {resp.status_code}")
-                if resp.status_code == 404:
-                    resp.close()
-                    raise NotFoundError(f"{url}: not found (404)")
-                if resp.status_code not in (200, 206):
-                    resp.close()
-                    raise RegistryError(f"{url}: HTTP {resp.status_code}")
-                if resp.status_code == 200 and done:       # no Range support: start over
-                    h, done = hashlib.new(algorithm), 0
-                    part.write_bytes(b"")
-                modified = _http_date(resp.headers.get("Last-Modified")) or modified
-                length = resp.headers.get("Content-Length", "")
-                total = done + int(length) if length.isascii() and length.isdigit() else None
-                with open(part, "ab") as fh:
-                    try:
-                        for chunk in resp.raw.stream(CHUNK, decode_content=False):
-                            fh.write(chunk)
-                            h.update(chunk)
-                            done += len(chunk)
-                            self.downloaded += len(chunk)
-                            if done % (64 * CHUNK) < len(chunk) and shutil.disk_usage(part.parent).free < RESERVE:
-                                # the checksum is only known at the end: a mirror that never stops
-                                # is stopped by the free space it may take
-                                raise ResourceError(f"{url}: the download filled the disk under {part.parent} "
-                                                    f"to its last {RESERVE >> 20} MiB; nothing was imported")
-                            if progress:
-                                progress("download", done, total)
-                    finally:
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                        resp.close()
-                if total is not None and done < total:
-                    raise _Again(f"ended after {done} of {total} bytes")
-                break
-            except (_Again, *self.transient()) as exc:
-                failures += 1
-                if failures > self.retries:
-                    raise RegistryError(f"{url}: download interrupted ({exc}); run the same command again "
-                                        "to resume") from None
-                time.sleep(self.backoff * 2 ** (failures - 1))
-        return h.hexdigest(), modified
+        def get(offset: int):
+            return self.get(url, headers={"Range": f"bytes={offset}-"} if offset else {})
 
+        def fail(resp):
+            resp.close()
+            if resp.status_code == 404:
+                return NotFoundError(f"{url}: not found (404)")
+            return RegistryError(f"{url}: HTTP {resp.status_code}")
 
-class _Again(Exception):
-    pass
+        def count(n: int) -> None:
+            self.downloaded += n
+
+        result = download.resume_into(
+            part, get, algorithm=algorithm, reserve=RESERVE, retries=self.retries,
+            backoff=lambda n: self.backoff * 2 ** n, transient=self.transient(), fail=fail, on_bytes=count,
+            progress=(lambda done, total: progress("download", done, total)) if progress else None, what=url)
+        return result.hexdigest, _http_date(result.headers.get("Last-Modified"))
 
 
 def _http_date(value: str | None) -> int | None:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vmctl.errors import IntegrityError, UsageError
-from vmctl.fsutil import private_dirs
+from vmctl.fsutil import atomic_write, private_dirs
 from vmctl.perms import secret_file
 
 PRIVATE_NAME = "id_ed25519"
@@ -129,10 +129,8 @@ def ensure_client_key(keys_dir: Path) -> ClientKey:
     except OSError:
         current = None
     if current != line:
-        tmp = keys_dir / f".{PUBLIC_NAME}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        _write_new(tmp, (line + "\n").encode())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, public)  # every writer writes the same line, derived from the winner
+        # every writer writes the same line, derived from the winner
+        atomic_write(public, (line + "\n").encode(), mode=0o644)
     return ClientKey(path=private, public_line=line)
 
 

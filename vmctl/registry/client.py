@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 from urllib.parse import urlencode, urlparse
 
+from vmctl import download
 from vmctl.errors import IntegrityError, RegistryError, UsageError
 from vmctl.fsutil import fsync_dir, lock_file, private_dirs
 from vmctl.registry import mediatypes as mt
@@ -295,69 +296,21 @@ class RegistryClient:
     def _fetch_into(self, repo: str, digest: str, part: Path, size: int | None,
                     progress: Progress | None) -> tuple[bool, str]:
         """Complete `part` from the registry; return (whether old bytes were reused, sha256 of part)."""
-        h = hashlib.sha256()
-        done = 0
-        if part.exists():
-            if size is not None and part.stat().st_size > size:
-                part.unlink()
-            else:
-                with open(part, "rb") as fh:
-                    while chunk := fh.read(CHUNK):
-                        h.update(chunk)
-                        done += len(chunk)
-        reused = done > 0
-        if progress and done:
-            progress(done, size)
-        failures = 0
         path = f"/v2/{repo}/blobs/{digest}"
-        while size is None or done < size:
-            headers = {"Range": f"bytes={done}-"} if done else {}
-            try:
-                resp = self._request("GET", path, scope=self._pull(repo), headers=headers)
-                if resp.status_code == 416 and done:
-                    resp.close()
-                    break  # we already have everything the registry has: verify it
-                if resp.status_code not in (200, 206):
-                    raise self._fail(resp, f"blob {digest}")
-                if resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
-                    resp.close()
-                    raise RegistryError(f"{self.host}/{repo}: blob {digest} came compressed though vmctl asked for none")
-                if resp.status_code == 206:
-                    m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""), re.ASCII)
-                    if not m or int(m.group(1)) != done:
-                        resp.close()
-                        raise IntegrityError(f"{self.host}: bad Content-Range for blob {digest}")
-                elif done:  # the registry ignored Range: start over
-                    h, done = hashlib.sha256(), 0
-                    with open(part, "wb"):
-                        pass
-                with open(part, "ab") as fh:
-                    try:
-                        for chunk in resp.raw.stream(CHUNK, decode_content=False):
-                            fh.write(chunk)
-                            h.update(chunk)
-                            done += len(chunk)
-                            self.bytes_downloaded += len(chunk)
-                            if size is not None and done > size:
-                                raise IntegrityError(
-                                    f"{self.host}/{repo}: blob {digest} is larger than the {size} bytes announced")
-                            if progress:
-                                progress(done, size)
-                    finally:
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                        resp.close()
-                if size is None or done >= size:
-                    break
-                raise _Retry(f"blob {digest} ended after {done} of {size} bytes")
-            except (_Retry, *TRANSIENT) as exc:
-                failures += 1
-                if failures > self.retries:
-                    raise RegistryError(
-                        f"{self.host}/{repo}: download of {digest} interrupted ({short_reason(exc)}); "
-                        "run the same command again to resume") from None
-                self._sleep(self.transport.delay(failures - 1))
-        return reused, "sha256:" + h.hexdigest()
+
+        def get(offset: int):
+            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            return self._request("GET", path, scope=self._pull(repo), headers=headers)
+
+        def count(n: int) -> None:
+            self.bytes_downloaded += n
+
+        result = download.resume_into(
+            part, get, size=size, retries=self.retries, backoff=self.transport.delay, sleep=self._sleep,
+            transient=TRANSIENT, fail=lambda resp: self._fail(resp, f"blob {digest}"), on_bytes=count,
+            progress=progress, what=f"{self.host}/{repo}: the download of {digest}",
+            retry_status=False)  # the transport retried 5xx and 429 already
+        return result.reused, "sha256:" + result.hexdigest
 
     def upload_blob(self, repo: str, digest: str, source: str | os.PathLike | BinaryIO,
                     size: int | None = None, *, progress: Progress | None = None,

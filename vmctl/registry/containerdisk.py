@@ -32,7 +32,7 @@ import json
 import os
 import tarfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
@@ -42,6 +42,7 @@ from vmctl.fsutil import private_dirs
 from vmctl.registry import answers, mediatypes as mt
 from vmctl.registry.client import RegistryClient
 from vmctl.registry.refs import RegistryRef
+from vmctl.registry.transfer import PushResult, cache_root
 from vmctl.tarstream import TarReader
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -135,13 +136,6 @@ def _pick_platform(index: dict, what: str = "index") -> dict | None:
 
 
 # ------------------------------------------------------------------ push
-@dataclass
-class PushResult:
-    ref: RegistryRef
-    manifest_digest: str
-    image_id: str
-    bytes_uploaded: int
-    blobs: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class _HashWriter:
@@ -200,7 +194,6 @@ class _Progressing:
 
 def push(store, local_ref: str, dest: RegistryRef, client: RegistryClient, *, progress=None) -> PushResult:
     """Push image `local_ref` as a containerDisk to `dest`."""
-    from vmctl.registry.transfer import cache_root
     from vmctl.storage import qemu_img
 
     if dest.digest:
@@ -340,8 +333,6 @@ def extract_disk(path: Path, kind: str, name: str, dest: Path, progress=None) ->
 def pull(store, ref: RegistryRef, client: RegistryClient, *, local_ref: str | None,
          user: str | None = None, progress=None) -> PullResult:
     """Pull the containerDisk `ref` into `store` as a firmware-boot cloud-init image."""
-    from vmctl.registry.transfer import cache_root
-
     if local_ref:
         from vmctl.storage.refs import parse_name
 

@@ -454,22 +454,8 @@ def _check_decompressed(path: Path, blob: RemoteBlob, progress: Progress | None)
 
 
 def _rollback(store, published: list[tuple[str, str | None]]) -> None:
-    """Remove blobs this pull published that no image references (best effort; prune also would)."""
-    if not published:
-        return
-    try:
-        from vmctl.storage.locks import live_pins
-
-        with store.lock:
-            refs, damaged = store._referenced(store._index())  # noqa: SLF001 - no public API yet
-            if damaged:
-                return
-            refs |= live_pins(store.layout.tmp)
-            for digest, kind in published:
-                if digest not in refs:
-                    store.blobs.delete(digest, kind)
-    except Exception:  # noqa: BLE001 - rollback must not hide the original error
-        pass
+    """Remove blobs this pull published that no image references."""
+    store.discard_unreferenced(published)
 
 
 # ------------------------------------------------------------------ search

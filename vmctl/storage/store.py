@@ -1,4 +1,6 @@
-"""The image store: import, resolve, tag, remove, hold, prune, and the registry's write path.
+"""The image store's face: import, resolve, tag, remove, hold, verify. Garbage collection
+(prune, leftovers of killed processes) is `vmctl.storage.gc`, the registry's and archives' write
+path (verified ingest, manifests) `vmctl.storage.ingest`; both are mixed into `ImageStore`.
 
 Crash safety in one paragraph: slow work (convert, hash, download) happens in a flocked work dir
 under ``tmp/`` without the store lock. Publishing takes the store lock and goes bottom-up: content
@@ -14,28 +16,30 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from vmctl import faults, perms
 from vmctl.errors import ConflictError, IntegrityError, InUseError, NotFoundError, UsageError
-from vmctl.storage import probe, qemu_img
+from vmctl.storage import qemu_img
 from vmctl.storage.blobs import Blobs
-from vmctl.storage.digest import canonical_json, check_digest, of_bytes
+from vmctl.storage.digest import canonical_json, check_digest
 from vmctl.storage.holds import Holds, check_holder
 from vmctl.storage.importer import Progress, prepare_base_layer, prepare_overlay_layer
 from vmctl.storage.index import Index
-from vmctl.storage.layout import Layout, layer_name
-from vmctl.storage.locks import StoreLock, WorkDir, live_pins, sweep_stale
+from vmctl.storage.layout import Layout
+from vmctl.storage.gc import StoreGC
+from vmctl.storage.ingest import StoreIngest
+from vmctl.storage.locks import StoreLock, WorkDir
 from vmctl.storage.manifest import (
     CONFIG_MEDIA_TYPE, FIRMWARES, INITRD_MEDIA_TYPE, KERNEL_MEDIA_TYPE, LAYER_MEDIA_TYPE,
     RECIPE_LABEL, ParsedManifest, build_config, build_manifest, descriptor, host_architecture,
     normalize_created, normalize_defaults, normalize_labels, parse_manifest, validate_config,
 )
-from vmctl.storage.model import Image, ImageRow, PruneResult, RemoveResult, short_id
+from vmctl.storage.model import Image, ImageRow, RemoveResult, short_id
 from vmctl.storage.refs import id_prefix_candidate, parse_name, parse_reference
 
 
-class ImageStore:
+class ImageStore(StoreGC, StoreIngest):
     """The images under ``<data root>/images``.
 
     `qemu_user` is the user QEMU runs as when that is not the caller (``perms.qemu_user(uri)``):
@@ -327,150 +331,6 @@ class ImageStore:
         tags = index.tags_of(image_id)
         return f"{tags[0]} ({short_id(image_id)})" if tags else short_id(image_id)
 
-    def _referenced(self, index: Index) -> tuple[set[str], list[str]]:
-        """Every digest the index's images reference (manifests included), and damage found."""
-        refs: set[str] = set()
-        damaged = []
-        for image_id in index.images:
-            refs.add(image_id)
-            try:
-                parsed = self._load(image_id)[0]
-            except (NotFoundError, IntegrityError) as exc:
-                damaged.append(str(exc))
-                continue
-            refs.update(d["digest"] for d in parsed.blobs)
-        return refs, damaged
-
-    def _collect(self, index: Index, candidates: list[str]) -> int:
-        """Delete the content of removed images `candidates` that nothing references any more."""
-        refs, damaged = self._referenced(index)
-        if damaged:
-            return 0  # cannot tell what is shared: keep everything, prune reports it
-        refs |= live_pins(self.layout.tmp)
-        freed = 0
-        for image_id in candidates:
-            try:
-                parsed = self._load(image_id)[0]
-            except (NotFoundError, IntegrityError):
-                continue
-            for desc in parsed.disk_layers:
-                if desc["digest"] not in refs:
-                    freed += self.blobs.delete(desc["digest"], LAYER_MEDIA_TYPE)
-            for desc in [parsed.config, parsed.kernel, parsed.initrd]:
-                if desc and desc["digest"] not in refs:
-                    freed += self.blobs.delete(desc["digest"])
-            if image_id not in refs:
-                freed += self.blobs.delete(image_id)
-            self._cache.pop(image_id, None)
-        return freed
-
-    def prune(self, *, dangling: bool = True) -> PruneResult:
-        """Remove unreferenced layers and blobs, and stale temporary files of dead processes.
-
-        With `dangling`, untagged images that nobody holds and no image builds on go first.
-        Content pinned by a live work dir (a registry pull in progress) is kept.
-        """
-        with self.lock:
-            index = self._index()
-            removed_images: list[str] = []
-            if dangling:
-                holds = self.holds.all()
-                changed = True
-                while changed:
-                    changed = False
-                    for image_id in sorted(index.images):
-                        if index.tags_of(image_id) or holds.get(image_id):
-                            continue
-                        try:
-                            if self._children(image_id, index):
-                                continue
-                        except (NotFoundError, IntegrityError):
-                            continue
-                        index.drop_image(image_id)
-                        removed_images.append(image_id)
-                        changed = True
-                if removed_images:
-                    index.save(self.layout.index)
-            temps, freed = sweep_stale(self.layout.tmp)
-            freed += self._sweep_dot_files()
-            refs, damaged = self._referenced(index)
-            if damaged:
-                return PruneResult(images=tuple(removed_images), temps=temps, freed=freed,
-                                   skipped=tuple(damaged))
-            refs |= live_pins(self.layout.tmp)
-            refs |= set(self.holds.all())
-            layers, blobs = [], []
-            for digest in sorted(self.blobs.all_layers()):
-                if digest not in refs:
-                    freed += self.blobs.delete(digest, LAYER_MEDIA_TYPE)
-                    layers.append(digest)
-            for digest in sorted(self.blobs.all_blobs()):
-                if digest not in refs:
-                    freed += self.blobs.delete(digest)
-                    blobs.append(digest)
-            for image_id in removed_images:
-                self._cache.pop(image_id, None)
-            return PruneResult(tuple(removed_images), tuple(layers), tuple(blobs), temps, freed)
-
-    def leftovers(self) -> list[tuple[str, str, str]]:
-        """What killed processes left in the store, as (kind, subject, detail), without changing
-        anything: work dirs of dead processes, temp files of atomic writes, and published blobs or
-        layers that no image, hold or live work dir references (a publish cut short)."""
-        from vmctl.storage.locks import dead_work_dirs
-
-        found = [("stale-work-dir", str(d), "temporary files of a vmctl process that died")
-                 for d in dead_work_dirs(self.layout.tmp)]
-        found += [("temp-file", str(f), "half-written file of a vmctl process that died")
-                  for f in self._dot_files()]
-        index = self._index()
-        refs, damaged = self._referenced(index)
-        if damaged:
-            return found + [("damaged-image", d, "cannot tell which blobs are in use") for d in damaged]
-        refs |= live_pins(self.layout.tmp) | set(self.holds.all())
-        for digest, path in sorted(self.blobs.all_layers().items()):
-            if digest not in refs:
-                found.append(("orphan-blob", str(path), "a layer no image uses (a publish cut short)"))
-        for digest, path in sorted(self.blobs.all_blobs().items()):
-            if digest not in refs:
-                found.append(("orphan-blob", str(path), "a blob no image uses (a publish cut short)"))
-        return found
-
-    def mend(self) -> None:
-        """Remove what :meth:`leftovers` lists (under the store lock; images are not touched)."""
-        with self.lock:
-            sweep_stale(self.layout.tmp)
-            self._sweep_dot_files()
-            index = self._index()
-            refs, damaged = self._referenced(index)
-            if damaged:
-                return
-            refs |= live_pins(self.layout.tmp) | set(self.holds.all())
-            for digest in self.blobs.all_layers():
-                if digest not in refs:
-                    self.blobs.delete(digest, LAYER_MEDIA_TYPE)
-            for digest in self.blobs.all_blobs():
-                if digest not in refs:
-                    self.blobs.delete(digest)
-
-    def _dot_files(self) -> list[Path]:
-        dirs = [self.layout.root, self.layout.holds, *[d for d in self.layout.holds.glob("*") if d.is_dir()]]
-        return sorted(f for d in dirs for f in d.glob(".*.tmp"))
-
-    def _sweep_dot_files(self) -> int:
-        """Leftover ``.name.pid.rand.tmp`` files of atomic writes (only ever made under the lock)."""
-        freed = 0
-        dirs = [self.layout.root, self.layout.holds, *[d for d in self.layout.holds.glob("*") if d.is_dir()]]
-        for d in dirs:
-            for f in d.glob(".*.tmp"):
-                freed += f.lstat().st_blocks * 512
-                f.unlink(missing_ok=True)
-        for d in [d for d in self.layout.holds.glob("*") if d.is_dir()]:
-            try:
-                d.rmdir()  # empty hold dirs of images whose last hold went away in a crash
-            except OSError:
-                pass
-        return freed
-
     # ------------------------------------------------------------------ adding images
     @contextmanager
     def session(self, purpose: str = "pull") -> Iterator[WorkDir]:
@@ -658,89 +518,6 @@ class ImageStore:
             progress("publish", 1, 1)
         return image
 
-    # ------------------------------------------------------------------ registry write path
-    def blob_path(self, digest: str, media_type: str | None = None) -> Path:
-        return self.blobs.path(check_digest(digest), media_type)
-
-    def has_blob(self, digest: str, media_type: str | None = None) -> bool:
-        return self.blobs.has(check_digest(digest), media_type)
-
-    def ingest_blob(
-        self, expected_digest: str, stream: BinaryIO, *, media_type: str | None = None,
-        size: int | None = None, session: WorkDir | None = None, progress=None,
-    ) -> Path:
-        """Store content read from `stream` if its sha256 is `expected_digest` (else IntegrityError).
-
-        Disk layers (`media_type` = the layer type) are also checked to be qcow2 that reach nothing
-        outside the store: no data file, no encryption, a backing file only of the form
-        ``<64 hex>.qcow2`` (the exact parent is checked by :meth:`put_manifest`). Pass the `session`
-        of the pull so prune keeps the blob until the manifest is written.
-        """
-        check_digest(expected_digest)
-        if self.blobs.has(expected_digest, media_type):
-            if session:
-                session.pin(expected_digest)
-            return self.blobs.path(expected_digest, media_type)
-        own = session is None
-        work = session or WorkDir.create(self.layout.tmp, self.lock, "ingest")
-        try:
-            tmp = work.file(f"blob-{os.urandom(6).hex()}")
-            digest, got = self.blobs.stream_temp(tmp, stream, progress)
-            if digest != expected_digest or (size is not None and got != size):
-                tmp.unlink(missing_ok=True)
-                raise IntegrityError(
-                    f"downloaded content is {digest} ({got} bytes), expected {expected_digest}"
-                    + (f" ({size} bytes)" if size is not None else "")
-                )
-            if media_type == LAYER_MEDIA_TYPE:
-                _check_pulled_layer(tmp)
-            with self.lock:
-                path = self.blobs.publish(tmp, digest, media_type)
-                work.pin(digest)
-            return path
-        finally:
-            if own:
-                work.close()
-
-    def put_manifest(self, manifest: bytes, ref: str | None = None) -> Image:
-        """Register an image whose blobs are all present (registry pull), optionally tagging it."""
-        target = parse_name(ref) if ref else None
-        parsed = parse_manifest(manifest)
-        for desc in parsed.blobs:
-            mt = desc["mediaType"] if desc["mediaType"] == LAYER_MEDIA_TYPE else None
-            path = self.blobs.path(desc["digest"], mt)
-            if not path.is_file():
-                raise NotFoundError(f"blob {desc['digest']} of the manifest is not in the store")
-            if path.stat().st_size != desc["size"]:
-                raise IntegrityError(f"blob {desc['digest']} has the wrong size")
-        config = validate_config(json.loads(self.blobs.read(parsed.config["digest"])), parsed)
-        previous = None
-        for desc in parsed.disk_layers:
-            path = self.layout.layer(desc["digest"])
-            probe.check_standalone_qcow2(path, allowed_backing=layer_name(previous) if previous else None)
-            previous = desc["digest"]
-        image_id = of_bytes(manifest)
-        with self.lock:
-            for desc in parsed.blobs:  # again under the lock: an unpinned blob may have been pruned
-                mt = desc["mediaType"] if desc["mediaType"] == LAYER_MEDIA_TYPE else None
-                if not self.blobs.has(desc["digest"], mt):
-                    raise NotFoundError(f"blob {desc['digest']} of the manifest vanished (pruned?)")
-            if not self.blobs.has(image_id):
-                work = WorkDir.create(self.layout.tmp, self.lock, "manifest")
-                try:
-                    tmp = work.file("manifest.json")
-                    self.blobs.write_temp(tmp, manifest)
-                    self.blobs.publish(tmp, image_id)
-                finally:
-                    work.close()
-            index = self._index()
-            index.add_image(image_id)
-            if target:
-                index.tag(*target, image_id)
-            index.save(self.layout.index)
-            del config
-            return self._image(image_id, index)
-
     # ------------------------------------------------------------------ checks
     def verify(self, ref: str) -> list[str]:
         """Re-hash an image's content and run ``qemu-img check`` on its layers; return problems."""
@@ -776,18 +553,6 @@ class ImageStore:
         from vmctl.storage.usage import disk_usage
 
         return disk_usage(self, **kwargs)
-
-
-def _check_pulled_layer(path: Path) -> None:
-    import re
-
-    hdr = probe.read_qcow2_header(path)
-    if hdr.backing_file is not None and not re.fullmatch(r"[0-9a-f]{64}\.qcow2", hdr.backing_file):
-        raise IntegrityError(f"pulled layer names backing file {hdr.backing_file!r}; refused")
-    probe.check_standalone_qcow2(path, allowed_backing=hdr.backing_file)
-    report = qemu_img.check(qemu_img.no_backing_spec(path), spec=True)
-    if not qemu_img.is_clean(report):
-        raise IntegrityError("pulled layer fails qemu-img check")
 
 
 def _now() -> int:

@@ -79,3 +79,30 @@ def test_create_from_a_disk_file_without_print_xml_asks_for_an_import(cli_run, t
     disk.write_bytes(b"QFI\xfb" + b"\0" * 508)
     result = cli_run("create", "web1", "--image", str(disk))
     assert result.exit_code == 2 and "vmctl image import" in result.stderr
+
+
+def test_the_lazy_command_table_is_what_the_commands_say():
+    import click
+
+    from vmctl.cli.main import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    for name, (module, text) in COMMANDS.items():
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None, name
+        first = (cmd.help or "").strip().split("\n")[0].strip()
+        assert first == text, name
+        owner = next(iter(cmd.commands.values())).callback if isinstance(cmd, click.Group) else cmd.callback
+        assert owner.__module__ == f"vmctl.cli.{module}", name
+    assert set(cli.commands) == set(COMMANDS)
+
+
+def test_help_imports_no_command_module():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom vmctl.cli.main import cli\n"
+            "r = CliRunner().invoke(cli, ['--help'])\nassert r.exit_code == 0 and 'snapshot' in r.output\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('vmctl.cli.', 'vmctl.core.', 'libvirt', 'paramiko'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert eval(out) == ["vmctl.cli.context", "vmctl.cli.main", "vmctl.core.session"], out

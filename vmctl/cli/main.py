@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import sys
 import traceback
 
@@ -13,11 +14,85 @@ from vmctl.config import MODES, load_settings
 from vmctl.errors import ResourceError, UsageError, VmctlError
 
 
+# Every command, the module of vmctl.cli that defines it, and the line `vmctl --help` shows for
+# it. The modules are imported only when one of their commands runs (the help needs none of them:
+# `vmctl --help` stays fast); tests/cli/test_cli_frame.py checks that this table is what the
+# commands themselves say.
+COMMANDS: dict[str, tuple[str, str]] = {
+    'commit': ('snapshots', "Turn VM NAME's disk (or one of its snapshots) into image IMAGE[:TAG]; the VM keeps running."),
+    'console': ('vms', "Attach to a VM's serial console (detach with Ctrl-])."),
+    'cp': ('vms', 'Copy files between the host and a VM: one side is NAME:PATH.'),
+    'create': ('vms', 'Create a VM from an image (a copy-on-write disk, a cloud-init seed, a libvirt domain).'),
+    'df': ('images', 'Show disk space used by images, VMs and snapshots.'),
+    'doctor': ('system', 'Find leftovers of killed vmctl processes (half-made VMs, stale holds).'),
+    'exec': ('vms', 'Run COMMAND in the VM; its exit status, stdout and stderr are passed through.'),
+    'image': ('images', 'Manage images: read-only templates that VMs are created from.'),
+    'images': ('images', 'List images.'),
+    'info': ('system', 'Show libvirt and QEMU versions, mode, URI, whether KVM is verified usable, store paths.'),
+    'inspect': ('vms', "Show VMs' details as JSON: image, state, addresses, ports, disk usage, profile."),
+    'ip': ('vms', "Print the address vmctl reaches the VM's SSH server on (HOST or HOST:PORT)."),
+    'kill': ('vms', 'Power VMs off at once.'),
+    'load': ('registry', 'Load images from an OCI image-layout archive, verifying every digest.'),
+    'login': ('registry', 'Log in to REGISTRY (HOST[:PORT]); the credentials are checked, then stored (0600).'),
+    'logout': ('registry', "Forget vmctl's credentials for REGISTRY (Docker's and podman's files are never changed)."),
+    'logs': ('vms', "Print a VM's serial console log."),
+    'ls': ('vms', 'List VMs (running ones; -a for all).'),
+    'pause': ('vms', "Freeze VMs' CPUs (memory stays allocated)."),
+    'ps': ('vms', 'List VMs (running ones; -a for all).'),
+    'pull': ('registry', 'Pull an image: HOST[:PORT]/REPO[:TAG|@sha256:…] from a registry (vmctl images and KubeVirt'),
+    'push': ('registry', 'Push image REF to a registry: to DEST (HOST[:PORT]/REPO[:TAG]), or to REF itself when'),
+    'restart': ('vms', 'Stop and start VMs again.'),
+    'resume': ('vms', 'Unfreeze paused VMs.'),
+    'rm': ('vms', "Remove VMs: domain, disk, seed, snapshots' metadata, pinned host key. Nothing is left."),
+    'rmi': ('images', 'Remove images (refused while a VM or another image uses one).'),
+    'run': ('vms', 'Create, start and wait for a VM: the common one-liner.'),
+    'save': ('registry', 'Save images to an OCI image-layout archive (tar), streaming: memory stays flat.'),
+    'search': ('registry', 'Find images whose name contains TERM: in the cloud image catalog, or in a registry.'),
+    'snapshot': ('snapshots', "Save a VM's disks (and memory) and go back to them later."),
+    'ssh': ('vms', 'Open a shell in the VM, or run COMMAND (after --).'),
+    'start': ('vms', 'Start one or more VMs.'),
+    'stop': ('vms', 'Shut VMs down gracefully (ACPI power button), forcing power off after the timeout.'),
+    'tag': ('images', 'Give image SOURCE the name TARGET (NAME[:TAG]).'),
+    'unpause': ('vms', 'Unfreeze paused VMs.'),
+    'version': ('system', "Show vmctl's version and its bindings'."),
+    'wait': ('vms', "Wait until VMs answer on SSH with their pinned host key and accept vmctl's key."),
+}
+
+
 class VmctlGroup(click.Group):
-    """A click group that turns vmctl errors into one line and their exit code.
+    """A click group that turns vmctl errors into one line and their exit code, and imports a
+    command's module only when that command runs (see `COMMANDS`).
 
     Handling errors here (not in `main`) keeps click's CliRunner and the installed script identical.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._loaded: set[str] = set()
+
+    def _load(self, module: str) -> None:
+        if module in self._loaded:
+            return
+        self._loaded.add(module)
+        if module == "snapshots":
+            self._load("images")  # it adds `image history` to the image group
+        importlib.import_module(f"vmctl.cli.{module}").register(self)
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        if name not in self.commands and name in COMMANDS:
+            self._load(COMMANDS[name][0])
+            if name == "image":
+                self._load("snapshots")
+        return self.commands.get(name)
+
+    def format_commands(self, ctx, formatter) -> None:
+        limit = formatter.width - 6 - max(len(n) for n in COMMANDS)
+        rows = [(name, click.utils.make_default_short_help(text, limit)) for name, (_m, text) in sorted(COMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -68,21 +143,6 @@ def cli(ctx: click.Context, uri, mode, root, as_json, debug, quiet):
                       progress=draw or (lambda *_: None),
                       warn=lambda line: click.echo(f"vmctl: warning: {line}", err=True))
     ctx.obj = App(session=session, json=as_json, debug=debug, quiet=quiet)
-
-
-def _register() -> None:
-    from vmctl.cli import images, system, vms
-
-    system.register(cli)
-    images.register(cli)
-    vms.register(cli)
-    from vmctl.cli import snapshots as snapshots_cli
-    snapshots_cli.register(cli)
-    from vmctl.cli import registry as registry_cli
-    registry_cli.register(cli)
-
-
-_register()
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmctl.errors import UsageError
+from vmctl.names import check_name
+from vmctl.userfiles import read_toml
 
 MODES = ("hosted", "system")
 DEFAULT_URI = {"hosted": "qemu:///session", "system": "qemu:///system"}
@@ -107,8 +109,6 @@ class Paths:
         return self.root / "locks"
 
     def instance_dir(self, name: str) -> Path:
-        from vmctl.names import check_name
-
         return self.instances / check_name(name, "VM name")
 
 
@@ -128,7 +128,6 @@ def _config_path(mode_hint: str | None) -> Path | None:
 def _read_config(path: Path | None) -> dict:
     if path is None:
         return {}
-    from vmctl.userfiles import read_toml
 
     data = read_toml(path, "config file")
     known = {"mode", "connect", "root", "profile", "restrict_network", "insecure_registries",

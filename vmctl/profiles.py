@@ -36,6 +36,7 @@ from typing import Any, Callable
 from vmctl.config import templates_dir, user_config_dir
 from vmctl.errors import NotFoundError, UsageError
 from vmctl.names import check_name
+from vmctl.userfiles import read_toml
 
 
 def profile_dirs() -> list[Path]:
@@ -398,8 +399,6 @@ def list_profiles() -> list[str]:
 
 
 def _read(path: Path) -> dict:
-    from vmctl.userfiles import read_toml
-
     return read_toml(path, "profile")
 
 

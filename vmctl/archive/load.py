@@ -40,11 +40,24 @@ from pathlib import Path
 
 import zstandard
 
+from vmctl import faults
 from vmctl.archive.layout import (
-    INDEX_FILE, LAYOUT, MAX_MEMBERS, MAX_METADATA, REF_NAME, blob_digest, check_member, member_path,
+    INDEX_FILE,
+    LAYOUT,
+    MAX_MEMBERS,
+    MAX_METADATA,
+    REF_NAME,
+    blob_digest,
+    check_member,
+    member_path,
 )
 from vmctl.errors import IntegrityError, NotFoundError, ResourceError, UsageError
+from vmctl.registry import compress
 from vmctl.registry import mediatypes as mt
+from vmctl.registry.compress import MAX_WINDOW
+from vmctl.registry.transfer import RemoteBlob, _rollback, local_manifest
+from vmctl.storage.manifest import parse_manifest, validate_config
+from vmctl.storage.refs import parse_name
 from vmctl.tarstream import DIRECTORY, REGULAR, TarReader
 
 CHUNK = 1 << 20
@@ -100,8 +113,6 @@ def _open(raw, what: str):
             if kind == "gzip":
                 return gzip.GzipFile(fileobj=raw, mode="rb"), True
             if kind == "zstd":
-                from vmctl.registry.compress import MAX_WINDOW
-
                 dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
                 return io.BufferedReader(dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=True),
                                          CHUNK), True
@@ -137,8 +148,6 @@ def _kind(member) -> str:
 # ------------------------------------------------------------------ names and the index
 def _image_name(name, what: str) -> str | None:
     """A ref.name annotation -> ``NAME:TAG``, or None for a bare tag (skopeo's ``FILE:v1``)."""
-    from vmctl.storage.refs import parse_name
-
     if not isinstance(name, str) or not name or len(name) > 512:
         raise IntegrityError(f"{what}: a malformed image name")
     if ":" not in name.rsplit("/", 1)[-1]:
@@ -214,9 +223,6 @@ class _Reader:
 # ------------------------------------------------------------------ planning
 def _plan(store, what: str, index: dict, small) -> list[_Planned]:
     """Images to add, from the index and the manifests/configs `small(digest)` returns (verified)."""
-    from vmctl.registry.transfer import local_manifest
-    from vmctl.storage.manifest import parse_manifest, validate_config
-
     plans = []
     for mdigest, names in _index_entries(index, what).items():
         data = small(mdigest)
@@ -238,8 +244,6 @@ def _plan(store, what: str, index: dict, small) -> list[_Planned]:
 
 def _needed(store, plans: list[_Planned]) -> dict:
     """remote digest -> RemoteBlob for every blob (configs included) the store lacks."""
-    from vmctl.registry.transfer import RemoteBlob
-
     out = {}
     for p in plans:
         c = p.config_desc
@@ -276,8 +280,6 @@ class _Ingest:
         self.done: set[str] = set()
 
     def blob(self, blob, stream) -> None:
-        from vmctl.registry import compress
-
         kind = mt.LOCAL_LAYER if blob.local_type == mt.LOCAL_LAYER else None
         if self.store.has_blob(blob.local_digest, kind):
             self.work.pin(blob.local_digest)
@@ -300,8 +302,6 @@ class _Ingest:
 
 
 def _finish(store, plans: list[_Planned], result: LoadResult) -> LoadResult:
-    from vmctl import faults
-
     faults.point("load.after-ingest")
     for p in plans:
         previous = {}
@@ -379,8 +379,6 @@ class _Bounded(io.RawIOBase):
 
 
 def _load_stream(store, stream, what: str, work, ingest: _Ingest) -> LoadResult:
-    from vmctl.registry.transfer import local_manifest
-
     meta = _Reader(what)
     small: dict[str, bytes] = {}
     small_bytes = 0
@@ -394,7 +392,6 @@ def _load_stream(store, stream, what: str, work, ingest: _Ingest) -> LoadResult:
         except IntegrityError:
             return
         manifests_seen.add(digest)
-        from vmctl.registry.transfer import RemoteBlob
 
         for b in [*blobs, RemoteBlob(mt.CONFIG, cfg["digest"], cfg["size"], cfg["digest"], cfg["size"], False)]:
             declared.setdefault(b.remote_digest, b)
@@ -512,8 +509,6 @@ def _load_compressed_file(store, path, what: str, ingest: _Ingest) -> LoadResult
 
 def load(store, path: str | os.PathLike, *, progress=None) -> LoadResult:
     """Load every image of the archive at `path` into `store` (see the module doc)."""
-    from vmctl.registry.transfer import _rollback
-
     what = str(path)
     ingest: _Ingest | None = None
     try:

@@ -11,13 +11,14 @@ from pathlib import Path
 from vmctl.archive.layout import INDEX_FILE, LAYOUT, LAYOUT_FILE, REF_NAME, blob_name
 from vmctl.errors import UsageError
 from vmctl.registry import mediatypes as mt
+from vmctl.storage.digest import canonical_json
+from vmctl.storage.manifest import parse_manifest
+from vmctl.storage.refs import parse_reference
 
 CHUNK = 1 << 20
 
 
 def _canonical(obj) -> bytes:
-    from vmctl.storage.digest import canonical_json
-
     return canonical_json(obj)
 
 
@@ -45,8 +46,6 @@ class _Counting:
 
 def save(store, refs: list[str], output: str | os.PathLike, *, progress=None) -> SaveResult:
     """Write images `refs` (any local references) to the archive `output` (atomically, mode 0600)."""
-    from vmctl.storage.manifest import parse_manifest
-
     if not refs:
         raise UsageError("name at least one image to save")
     output = Path(output)
@@ -101,8 +100,6 @@ def save(store, refs: list[str], output: str | os.PathLike, *, progress=None) ->
 
 def _names_for(ref: str, im) -> list[str]:
     """The names an image is saved under: the one given (if it is a name), else all its tags."""
-    from vmctl.storage.refs import parse_reference
-
     r = parse_reference(ref)
     if r.is_named and f"{r.repo}:{r.tag}" in im.repo_tags:
         return [f"{r.repo}:{r.tag}"]

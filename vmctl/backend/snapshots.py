@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 
 import libvirt
+import libvirt_qemu
 
 from vmctl.backend.errors import libvirt_errors
 from vmctl.errors import LibvirtError, NotFoundError
@@ -120,8 +121,6 @@ def delete(backend, name: str, snap: str, *, metadata_only: bool = False) -> Non
 # ---- QMP pass-through (live disk-only internal snapshots) -------------------------------------
 
 def _qmp(backend, name: str, command: str, arguments: dict | None = None):
-    import libvirt_qemu
-
     dom = _domain(backend, name)
     payload = {"execute": command}
     if arguments is not None:

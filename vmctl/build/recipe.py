@@ -14,6 +14,7 @@ from typing import Any
 
 from vmctl.config import templates_dir
 from vmctl.errors import NotFoundError, UsageError
+from vmctl.userfiles import read_toml
 
 #: Bumped whenever the builder's output for the same recipe changes.
 FORMAT_VERSION = 1
@@ -81,7 +82,6 @@ def find_recipe(name_or_path: str | Path) -> Path:
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Load and check a recipe; relative paths in it resolve against ``templates_dir()``."""
     path = find_recipe(name_or_path)
-    from vmctl.userfiles import read_toml
 
     data = read_toml(path, "recipe")
     _require(data, str(path), ["name", "boot", "rootfs", "defaults"])

@@ -21,16 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from vmctl.build.builder import BuildResult, build
 from vmctl.build.tools import require
+from vmctl.config import build_cache_dir
 from vmctl.storage import qemu_img
 
 
 def test_cache_dir() -> Path:
     """Where tests keep downloaded packages across runs: ``$VMCTL_TEST_CACHE``, else the same
     package cache ``vmctl image build`` uses (so a fresh machine downloads each .deb once)."""
-    from vmctl.config import build_cache_dir
-
     return Path(os.environ.get("VMCTL_TEST_CACHE") or build_cache_dir())
 
 
@@ -43,8 +44,6 @@ def build_for_tests(recipe: str, cache_dir: Path, work_dir: Path) -> BuildResult
 
 
 def _fixture(recipe: str):
-    import pytest
-
     @pytest.fixture(scope="session")
     def fixture(tmp_path_factory) -> BuildResult:
         base = tmp_path_factory.mktemp(f"{recipe}-build")

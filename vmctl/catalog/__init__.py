@@ -30,8 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import requests
+import urllib3
+
 from vmctl import download
+from vmctl.config import templates_dir, user_config_dir
 from vmctl.errors import IntegrityError, NotFoundError, RegistryError, ResourceError, UsageError
+from vmctl.fsutil import lock_file, private_dirs
+from vmctl.storage.manifest import host_architecture
+from vmctl.storage.refs import parse_name
+from vmctl.userfiles import read_toml
 
 CHUNK = 1 << 20
 RESERVE = 64 << 20  # free space a catalog download leaves on the data root's file system
@@ -84,8 +92,6 @@ class Entry:
         return self.distro.name
 
     def _arch(self) -> str:
-        from vmctl.storage.manifest import host_architecture
-
         host = host_architecture()
         if host not in self.distro.arch:
             raise UsageError(f"{self.distro.name} has no cloud image for {host} in the catalog")
@@ -104,14 +110,10 @@ class Entry:
 
 
 def _catalog_dirs() -> list[Path]:
-    from vmctl.config import templates_dir, user_config_dir
-
     return [templates_dir() / "catalog", user_config_dir() / "catalog"]
 
 
 def load_catalog() -> dict[str, Distro]:
-    from vmctl.userfiles import read_toml
-
     out: dict[str, Distro] = {}
     for d in _catalog_dirs():
         if not d.is_dir():
@@ -199,8 +201,6 @@ class PullResult:
 
 class _Http:
     def __init__(self, retries: int = 4, backoff: float = 0.5):
-        import requests
-
         self.requests = requests
         self.session = requests.Session()
         self.session.trust_env = False
@@ -226,8 +226,6 @@ class _Http:
             raise RegistryError(f"{urlsplit(url).netloc}: refused the mirror's answer ({exc.__class__.__name__})") from None
 
     def transient(self) -> tuple:
-        import urllib3
-
         e = self.requests.exceptions
         return (e.ConnectionError, e.Timeout, e.ChunkedEncodingError, urllib3.exceptions.ProtocolError)
 
@@ -286,8 +284,6 @@ def _http_date(value: str | None) -> int | None:
 
 def pull(store, entry: Entry, *, progress=None) -> PullResult:
     """Download, verify and import `entry` as image ``entry.ref``."""
-    from vmctl.fsutil import lock_file, private_dirs
-
     url, sums_url = entry.image_url, entry.checksums_url
     algorithm = entry.distro.algorithm
     http = _Http()
@@ -296,8 +292,6 @@ def pull(store, entry: Entry, *, progress=None) -> PullResult:
     key = hashlib.sha256(url.encode()).hexdigest()[:32]
     part = cache / f"{key}.partial"
     try:
-        from vmctl.storage.refs import parse_name
-
         parse_name(entry.ref)
         filename = urlsplit(url).path.rsplit("/", 1)[-1]
         expected = expected_hash(http.text(sums_url), algorithm, filename)

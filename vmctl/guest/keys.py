@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -59,8 +60,6 @@ class ClientKey:
 
     def pkey(self) -> "paramiko.PKey":
         """Load the private key for paramiko."""
-        import paramiko
-
         return paramiko.Ed25519Key.from_private_key_file(str(self.path))
 
 
@@ -162,8 +161,6 @@ def fingerprint(public_line_or_blob: str | bytes) -> str:
 
 def host_key_from_line(line: str) -> paramiko.PKey:
     """A paramiko public key object for a pinned host key line."""
-    import paramiko
-
     keytype, blob, _ = parse_public_line(line)
     if keytype not in HOST_KEY_ALGORITHMS:
         raise UsageError(f"unsupported SSH host key type {keytype}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 from pathlib import Path
@@ -14,7 +15,6 @@ from vmctl.guest.keys import HOST_KEY_ALGORITHMS, parse_public_line
 
 def known_hosts_line(host: str, port: int, host_key_line: str) -> str:
     keytype, blob, _ = parse_public_line(host_key_line)
-    import base64
 
     pattern = host if int(port) == 22 else f"[{host}]:{int(port)}"
     return f"{pattern} {keytype} {base64.b64encode(blob).decode('ascii')}"

@@ -15,7 +15,9 @@ import select
 import signal
 import sys
 import tarfile
+import termios
 import threading
+import tty
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -24,7 +26,15 @@ import paramiko
 from vmctl.errors import ExternalToolError, GuestNotReady, IntegrityError
 from vmctl.guest.channels import CHUNK, CappedBuffer, command_text, drain, settle
 from vmctl.guest.files import FileCopy
-from vmctl.guest.handshake import StepFailed, probe_any_key, authenticate, handshake, load_pkey, tcp_connect, wait_banner
+from vmctl.guest.handshake import (
+    StepFailed,
+    authenticate,
+    handshake,
+    load_pkey,
+    probe_any_key,
+    tcp_connect,
+    wait_banner,
+)
 from vmctl.guest.keys import ClientKey
 
 # ---------------------------------------------------------------------------------------------
@@ -235,9 +245,6 @@ class GuestSession(FileCopy):
         With a terminal on stdin: a pty of the terminal's size (kept in step on SIGWINCH) and the
         local terminal in raw mode, restored on return.
         """
-        import termios
-        import tty
-
         stdin_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
         stdout_fd = sys.stdout.fileno() if stdout_fd is None else stdout_fd
         is_tty = os.isatty(stdin_fd)

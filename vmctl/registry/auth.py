@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmctl.config import user_config_dir
 from vmctl.errors import UsageError
 from vmctl.fsutil import atomic_write, lock_file, private_dirs
 from vmctl.registry.refs import normalize_host
@@ -40,8 +41,6 @@ class Credentials:
 
 
 def vmctl_auth_file() -> Path:
-    from vmctl.config import user_config_dir
-
     return user_config_dir() / AUTH_FILE_NAME
 
 

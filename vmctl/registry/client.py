@@ -22,6 +22,7 @@ about HTTP — where credentials may go, redirects, retries, bounded reads — i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -171,8 +172,6 @@ class RegistryClient:
     def get_manifest(self, repo: str, ref: str, accept: list[str] | tuple[str, ...] | None = None
                      ) -> tuple[bytes, str, str]:
         """Fetch a manifest: (bytes, media type, digest), the digest verified against the bytes."""
-        import json
-
         headers = {"Accept": ", ".join(accept or mt.MANIFEST_ACCEPT)}
         what = f"{repo}@{ref}" if ref.startswith("sha256:") else f"{repo}:{ref}"
         resp = self._request("GET", f"/v2/{repo}/manifests/{ref}", scope=self._pull(repo), headers=headers)

@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -39,10 +40,15 @@ import zstandard
 
 from vmctl.errors import IntegrityError, NotFoundError, RegistryError, ResourceError, UsageError
 from vmctl.fsutil import private_dirs
-from vmctl.registry import answers, mediatypes as mt
+from vmctl.registry import answers
+from vmctl.registry import mediatypes as mt
 from vmctl.registry.client import RegistryClient
 from vmctl.registry.refs import RegistryRef
 from vmctl.registry.transfer import PushResult, cache_root
+from vmctl.storage import qemu_img
+from vmctl.storage.digest import canonical_json
+from vmctl.storage.manifest import host_architecture, normalize_created
+from vmctl.storage.refs import parse_name
 from vmctl.tarstream import TarReader
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -74,8 +80,6 @@ def _sha(data: bytes) -> str:
 
 
 def _canonical(obj) -> bytes:
-    from vmctl.storage.digest import canonical_json
-
     return canonical_json(obj)
 
 
@@ -89,8 +93,6 @@ def is_containerdisk_manifest(doc: dict) -> bool:
 
 
 def _host_arch() -> str:
-    from vmctl.storage.manifest import host_architecture
-
     return _ARCH.get(host_architecture(), host_architecture())
 
 
@@ -108,8 +110,6 @@ def classify(client: RegistryClient, ref: RegistryRef) -> str:
 
 def _created(value) -> str | int:
     """The image config's creation time as the store takes it, or 0 when it is not a time."""
-    from vmctl.storage.manifest import normalize_created
-
     if isinstance(value, str) and len(value) >= 19:
         value = value[:19] + "Z"   # drop sub-seconds and offsets the store would not parse
     try:
@@ -194,8 +194,6 @@ class _Progressing:
 
 def push(store, local_ref: str, dest: RegistryRef, client: RegistryClient, *, progress=None) -> PushResult:
     """Push image `local_ref` as a containerDisk to `dest`."""
-    from vmctl.storage import qemu_img
-
     if dest.digest:
         raise UsageError(f"{dest}: push to a tag, not a digest")
     image = store.resolve(local_ref)
@@ -302,8 +300,6 @@ def find_disk(layers: list[tuple[Path, str]]) -> tuple[int, str]:
 def extract_disk(path: Path, kind: str, name: str, dest: Path, progress=None) -> None:
     """Copy the last regular `name` of a layer to `dest`, after checking that the size its header
     declares fits on the file system (a small gzip layer may unpack to terabytes)."""
-    import shutil
-
     fh, stream = _open_layer(path, kind)
     try:
         last = None
@@ -334,8 +330,6 @@ def pull(store, ref: RegistryRef, client: RegistryClient, *, local_ref: str | No
          user: str | None = None, progress=None) -> PullResult:
     """Pull the containerDisk `ref` into `store` as a firmware-boot cloud-init image."""
     if local_ref:
-        from vmctl.storage.refs import parse_name
-
         parse_name(local_ref)
     repo = ref.repo
     data, media_type, mdigest = client.get_manifest(repo, ref.reference, accept=mt.MANIFEST_ACCEPT)

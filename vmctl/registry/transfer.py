@@ -32,6 +32,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,11 +42,15 @@ import zstandard
 
 from vmctl import faults
 from vmctl.errors import IntegrityError, NotFoundError, RegistryError, ResourceError, UsageError
-from vmctl.fsutil import lock_file, private_dirs
-from vmctl.registry import answers, compress, mediatypes as mt
+from vmctl.fsutil import atomic_write, lock_file, private_dirs
+from vmctl.registry import answers, compress
+from vmctl.registry import mediatypes as mt
 from vmctl.registry.auth import AuthStore
 from vmctl.registry.client import RegistryClient
-from vmctl.registry.refs import RegistryRef, require_registry_ref
+from vmctl.registry.refs import RegistryRef, normalize_host, require_registry_ref
+from vmctl.storage.digest import canonical_json, is_digest
+from vmctl.storage.manifest import host_architecture, parse_manifest, validate_config
+from vmctl.storage.refs import parse_name
 
 # (phase, done, total): phase is e.g. "compress 1a2b3c4d5e6f", "upload 1a2b3c4d5e6f", "download …"
 Progress = Callable[[str, int, int | None], None]
@@ -72,8 +78,6 @@ def open_client(ref_or_host: RegistryRef | str, *, settings=None, insecure: bool
     if isinstance(ref_or_host, RegistryRef):
         host, repo, api_host = ref_or_host.host, ref_or_host.repo, ref_or_host.api_host
     else:
-        from vmctl.registry.refs import normalize_host
-
         host, repo = normalize_host(ref_or_host), None
         api_host = "registry-1.docker.io" if host == "docker.io" else host
     if insecure is None:
@@ -124,8 +128,6 @@ def local_manifest(data: bytes) -> tuple[bytes, list[RemoteBlob], dict]:
 
     Raises IntegrityError for anything that is not a well-formed vmctl image.
     """
-    from vmctl.storage.digest import is_digest
-
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -184,8 +186,6 @@ def _sha256(data: bytes) -> str:
 
 
 def _canonical(obj) -> bytes:
-    from vmctl.storage.digest import canonical_json
-
     return canonical_json(obj)
 
 
@@ -207,8 +207,6 @@ class CompressionCache:
         return entry if entry.get("format") == _ZSTD_ID else None
 
     def put(self, udigest: str, digest: str, size: int, seen: dict | None = None) -> dict:
-        from vmctl.fsutil import atomic_write
-
         private_dirs(self.dir)
         entry = {"format": _ZSTD_ID, "digest": digest, "size": size, "seen": seen or {}}
         atomic_write(self._path(udigest), json.dumps(entry, sort_keys=True).encode())
@@ -308,8 +306,6 @@ class PullResult:
 
 
 def _pick_from_index(client: RegistryClient, repo: str, data: bytes) -> tuple[bytes, str]:
-    from vmctl.storage.manifest import host_architecture
-
     what = f"{client.host}/{repo}: index"
     try:
         doc = json.loads(data)
@@ -331,8 +327,6 @@ def pull(store, ref: RegistryRef | str, client: RegistryClient, *, local_ref: st
     if local_ref == "":
         local_ref = f"{ref.local_name}:{ref.tag}" if ref.tag and not ref.digest else None
     if local_ref:
-        from vmctl.storage.refs import parse_name
-
         parse_name(local_ref)  # a name the store refuses fails now, before any download
     repo = ref.repo
     data, media_type, mdigest = client.get_manifest(repo, ref.reference, accept=mt.MANIFEST_ACCEPT)
@@ -344,8 +338,6 @@ def pull(store, ref: RegistryRef | str, client: RegistryClient, *, local_ref: st
         local, blobs, config_desc = local_manifest(data)
     except IntegrityError as exc:  # the registry answered something that is not a vmctl manifest
         raise RegistryError(f"{ref}: {exc}") from None
-
-    from vmctl.storage.manifest import parse_manifest
 
     parsed = parse_manifest(local)
     # One pull of an image at a time: a second `vmctl pull` of the same image waits here, then finds
@@ -360,8 +352,6 @@ def _fetch_and_ingest(store, ref: RegistryRef, client: RegistryClient, mdigest: 
                       blobs: list, config_desc: dict, parsed, local_ref: str | None,
                       progress: Progress | None) -> PullResult:
     """Pull's two phases (module doc), under the image's pull lock."""
-    from vmctl.storage.manifest import validate_config
-
     repo = ref.repo
     before = client.bytes_downloaded
     partial = private_dirs(cache_root(store) / "partial")
@@ -430,8 +420,6 @@ PULL_RESERVE = 64 << 20  # free space a pull leaves on the store's file system
 def _check_space(store, partial: Path, needed: list[RemoteBlob], ref) -> None:
     """Refuse a pull that cannot fit before a byte is downloaded: the download (in the cache) and
     the layers it becomes (in the store) both need room until the end."""
-    import shutil
-
     want = sum(b.remote_size for b in needed) + sum(b.local_size for b in needed)
     free = shutil.disk_usage(partial).free
     if want + PULL_RESERVE > free:
@@ -491,8 +479,6 @@ def search(client: RegistryClient, term: str, *, with_tags: bool = True, limit: 
 def clean_cache(store, *, older_than: float = 7 * 86400) -> int:
     """Remove interrupted downloads (``partial/``) and compression leftovers of killed pushes
     (``tmp/``) older than `older_than` seconds; return the bytes freed (for doctor/prune)."""
-    import time
-
     freed = 0
     now = time.time()
     for sub in ("partial", "tmp"):

@@ -35,6 +35,7 @@ from urllib.parse import urlencode, urljoin, urlparse
 import requests
 import urllib3
 
+from vmctl import __version__
 from vmctl.errors import AuthError, NotFoundError, RegistryError, UsageError
 from vmctl.registry.auth import Credentials
 
@@ -126,11 +127,7 @@ class Transport:
         self.session.trust_env = False
         self._ca_file = str(ca_file) if ca_file else None
         self.session.verify = False if insecure else (self._ca_file or True)
-        try:
-            from vmctl import __version__ as version
-        except ImportError:  # pragma: no cover
-            version = "0"
-        self.session.headers["User-Agent"] = user_agent or f"vmctl/{version}"
+        self.session.headers["User-Agent"] = user_agent or f"vmctl/{__version__}"
         # Blob bytes must arrive exactly as stored, and bodies must be countable: no compression.
         self.session.headers["Accept-Encoding"] = "identity"
         self._base: str | None = None

@@ -7,6 +7,7 @@ and lines are never wrapped, which keeps the output easy for the guest's small p
 
 from __future__ import annotations
 
+import email
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Any
@@ -129,7 +130,6 @@ def combine_user_data(ours: dict[str, Any], user_data: str | None) -> str:
     if kind == "text/cloud-config":
         return cloud_config(merge(parse_cloud_config(user_data), ours))
     if kind == "multipart":
-        import email
         message = email.message_from_string(user_data)
         if not message.is_multipart():
             raise UsageError("user-data has MIME headers but is not a multipart message")

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from vmctl.errors import ResourceError, UsageError
-from vmctl.storage import probe, qemu_img
+from vmctl.errors import IntegrityError, ResourceError, UsageError
 from vmctl.fsutil import fsync_file
+from vmctl.storage import probe, qemu_img
 from vmctl.storage.digest import of_file
 
 # phase ("check", "convert", "hash", "copy", "publish"), done, total (bytes; total 0 = unknown)
@@ -97,8 +97,6 @@ def _hash(tmp: Path, progress: Progress | None) -> tuple[str, int]:
 
 
 def _verify_layer(tmp: Path, allowed_backing: str | None) -> None:
-    from vmctl.errors import IntegrityError
-
     probe.check_standalone_qcow2(tmp, allowed_backing=allowed_backing)
     report = qemu_img.check(qemu_img.no_backing_spec(tmp), spec=True)
     if not qemu_img.is_clean(report):

@@ -8,6 +8,7 @@ opens it (opening a qcow2 with a data file already opens that other file).
 
 from __future__ import annotations
 
+import stat as _stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +97,6 @@ def read_qcow2_header(path: Path) -> Qcow2Header:
 
 def check_input_file(path: Path) -> None:
     """Refuse an input disk that is not a regular file or a block device (a FIFO would hang)."""
-    import stat as _stat
-
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -22,21 +23,35 @@ from vmctl import faults, perms
 from vmctl.errors import ConflictError, IntegrityError, InUseError, NotFoundError, UsageError
 from vmctl.storage import qemu_img
 from vmctl.storage.blobs import Blobs
-from vmctl.storage.digest import canonical_json, check_digest
+from vmctl.storage.digest import canonical_json, check_digest, of_file
+from vmctl.storage.gc import StoreGC
 from vmctl.storage.holds import Holds, check_holder
 from vmctl.storage.importer import Progress, prepare_base_layer, prepare_overlay_layer
 from vmctl.storage.index import Index
-from vmctl.storage.layout import Layout
-from vmctl.storage.gc import StoreGC
 from vmctl.storage.ingest import StoreIngest
+from vmctl.storage.layout import Layout
 from vmctl.storage.locks import StoreLock, WorkDir
 from vmctl.storage.manifest import (
-    CONFIG_MEDIA_TYPE, FIRMWARES, INITRD_MEDIA_TYPE, KERNEL_MEDIA_TYPE, LAYER_MEDIA_TYPE,
-    RECIPE_LABEL, ParsedManifest, build_config, build_manifest, descriptor, host_architecture,
-    normalize_created, normalize_defaults, normalize_labels, parse_manifest, validate_config,
+    CONFIG_MEDIA_TYPE,
+    FIRMWARES,
+    INITRD_MEDIA_TYPE,
+    KERNEL_MEDIA_TYPE,
+    LAYER_MEDIA_TYPE,
+    RECIPE_LABEL,
+    ParsedManifest,
+    build_config,
+    build_manifest,
+    descriptor,
+    host_architecture,
+    normalize_created,
+    normalize_defaults,
+    normalize_labels,
+    parse_manifest,
+    validate_config,
 )
 from vmctl.storage.model import Image, ImageRow, RemoveResult, short_id
 from vmctl.storage.refs import id_prefix_candidate, parse_name, parse_reference
+from vmctl.storage.usage import disk_usage
 
 
 class ImageStore(StoreGC, StoreIngest):
@@ -522,7 +537,6 @@ class ImageStore(StoreGC, StoreIngest):
     def verify(self, ref: str) -> list[str]:
         """Re-hash an image's content and run ``qemu-img check`` on its layers; return problems."""
         im = self.resolve(ref)
-        from vmctl.storage.digest import of_file
 
         problems = []
         parsed = self._load(im.id)[0]
@@ -550,13 +564,9 @@ class ImageStore(StoreGC, StoreIngest):
         return problems
 
     def df(self, **kwargs):
-        from vmctl.storage.usage import disk_usage
-
         return disk_usage(self, **kwargs)
 
 
 def _now() -> int:
-    import time
-
     return int(time.time())
 

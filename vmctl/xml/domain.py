@@ -13,7 +13,15 @@ from typing import Iterable
 from lxml import etree
 
 from vmctl.xml.base import (
-    NSMAP, QEMU_NS, Child, Children, Prop, XMLNode, make_child, qname,
+    NSMAP,
+    QEMU_NS,
+    Child,
+    Children,
+    Prop,
+    XMLNode,
+    insert_ordered,
+    make_child,
+    qname,
 )
 from vmctl.xml.metadata import VmctlMetadata
 
@@ -188,7 +196,6 @@ class Interface(XMLNode):
 
     def add_port_forward(self, proto: str, address: str | None = None) -> PortForward:
         el = make_child(self.ensure(), "portForward")
-        from vmctl.xml.base import insert_ordered
 
         insert_ordered(self.element, el, self.order_for(""))
         pf = PortForward(el)

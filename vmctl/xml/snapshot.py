@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from vmctl.xml.base import Children, Prop, XMLNode, make_child
+from vmctl.xml.base import Children, Prop, XMLNode, insert_ordered, make_child
 
 STATES = ("running", "blocked", "paused", "shutdown", "shutoff", "crashed", "disk-snapshot")
 MEMORY_MODES = ("no", "internal")
@@ -78,8 +78,6 @@ class DomainSnapshot(XMLNode):
 
     def set_domain(self, domain_xml: str | bytes) -> None:
         """Embed a domain definition (replacing any), parsed safely, at its ordered place."""
-        from vmctl.xml.base import insert_ordered
-
         parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
         data = domain_xml.encode() if isinstance(domain_xml, str) else domain_xml
         new = etree.fromstring(data, parser)

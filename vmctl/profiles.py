@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from vmctl.config import templates_dir, user_config_dir
 from vmctl.errors import NotFoundError, UsageError
+from vmctl.limits import MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB
 from vmctl.names import check_name
 from vmctl.userfiles import read_toml
 
@@ -217,8 +218,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, Callable | None, bool]]] = {
     },
     "machine": {
         "domain_type": (str, _one_of("kvm", "qemu"), False),
-        "cpus": (int, _range(1, 255), False),
-        "memory_mib": (int, _range(64, 16 * 1024 * 1024), False),
+        "cpus": (int, _range(1, MAX_CPUS), False),
+        "memory_mib": (int, _range(MIN_MEMORY_MIB, MAX_MEMORY_MIB), False),
         "arch": (str, _one_of("x86_64"), False),
         "machine": (str, _pattern(r"(q35|pc|pc-q35-[0-9.]+|pc-i440fx-[0-9.]+)",
                                   "q35, pc or a versioned q35/i440fx machine"), False),

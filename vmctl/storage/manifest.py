@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from vmctl.errors import IntegrityError, UsageError
+from vmctl.limits import MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB
 from vmctl.storage.digest import canonical_json, is_digest
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -68,7 +69,7 @@ def normalize_defaults(defaults: dict | None, *, disk_bytes: int) -> dict:
         "memory_mib": int(d.get("memory_mib") or DEFAULT_MEMORY_MIB),
         "disk_bytes": max(int(d.get("disk_bytes") or 0), int(disk_bytes)),
     }
-    if out["cpus"] < 1 or out["memory_mib"] < 16:
+    if not 1 <= out["cpus"] <= MAX_CPUS or not MIN_MEMORY_MIB <= out["memory_mib"] <= MAX_MEMORY_MIB:
         raise UsageError(f"invalid image defaults {out}")
     return out
 
@@ -181,8 +182,6 @@ def parse_manifest(data: bytes) -> ParsedManifest:
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _ARCH = re.compile(r"[a-z0-9_]{1,32}")
 _LABEL_KEY = re.compile(r"[^\s\x00-\x1f\x7f]{1,255}")
-MAX_CPUS = 4096
-MAX_MEMORY_MIB = 16 << 20          # 16 TiB
 MAX_DISK_BYTES = 1 << 50           # 1 PiB
 MAX_HISTORY = 10_000
 MAX_LABELS = 1_000
@@ -240,7 +239,7 @@ def validate_config(config, parsed: ParsedManifest) -> dict:
     if "cpus" in defaults:
         _int(defaults["cpus"], "defaults.cpus", 1, MAX_CPUS)
     if "memory_mib" in defaults:
-        _int(defaults["memory_mib"], "defaults.memory_mib", 16, MAX_MEMORY_MIB)
+        _int(defaults["memory_mib"], "defaults.memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB)
     if "disk_bytes" in defaults:
         _int(defaults["disk_bytes"], "defaults.disk_bytes", 0, MAX_DISK_BYTES)
     try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from vmctl.core.ports import PortForward, check_forwards
 from vmctl.errors import UsageError
+from vmctl.limits import MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB
 from vmctl.names import check_name
 
 VIRT_TYPES = ("kvm", "qemu")
@@ -20,9 +21,6 @@ MODES = ("hosted", "system")
 STATES = ("creating", "created")
 BOOT_KINDS = ("firmware", "kernel")
 NETWORK_KINDS = ("user", "network", "bridge")
-MIN_MEMORY_MIB = 64          # below this no stock guest kernel boots; the one floor vmctl has
-MAX_MEMORY_MIB = 16 * 1024 * 1024
-MAX_CPUS = 255
 _MAC = re.compile(r"52:54:00(:[0-9a-f]{2}){3}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")

@@ -183,6 +183,15 @@ class Landing:
             os.close(self._cache[1])
             self._cache = None
 
+    def _mkdir(self, comp: str, parent_fd: int) -> None:
+        """Make directory `comp` (0700 while staging) in `parent_fd`, counted in the report."""
+        try:
+            os.mkdir(comp, 0o700, dir_fd=parent_fd)
+        except OSError as exc:
+            _no_space(exc, self)
+            raise
+        self.report.dirs += 1
+
     def _dir_fd(self, parts: tuple[str, ...], *, create: bool = True) -> int:
         """An fd of directory `parts` inside the staging root, made (0700) where missing.
 
@@ -202,12 +211,7 @@ class Landing:
                 except FileNotFoundError:
                     if not create:
                         raise
-                    try:
-                        os.mkdir(comp, 0o700, dir_fd=fd)
-                    except OSError as exc:
-                        _no_space(exc, self)
-                        raise
-                    self.report.dirs += 1
+                    self._mkdir(comp, fd)
                     self._count()
                     nxt = os.open(comp, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
@@ -261,12 +265,7 @@ class Landing:
         comp = parts[-1]
         kind = self._kind(parent, comp)
         if kind is None:
-            try:
-                os.mkdir(comp, 0o700, dir_fd=parent)
-            except OSError as exc:
-                _no_space(exc, self)
-                raise
-            self.report.dirs += 1
+            self._mkdir(comp, parent)
         elif kind != stat.S_IFDIR:
             raise IntegrityError(f"the guest sent a directory over the non-directory {name[:80]!r}")
         fd = os.open(comp, _DIR_FLAGS, dir_fd=parent)

@@ -7,7 +7,7 @@ import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 
 def fsync_dir(path: Path) -> None:
@@ -28,18 +28,20 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write `data` to `path` through a temporary sibling, fsync and rename: all or nothing.
+@contextmanager
+def atomic_file(path: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """A binary file to stream into that replaces `path` only when the block ends without error.
 
-    The file has `mode` from its first byte (never briefly world-readable); readers see either
-    the old content or the complete new one.
+    The data goes to a temporary sibling (created `mode` from its first byte, never briefly
+    world-readable), is fsynced and renamed over `path`; on any error the sibling is removed and
+    `path` is untouched. Readers see either the old content or the complete new one.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -50,6 +52,12 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
             pass
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write `data` to `path` all or nothing (see `atomic_file`)."""
+    with atomic_file(path, mode=mode) as fh:
+        fh.write(data)
 
 
 @contextmanager

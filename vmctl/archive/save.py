@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vmctl.archive.layout import INDEX_FILE, LAYOUT, LAYOUT_FILE, REF_NAME, blob_name
 from vmctl.errors import UsageError
+from vmctl.fsutil import atomic_file
 from vmctl.registry import mediatypes as mt
 from vmctl.storage.digest import canonical_json
 from vmctl.storage.manifest import parse_manifest
@@ -73,28 +74,18 @@ def save(store, refs: list[str], output: str | os.PathLike, *, progress=None) ->
         images.append(im.id)
     index = _canonical({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
     total = sum(size for _, size, _ in blobs.values()) + sum(len(m) for m in manifests.values())
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        # 0600 from its first byte: an archive holds whole disks (the umask can only take more away)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            counting = _Counting(fh, progress, total)
-            with tarfile.open(fileobj=counting, mode="w|", format=tarfile.PAX_FORMAT,
-                              copybufsize=CHUNK) as tar:
-                _add_bytes(tar, LAYOUT_FILE, _canonical(LAYOUT))
-                _add_bytes(tar, INDEX_FILE, index)
-                for digest, raw in manifests.items():
-                    _add_bytes(tar, blob_name(digest), raw)
-                for digest, (path, size, _) in sorted(blobs.items(), key=lambda kv: kv[1][2]):
-                    info = _info(blob_name(digest), size)
-                    with open(path, "rb") as src:
-                        tar.addfile(info, src)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # 0600 from its first byte: an archive holds whole disks (the umask can only take more away)
+    with atomic_file(output, mode=0o600) as fh:
+        counting = _Counting(fh, progress, total)
+        with tarfile.open(fileobj=counting, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
+            _add_bytes(tar, LAYOUT_FILE, _canonical(LAYOUT))
+            _add_bytes(tar, INDEX_FILE, index)
+            for digest, raw in manifests.items():
+                _add_bytes(tar, blob_name(digest), raw)
+            for digest, (path, size, _) in sorted(blobs.items(), key=lambda kv: kv[1][2]):
+                info = _info(blob_name(digest), size)
+                with open(path, "rb") as src:
+                    tar.addfile(info, src)
     return SaveResult(output, images, output.stat().st_size)
 
 

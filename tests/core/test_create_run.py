@@ -6,6 +6,7 @@ import pytest
 
 from vmctl.config import load_settings
 from vmctl.core import create
+from vmctl.core.records import InstanceRecord
 from vmctl.core.session import Session
 from vmctl.errors import LibvirtError
 
@@ -49,3 +50,15 @@ def test_a_run_that_cannot_start_leaves_nothing(session, monkeypatch):
     assert not session.backend.exists("c")
     assert not (session.settings.paths.instances / "c").exists()
     assert session.store.holders("base:1") == []
+
+
+def test_run_looks_nothing_up_again(session, monkeypatch):
+    """The handle run returns carries the record it wrote and the state it set: no record file is
+    read back and libvirt is not asked for the state (the old core read each three times)."""
+    loads, states = [], []
+    real_load, real_state = InstanceRecord.load.__func__, session.backend.state
+    monkeypatch.setattr(InstanceRecord, "load", classmethod(lambda cls, d: loads.append(d) or real_load(cls, d)))
+    monkeypatch.setattr(session.backend, "state", lambda name: states.append(name) or real_state(name))
+    inst = create.run(session, create.CreateRequest(name="d", image="base:1"), wait=False)
+    assert inst.state() == "running" and inst.record.name == "d"
+    assert (loads, states) == ([], [])

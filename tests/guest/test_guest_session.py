@@ -17,6 +17,8 @@ from vmctl.guest.keys import new_ed25519_keypair
 from vmctl.guest.openssh import ssh_command_line
 from vmctl.guest.ssh import GuestSession
 
+from tests.guest.copyhelpers import snapshot
+
 pytestmark = pytest.mark.contract
 
 
@@ -111,22 +113,6 @@ def test_file_round_trip_5mib(copier, tmp_path):
     assert not list(back_dir.glob(".*part"))
 
 
-def _tree(root: Path) -> dict:
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            rel = str(p.relative_to(root))
-            if stat.S_ISLNK(st.st_mode):
-                found[rel] = ("link", os.readlink(p))
-            elif stat.S_ISDIR(st.st_mode):
-                found[rel] = ("dir", stat.S_IMODE(st.st_mode))
-            else:
-                found[rel] = ("file", stat.S_IMODE(st.st_mode), p.read_bytes())
-    return found
-
-
 def _make_tree(src: Path) -> None:
     (src / "sub" / "deeper").mkdir(parents=True)
     (src / "empty").mkdir()
@@ -152,16 +138,16 @@ def test_directory_round_trip(copier, tmp_path):
     _make_tree(src)
     written = s.put(src, str(remote / "dst"))  # missing destination: created with src's contents
     assert written == str(remote / "dst")
-    assert _tree(remote / "dst") == _tree(src)
+    assert snapshot(remote / "dst") == snapshot(src)
     assert stat.S_IMODE((remote / "dst").stat().st_mode) == 0o750
     back = tmp_path / "back"
     got = s.get(str(remote / "dst"), back)
     assert got == back
-    assert _tree(back) == _tree(src)
+    assert snapshot(back) == snapshot(src)
     assert stat.S_IMODE(back.stat().st_mode) == 0o750
     # an existing directory receives the source under its own name
     s.put(src, str(remote / "dst"))
-    assert _tree(remote / "dst" / "src") == _tree(src)
+    assert snapshot(remote / "dst" / "src") == snapshot(src)
 
 
 def test_copy_failures_are_loud(copier, tmp_path):

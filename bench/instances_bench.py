@@ -182,7 +182,7 @@ def bench_boot(work: Path, runs: int) -> None:
     from vmctl.build.testing import DirectBoot
     from vmctl.config import build_cache_dir
     from vmctl.guest.keys import new_ed25519_keypair
-    from vmctl.guest.ready import READY_LINE
+    from vmctl.guest.contract import READY_LINE
     from vmctl.seed import generate_host_key, write_seed
 
     print("\n2. run to ready (tiny image, TCG, 1 vCPU, 256 MiB)")

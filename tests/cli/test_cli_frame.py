@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 
 from vmctl import errors
 
@@ -72,6 +73,25 @@ def test_print_xml_from_a_disk_file_is_schema_valid_and_touches_nothing(cli_run,
     assert doc.find("memory").text == str(1024 * 1024) and doc.find("memory").get("unit") == "KiB"
     assert "hostfwd=tcp:127.0.0.1:8080-:80" in result.stdout
     assert not vmctl_root.exists()  # nothing was written
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--cpus", "0"], "invalid CPU count 0"),
+    (["--cpus", "256"], "invalid CPU count 256"),
+    (["--memory", "0"], "invalid memory"),
+    (["--memory", "32M"], "at least 64 MiB"),
+    (["--network", "n1", "--bridge", "br0"], "exclude each other"),
+    (["--network", "../n"], "invalid network name"),
+])
+def test_what_the_user_asks_is_checked_not_replaced_by_a_default(cli_run, vmctl_root, tmp_path, libvirtd, args, says):
+    import subprocess
+
+    disk = tmp_path / "some.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    result = cli_run("create", "web1", "--image", str(disk), *args, "--print-xml")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("vmctl: error: ") and says in result.stderr, result.stderr
+    assert not vmctl_root.exists()
 
 
 def test_create_from_a_disk_file_without_print_xml_asks_for_an_import(cli_run, tmp_path, libvirtd):

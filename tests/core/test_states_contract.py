@@ -36,6 +36,7 @@ VERBS = {  # verb -> (table action, CLI arguments for VM `vm`)
     "rm": ("remove", ["rm", "{vm}"]),
     "rm -f": ("remove-force", ["rm", "-f", "{vm}"]),
     "snapshot create": ("snapshot-create", ["snapshot", "create", "{vm}", "s1"]),
+    "snapshot create --memory": ("snapshot-create-memory", ["snapshot", "create", "--memory", "{vm}", "s1"]),
     "snapshot revert": ("snapshot-revert", ["snapshot", "revert", "{vm}", "nosuchsnap"]),
     "snapshot rm": ("snapshot-remove", ["snapshot", "rm", "{vm}", "nosuchsnap"]),
     "commit": ("commit", ["commit", "{vm}", "c:1"]),
@@ -43,6 +44,7 @@ VERBS = {  # verb -> (table action, CLI arguments for VM `vm`)
     "cp": ("cp", ["cp", "{vm}:/etc/hostname", "{tmp}/copy"]),
     "ssh": ("ssh", ["ssh", "{vm}", "--", "true"]),
     "wait": ("wait", ["wait", "--timeout", "1", "{vm}"]),
+    "ip": ("address", ["ip", "{vm}"]),
 }
 
 # What a verb that the state machine lets through ends with here (no guest runs behind a test
@@ -51,6 +53,7 @@ LEGAL_EXIT = {
     "exec": 8, "cp": 8, "ssh": 8, "wait": 8,   # nothing answers SSH: guest not ready
     "snapshot revert": 3, "snapshot rm": 3,    # there is no such snapshot
     "snapshot create": 11,                     # libvirt took it, the disk has no data: incomplete
+    "snapshot create --memory": 11,
 }
 LIVE_COMMIT_EXIT = 7                           # a live commit needs QEMU's monitor: libvirt refuses
 
@@ -143,7 +146,7 @@ def test_the_table_covers_every_state_dependent_verb_and_state():
     for rule in RULES.values():
         assert rule.legal <= set(State) and rule.noop <= set(State) and not rule.legal & rule.noop
     assert decide("start", "x", "running") is False and decide("stop", "x", "stopped") is False
-    assert ACTIVE == {State.RUNNING, State.PAUSED, State.STOPPING, State.SUSPENDED}
+    assert ACTIVE == {State.RUNNING, State.PAUSED, State.STOPPING, State.SUSPENDED, State.CRASHED}
 
 
 def test_a_local_domain_without_a_vmctl_record_is_left_alone(world):

@@ -14,7 +14,7 @@ from vmctl.errors import UsageError, VmctlError
 def _create_options(f):
     options = [
         click.option("--image", "-i", "image", required=True, metavar="REF", help="Image reference (NAME[:TAG], NAME@sha256:..., ID prefix)."),
-        click.option("--cpus", type=click.IntRange(1, 512), help="Virtual CPUs (default: the image's)."),
+        click.option("--cpus", type=int, help="Virtual CPUs (default: the image's)."),
         click.option("--memory", "-m", metavar="SIZE", help="Memory, e.g. 512M or 2G (default: the image's)."),
         click.option("--disk", metavar="SIZE", help="Grow the disk to SIZE (the image's size by default)."),
         click.option("--port", "-p", "ports", multiple=True, metavar="[127.0.0.1:]HOST:GUEST[/udp]", help="Forward a host port on 127.0.0.1 to the guest (repeatable)."),
@@ -38,8 +38,6 @@ def _request(name, image, cpus, memory, disk, ports, ssh_keys, user_data, networ
     from vmctl.units import parse_size
     from vmctl.userfiles import read_text
 
-    if network and bridge:
-        raise UsageError("--network and --bridge exclude each other")
     keys = []
     for path in ssh_keys:
         text = read_text(path, "public key file").strip()
@@ -296,9 +294,8 @@ def ssh(app: App, name, command, print_command):
 
         click.echo(shlex.join(reach.ssh_command(app.session, name)))
         return
-    tty = sys.stdin.isatty()
-    code = reach.ssh(app.session, name, _command_argv(command), stdin=None if tty else sys.stdin.buffer,
-                     stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
+    code = reach.ssh(app.session, name, _command_argv(command), stdin=sys.stdin.buffer, stdout=sys.stdout.buffer,
+                     stderr=sys.stderr.buffer, terminal=sys.stdin.isatty())
     sys.exit(code)
 
 

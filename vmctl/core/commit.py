@@ -38,7 +38,7 @@ from vmctl.core import snapshot_records as records
 from vmctl.core.instance import Instance
 from vmctl.core.session import Session
 from vmctl.core.states import LIVE, guard
-from vmctl.errors import IntegrityError
+from vmctl.errors import IntegrityError, VmctlError
 from vmctl.names import check_name
 from vmctl.storage import qemu_img
 from vmctl.storage.manifest import RECIPE_LABEL
@@ -78,7 +78,12 @@ def _temporary_snapshot(inst: Instance):
     try:
         yield snap
     finally:
-        bsnap.delete_internal_disk_snapshot(backend, inst.name, node, snap)
+        try:
+            bsnap.delete_internal_disk_snapshot(backend, inst.name, node, snap)
+        except VmctlError as exc:
+            # never let the clean-up hide the commit's own outcome; the next snapshot create or
+            # `vmctl doctor --fix` sweeps a temporary snapshot left behind
+            inst.session.warn(f"could not delete the temporary snapshot {snap} of {inst.name}: {exc}")
 
 
 def _now() -> int:

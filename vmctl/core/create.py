@@ -110,8 +110,7 @@ def _network(request: CreateRequest, profile, ssh_port: int | None) -> dict:
     if request.bridge:
         return {"kind": "bridge", "name": request.bridge}
     if request.network:
-        check_name(request.network, "network name")
-        return {"kind": "network", "name": request.network}
+        return {"kind": "network", "name": request.network}  # checked with the rest of the plan
     kind = profile.network_kind
     if kind == "user":
         return {"kind": "user", "ssh_port": ssh_port}
@@ -159,8 +158,10 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
     image = _resolve_image(session, request.image, print_only=print_only)
     config = image.config
     defaults = config.get("defaults", {})
-    cpus = request.cpus or defaults.get("cpus") or profile.cpus
-    memory_mib = mib(request.memory_bytes) if request.memory_bytes else (defaults.get("memory_mib") or profile.memory_mib)
+    # what the user gave is checked, never replaced: --cpus 0 is refused, not the default
+    cpus = request.cpus if request.cpus is not None else (defaults.get("cpus") or profile.cpus)
+    memory_mib = (mib(request.memory_bytes) if request.memory_bytes is not None
+                  else (defaults.get("memory_mib") or profile.memory_mib))
     if request.disk_bytes is not None:
 
         virtual = int(qemu_img.info(image.top_layer, "qcow2", force_share=True)["virtual-size"])
@@ -290,6 +291,13 @@ def _build(session: Session, request: CreateRequest, tx: Transaction) -> Instanc
     return Instance(session, name, rec, directory, _state="stopped")
 
 
+def _power_off_if_running(session: Session, name: str) -> None:
+    try:
+        session.backend.destroy(name)
+    except ConflictError:
+        pass  # it never started
+
+
 def create(session: Session, request: CreateRequest) -> Instance:
     """Create the VM of `request` as one transaction; return its handle."""
     name = check_name(request.name, "VM name")
@@ -307,6 +315,9 @@ def run(session: Session, request: CreateRequest, *, wait: bool = True, timeout:
     with name_lock(session.paths.locks, name), Transaction(warn=session.warn) as tx:
         inst = _build(session, request, tx)
         session.progress(f"{name}: starting", None)
+        # A start that fails (or is interrupted) after QEMU came up must not leave it running
+        # behind an undefined domain: power it off before the rest is undone.
+        tx.on_undo(lambda: _power_off_if_running(session, name), "power off")
         session.backend.start(name)
         inst._state = "running"
     if wait:

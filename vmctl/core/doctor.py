@@ -32,14 +32,16 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from vmctl.backend import snapshots as bsnap
 from vmctl.core import snapshot_records as records
 from vmctl.core.instance import Instance, all_instances
 from vmctl.core.records import CREATING_MARK, REMOVING_MARK, InstanceRecord, list_records
 from vmctl.core.session import Session
+from vmctl.core.states import OFF
 from vmctl.core.teardown import finish_remove
-from vmctl.errors import ConflictError, VmctlError
+from vmctl.errors import VmctlError
 from vmctl.fsutil import lock_file, private_dirs
 from vmctl.xml.domain import Domain
 
@@ -54,25 +56,39 @@ class Finding:
 
 
 @contextmanager
-def _quiet_lock(session: Session, name: str):
-    """VM `name`'s lock for doctor's own look (ConflictError when a live process holds it).
+def _quiet_lock(session: Session, name: str) -> Iterator[bool]:
+    """VM `name`'s lock for doctor's own look: yields True while held, False when a live vmctl
+    process holds it (doctor then leaves that VM alone).
 
     Unlike `name_lock` it leaves a stale lock file where it was (without --fix doctor changes
-    nothing: `_stale_locks` reports the file), and removes only a file it created itself."""
+    nothing: `_stale_locks` reports the file) and removes only a file it created itself; like
+    `fsutil.lock_file` it checks, once locked, that the name still is the file it locked."""
     path = session.settings.paths.locks / f"vm-{name}.lock"
-    created = not path.exists()
     private_dirs(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
+    while True:
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConflictError(f"VM {name} is being changed by another vmctl process") from None
-        yield
-        if created:
-            path.unlink(missing_ok=True)
+            os.close(fd)
+            yield False
+            return
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # a holder removed the file as it released it: lock the name afresh
+    try:
+        yield True
     finally:
-        os.close(fd)
+        try:
+            if created:
+                path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _dirs(session: Session) -> list[Path]:
@@ -89,13 +105,12 @@ def _staging(session: Session, fix: bool) -> list[Finding]:
         if not entry.name.startswith(".creating-"):
             continue
         name = entry.name[len(".creating-"):].rsplit("-", 1)[0]
-        try:
-            with _quiet_lock(session, name):
-                if fix:
-                    shutil.rmtree(entry, ignore_errors=True)
-                found.append(Finding("staging-dir", str(entry), f"half-made files of a create of {name}", True, fix))
-        except ConflictError:
-            continue  # a create of that name is running right now
+        with _quiet_lock(session, name) as locked:
+            if not locked:
+                continue  # a create of that name is running right now
+            if fix:
+                shutil.rmtree(entry, ignore_errors=True)
+            found.append(Finding("staging-dir", str(entry), f"half-made files of a create of {name}", True, fix))
     return found
 
 
@@ -106,22 +121,21 @@ def _unfinished(session: Session, fix: bool) -> list[Finding]:
         creating, removing = (entry / CREATING_MARK).exists(), (entry / REMOVING_MARK).exists()
         if entry.name.startswith(".") or not (creating or removing):
             continue
-        try:
-            with _quiet_lock(session, entry.name):
-                try:
-                    rec = InstanceRecord.load(entry)
-                except VmctlError:
-                    rec = None
-                kind = "half-removed-vm" if removing else "half-made-vm"
-                detail = "a vmctl rm was interrupted" if removing else "a vmctl create was interrupted"
-                if fix:
-                    if rec is not None:
-                        finish_remove(Instance(session, entry.name, rec, entry))
-                    else:
-                        shutil.rmtree(entry, ignore_errors=True)
-                found.append(Finding(kind, entry.name, detail, True, fix))
-        except ConflictError:
-            continue
+        with _quiet_lock(session, entry.name) as locked:
+            if not locked:
+                continue
+            try:
+                rec = InstanceRecord.load(entry)
+            except VmctlError:
+                rec = None
+            kind = "half-removed-vm" if removing else "half-made-vm"
+            detail = "a vmctl rm was interrupted" if removing else "a vmctl create was interrupted"
+            if fix:
+                if rec is not None:
+                    finish_remove(Instance(session, entry.name, rec, entry))
+                else:
+                    shutil.rmtree(entry, ignore_errors=True)
+            found.append(Finding(kind, entry.name, detail, True, fix))
     return found
 
 
@@ -129,7 +143,8 @@ def _creating_domains(session: Session, fix: bool) -> list[Finding]:
 
     found = []
     known = {p.name for p in _dirs(session)}
-    for name in sorted(session.backend.list_states()):
+    states = session.backend.list_states()
+    for name in sorted(states):
         if name in known:
             continue
         try:
@@ -138,15 +153,14 @@ def _creating_domains(session: Session, fix: bool) -> list[Finding]:
             continue
         if state != "creating":
             continue
-        try:
-            with _quiet_lock(session, name):
-                if fix:
-                    if session.backend.state(name).state != "stopped":
-                        session.backend.destroy(name)
-                    session.backend.undefine(name)
-                found.append(Finding("creating-domain", name, "defined by a create that never finished", True, fix))
-        except ConflictError:
-            continue
+        with _quiet_lock(session, name) as locked:
+            if not locked:
+                continue
+            if fix:
+                if states[name].state not in OFF:
+                    session.backend.destroy(name)
+                session.backend.undefine(name)
+            found.append(Finding("creating-domain", name, "defined by a create that never finished", True, fix))
     return found
 
 
@@ -157,34 +171,33 @@ def _snapshots(session: Session, fix: bool) -> list[Finding]:
     for inst in all_instances(session):
         if not session.backend.exists(inst.name):
             continue
-        try:
-            with _quiet_lock(session, inst.name):
-                side = records.load_sidecar(inst.directory)
-                metas = {m.name for m in bsnap.list_snapshots(session.backend, inst.name)}
-                table = records.table(inst)
-                half = sorted({n for n, e in side.items() if e.get("pending")}
-                              | {n for n in table if n.startswith(records.TEMP_PREFIX)})
-                held = {h.split("/", 1)[1] for hs in holds.values() for h in hs
-                        if h.startswith(f"snapshot:{inst.name}/")}
-                stale = sorted(({n for n, e in side.items() if not e.get("pending")} | held)
-                               - metas - set(half))
-                for snap in half:
-                    if fix:
-                        if snap in metas:
-                            bsnap.delete(session.backend, inst.name, snap)
-                        records.sweep_orphans(inst, inst.state())
-                        records.sidecar_set(inst.directory, snap, None)
-                        session.store.release(inst.record.image_id, records.holder(inst.name, snap))
-                    found.append(Finding("half-made-snapshot", f"{inst.name}/{snap}",
-                                         "a snapshot create was interrupted", True, fix))
-                for snap in stale:
-                    if fix:
-                        records.sidecar_set(inst.directory, snap, None)
-                        session.store.release(inst.record.image_id, records.holder(inst.name, snap))
-                    found.append(Finding("stale-snapshot", f"{inst.name}/{snap}",
-                                         "vmctl's record or hold of a snapshot that is gone", True, fix))
-        except ConflictError:
-            continue
+        with _quiet_lock(session, inst.name) as locked:
+            if not locked:
+                continue
+            side = records.load_sidecar(inst.directory)
+            metas = {m.name for m in bsnap.list_snapshots(session.backend, inst.name)}
+            table = records.table(inst)
+            half = sorted({n for n, e in side.items() if e.get("pending")}
+                          | {n for n in table if n.startswith(records.TEMP_PREFIX)})
+            held = {h.split("/", 1)[1] for hs in holds.values() for h in hs
+                    if h.startswith(f"snapshot:{inst.name}/")}
+            stale = sorted(({n for n, e in side.items() if not e.get("pending")} | held)
+                           - metas - set(half))
+            for snap in half:
+                if fix:
+                    if snap in metas:
+                        bsnap.delete(session.backend, inst.name, snap)
+                    records.sweep_orphans(inst, inst.state())
+                    records.sidecar_set(inst.directory, snap, None)
+                    session.store.release(inst.record.image_id, records.holder(inst.name, snap))
+                found.append(Finding("half-made-snapshot", f"{inst.name}/{snap}",
+                                     "a snapshot create was interrupted", True, fix))
+            for snap in stale:
+                if fix:
+                    records.sidecar_set(inst.directory, snap, None)
+                    session.store.release(inst.record.image_id, records.holder(inst.name, snap))
+                found.append(Finding("stale-snapshot", f"{inst.name}/{snap}",
+                                     "vmctl's record or hold of a snapshot that is gone", True, fix))
     return found
 
 

@@ -59,8 +59,10 @@ class Instance:
     def state(self) -> str:
         """libvirt's state of the domain in vmctl's words (``missing`` without a domain), read once."""
         if self._state is None:
-            backend = self.session.backend
-            self._state = backend.state(self.name).state if backend.exists(self.name) else MISSING
+            try:  # one lookup: a domain undefined meanwhile is missing, not an error
+                self._state = self.session.backend.state(self.name).state
+            except NotFoundError:
+                self._state = MISSING
         return self._state
 
     def refresh(self) -> str:

@@ -35,19 +35,25 @@ def _clear_crash(session: Session, name: str, state: str) -> None:
 
 def power_off(backend, name: str, state: str, timeout: float) -> str:
     """Press the power button, wait up to `timeout` s, then force; "graceful" or "forced".
-    The caller holds the name lock and has read `state` (an active one)."""
+    The caller holds the name lock and has read `state` (an active one).
+
+    A crashed guest cannot react and one asleep in S3 cannot see the button (Linux syncs its
+    file systems before it sleeps): both are powered off at once, as a timeout would end anyway."""
+    if state in ("crashed", "suspended") or timeout <= 0:
+        backend.destroy(name)
+        return "forced"
     if state == "paused":
         backend.resume(name)  # a paused guest cannot see the power button
-    if timeout > 0:
-        try:
-            backend.shutdown(name)
-        except ConflictError:
-            pass  # it went down on its own between the two calls
-        if backend.wait_state(name, set(OFF), timeout) in OFF:
-            return "graceful"
-    if backend.state(name).state in OFF:
+    try:
+        backend.shutdown(name)
+    except ConflictError:
+        pass  # it went down on its own between the two calls
+    if backend.wait_state(name, set(OFF), timeout) in OFF:
         return "graceful"
-    backend.destroy(name)
+    try:
+        backend.destroy(name)
+    except ConflictError:
+        return "graceful"  # it went down between the last poll and the destroy
     return "forced"
 
 
@@ -68,8 +74,7 @@ def restart(session: Session, name: str, timeout: float) -> None:
     """Stop (gracefully within `timeout`, then forced) and start again, under one lock."""
     with guard(session, name, "restart", remote_ok=True) as g:
         if g.state in ACTIVE:
-            power_off(session.backend, name, g.state, timeout)
-        _clear_crash(session, name, g.state)
+            power_off(session.backend, name, g.state, timeout)  # a crashed one at once
         g.instance.ensure_ssh_port()
         session.backend.start(name)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from vmctl.core.instance import Instance, resolve
+from vmctl.core.instance import Instance
 from vmctl.core.session import Session
 from vmctl.core.states import guard
 from vmctl.guest.cp import parse_cp_args
@@ -20,8 +20,9 @@ from vmctl.guest.ssh import GuestSession
 
 
 def address(session: Session, name: str) -> tuple[str, int]:
-    """Where the VM's SSH server is reached; GuestNotReady when it has no address yet."""
-    return resolve(session, name).address()
+    """Where the running VM's SSH server is reached; GuestNotReady when it has no address yet."""
+    with guard(session, name, "address") as g:
+        return g.instance.address()
 
 
 def wait(session: Session, name: str, timeout: float) -> tuple[str, int]:
@@ -43,20 +44,21 @@ def exec_(session: Session, name: str, argv: list[str], *, stdout: BinaryIO, std
         return guest.run(argv, stdin=None, stdout=stdout, stderr=stderr)
 
 
-def ssh(session: Session, name: str, argv: list[str], *, stdin: BinaryIO | None, stdout: BinaryIO,
-        stderr: BinaryIO) -> int:
-    """An interactive shell (no `argv`), or `argv` with `stdin` (None: none, as on a terminal)
-    and its output streamed; return the exit status."""
+def ssh(session: Session, name: str, argv: list[str], *, stdin: BinaryIO, stdout: BinaryIO,
+        stderr: BinaryIO, terminal: bool) -> int:
+    """An interactive shell on `stdin`/`stdout` (no `argv`; a pty when `terminal`), or `argv`
+    with its output streamed (and `stdin` fed to it unless it is a terminal); the exit status."""
     with guard(session, name, "ssh") as g, _guest(g.instance) as guest:
         if argv:
-            return guest.run(argv, stdin=stdin, stdout=stdout, stderr=stderr)
-        return guest.interactive(None)
+            return guest.run(argv, stdin=None if terminal else stdin, stdout=stdout, stderr=stderr)
+        return guest.interactive(None, stdin_fd=stdin.fileno(), stdout_fd=stdout.fileno())
 
 
 def ssh_command(session: Session, name: str) -> list[str]:
-    """An OpenSSH command line that reaches the VM with the same pinned key and identity."""
-    inst = resolve(session, name)
-    host, port = inst.address()
+    """An OpenSSH command line that reaches the running VM with the same pinned key and identity."""
+    with guard(session, name, "address") as g:
+        inst = g.instance
+        host, port = inst.address()
     return ssh_command_line(host, port, inst.record.ssh_user, ensure_client_key(session.paths.keys).path,
                             inst.record.host_key, known_hosts=inst.known_hosts)
 

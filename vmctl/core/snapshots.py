@@ -159,7 +159,8 @@ def create(session: Session, name: str, snap: str | None = None, *, mode: str | 
     if mode not in (None, "memory", "disk-only"):
         raise UsageError(f"unknown snapshot mode {mode!r}")
     backend = session.backend
-    with guard(session, name, "snapshot-create") as g:
+    action = "snapshot-create-memory" if mode == "memory" else "snapshot-create"
+    with guard(session, name, action) as g:
         inst, state = g.instance, _off_or_live(g.state)
         rec, directory = inst.record, inst.directory
         if bsnap.has_snapshot(backend, name, snap):
@@ -169,8 +170,6 @@ def create(session: Session, name: str, snap: str | None = None, *, mode: str | 
             raise ConflictError(f"the disk of {name} already has an internal snapshot {snap} that vmctl did not "
                                 f"make; choose another name (or 'vmctl snapshot rm {name} {snap}')")
         live = state in LIVE
-        if not live and mode == "memory":
-            raise UsageError(f"{name} is stopped: there is no memory to save (a stopped VM gets a disk snapshot)")
         kind = "disk" if not live else ("disk-only" if mode == "disk-only" else "memory")
         disks = _disks(backend.xml(name, inactive=not live))
         modes = _disk_modes(disks)

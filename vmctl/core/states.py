@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Iterator
 
-from vmctl.core.instance import Instance, resolve
+from vmctl.core.instance import MISSING, Instance, resolve
 from vmctl.core.namelock import name_lock
 from vmctl.core.session import Session
 from vmctl.errors import ConflictError
@@ -31,12 +31,15 @@ class State(StrEnum):
     CRASHED = "crashed"
     SUSPENDED = "suspended"   # suspended to RAM by the guest (ACPI S3)
     UNKNOWN = "unknown"
-    MISSING = "missing"       # vmctl has the VM's files but libvirt has no domain of that name
+    MISSING = MISSING         # vmctl has the VM's files but libvirt has no domain of that name
 
 
 ALL = frozenset(State)
-ACTIVE = frozenset({State.RUNNING, State.PAUSED, State.STOPPING, State.SUSPENDED})
-OFF = frozenset({State.STOPPED, State.CRASHED})
+# A crashed domain is one libvirt kept (``on_crash=preserve``): its QEMU still runs and holds the
+# disk, so it counts as active. (vmctl's profiles destroy crashed guests: libvirt then reports
+# them shut off, which is "stopped".)
+ACTIVE = frozenset({State.RUNNING, State.PAUSED, State.STOPPING, State.SUSPENDED, State.CRASHED})
+OFF = frozenset({State.STOPPED})
 LIVE = frozenset({State.RUNNING, State.PAUSED})
 
 
@@ -49,15 +52,18 @@ class Rule:
 
 
 RULES: dict[str, Rule] = {
-    "start": Rule(OFF, noop=frozenset({State.RUNNING})),
+    "start": Rule(OFF | {State.CRASHED}, noop=frozenset({State.RUNNING})),
     "stop": Rule(ACTIVE, noop=OFF),
-    "kill": Rule(ACTIVE | {State.CRASHED}),
+    "kill": Rule(ACTIVE),
     "restart": Rule(ACTIVE | OFF),
     "pause": Rule(frozenset({State.RUNNING})),
     "resume": Rule(frozenset({State.PAUSED})),
-    "remove": Rule(OFF | {State.UNKNOWN, State.MISSING}, hint=" (stop it first, or use rm -f)"),
+    # a crashed VM does nothing a user would keep (docker rm takes a dead container): rm powers it off
+    "remove": Rule(OFF | {State.CRASHED, State.UNKNOWN, State.MISSING}, hint=" (stop it first, or use rm -f)"),
     "remove-force": Rule(ALL),
     "snapshot-create": Rule(LIVE | OFF),
+    "snapshot-create-memory": Rule(LIVE, hint=" (there is no memory to save; without --memory it gets a disk "
+                                              "snapshot)"),
     "snapshot-revert": Rule(LIVE | OFF),
     "snapshot-remove": Rule(LIVE | OFF),
     "commit": Rule(LIVE | OFF),
@@ -65,12 +71,14 @@ RULES: dict[str, Rule] = {
     "cp": Rule(frozenset({State.RUNNING}), lock=False),
     "ssh": Rule(frozenset({State.RUNNING}), lock=False),
     "wait": Rule(frozenset({State.RUNNING}), lock=False),
+    "address": Rule(frozenset({State.RUNNING}), lock=False),   # vmctl ip, ssh --print-command
 }
 
-_WAY_OUT = {State.STOPPED: "start it first", State.CRASHED: "start it first", State.PAUSED: "resume it first",
+_WAY_OUT = {State.STOPPED: "start it first", State.CRASHED: "start or remove it", State.PAUSED: "resume it first",
             State.MISSING: "its libvirt domain is gone; remove it with vmctl rm"}
-_VERB = {"remove-force": "remove", "snapshot-create": "snapshot", "snapshot-revert": "revert a snapshot of",
-         "snapshot-remove": "remove a snapshot of", "cp": "copy files with", "wait": "wait for"}
+_VERB = {"remove-force": "remove", "snapshot-create": "snapshot", "snapshot-create-memory": "save the memory of", "snapshot-revert": "revert a snapshot of",
+         "snapshot-remove": "remove a snapshot of", "cp": "copy files with", "wait": "wait for",
+         "address": "give the address of"}
 
 
 def decide(action: str, name: str, state: str) -> bool:
@@ -96,12 +104,13 @@ class Guarded:
 
 @contextlib.contextmanager
 def guard(session: Session, name: str, action: str, *, remote_ok: bool = False) -> Iterator[Guarded]:
-    """Resolve VM `name`, take its lock (if the action's rule says so), read its state once and
-    check `action` against the table; the verb runs inside the block."""
+    """Take VM `name`'s lock (if the action's rule says so), then resolve it, read its state once
+    and check `action` against the table; the verb runs inside the block. Resolving under the
+    lock means no other vmctl process can change the record between the read and the verb."""
     rule = RULES[action]
-    instance = resolve(session, name, remote_ok=remote_ok)
     held = name_lock(session.paths.locks, name) if rule.lock else contextlib.nullcontext()
     with held:
+        instance = resolve(session, name, remote_ok=remote_ok)
         state = instance.state()
         run = decide(action, name, state)
         yield Guarded(instance, state, run)

@@ -7,13 +7,15 @@ import shutil
 
 from vmctl import faults
 from vmctl.core import snapshot_records
-from vmctl.core.instance import Instance
+from vmctl.core.instance import MISSING, Instance
 from vmctl.core.records import REMOVING_MARK
-from vmctl.core.states import ACTIVE
+from vmctl.core.states import OFF
+from vmctl.errors import ConflictError
 
 
 def finish_remove(inst: Instance) -> None:
-    """Remove VM `inst` whatever state it is in; the caller holds its name lock.
+    """Remove VM `inst` whatever state it is in (the handle's, read once); the caller holds its
+    name lock.
 
     Order matters: the marker first (a killed rm leaves a directory that says it is being
     removed), then the domain (so no QEMU holds the files), the image holds, and the directory
@@ -21,9 +23,13 @@ def finish_remove(inst: Instance) -> None:
     backend = inst.session.backend
     (inst.directory / REMOVING_MARK).touch(mode=0o600)
     faults.point("rm.after-mark")
-    if backend.exists(inst.name):
-        if backend.state(inst.name).state in ACTIVE:
-            backend.destroy(inst.name)
+    state = inst.state()
+    if state != MISSING:
+        if state not in OFF:  # anything that may still have a QEMU (unknown included) is powered off
+            try:
+                backend.destroy(inst.name)
+            except ConflictError:
+                pass  # it was not running after all
         backend.undefine(inst.name)
     faults.point("rm.after-undefine")
     snapshot_records.forget_all(inst)

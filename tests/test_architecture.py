@@ -5,7 +5,8 @@
 - no module outside ``vmctl/cli`` imports ``vmctl.cli``; only ``vmctl/backend`` imports libvirt;
 - no operation in ``vmctl/core`` imports another operation (they share the rooms below them);
 - ``vmctl/core`` never prints or exits, and never imports click;
-- a function-local import in ``vmctl/core`` says why it is lazy (``# lazy:``).
+- a function-local import says why it is lazy (``# lazy:``), but for the CLI's commands loading
+  the vmctl modules they call.
 """
 
 from __future__ import annotations
@@ -154,13 +155,17 @@ def test_core_never_prints_exits_or_imports_click():
     assert wrong == []
 
 
-def test_function_local_imports_in_core_say_why():
+def test_function_local_imports_say_why():
+    """Outside the CLI every function-local import says why it is lazy (``# lazy:``). In the CLI a
+    command imports the vmctl module it calls inside its body, so `vmctl --help` loads none of
+    them (``vmctl/cli/__init__.py`` says so once); anything else there says why, too."""
     wrong = []
     for name, path in MODULES.items():
-        if not name.startswith("vmctl.core"):
-            continue
         lines = path.read_text().splitlines()
-        for _target, line, lazy in _imports(name, path):
-            if lazy and "# lazy:" not in lines[line - 1] and "# lazy:" not in lines[line - 2]:
-                wrong.append(f"{name}:{line}")
+        for target, line, lazy in _imports(name, path):
+            if not lazy or "# lazy:" in lines[line - 1] or "# lazy:" in lines[line - 2]:
+                continue
+            if name.startswith("vmctl.cli") and target.startswith("vmctl.") and not target.startswith("vmctl.cli"):
+                continue
+            wrong.append(f"{name}:{line} imports {target} inside a function")
     assert wrong == []

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import click
 
 from vmctl.core.session import Session
+from vmctl.progress import ByteProgress, FractionProgress, bytes_to_fraction
 
 
 @dataclass
@@ -21,6 +22,15 @@ class App:
     json: bool = False
     debug: bool = False
     quiet: bool = False
+    draw: FractionProgress | None = None   # the terminal's progress line; None for --json, -q, scripts
+
+    def progress(self, as_json: bool = False) -> FractionProgress | None:
+        """The progress line for a command (None when its output is JSON)."""
+        return None if as_json else self.draw
+
+    def byte_progress(self, as_json: bool = False) -> ByteProgress | None:
+        """The same for work that counts bytes (phase, done, total)."""
+        return bytes_to_fraction(self.progress(as_json))
 
     @property
     def settings(self):

@@ -7,8 +7,7 @@ from dataclasses import asdict
 import click
 
 from vmctl.cli.context import App, pass_app
-from vmctl.cli.output import emit_json, human_size, progress_printer, table
-from vmctl.progress import bytes_to_fraction
+from vmctl.cli.output import emit_json, human_size, table
 from vmctl.errors import UsageError
 
 
@@ -107,7 +106,7 @@ def image_import(app: App, args, disk, kernel, initrd, cmdline, firmware, fmt, c
         label_map[key] = value
     image = app.store.import_image(
         disk, ref, kernel=kernel, initrd=initrd, cmdline=cmdline, firmware=firmware, fmt=fmt,
-        cloud_init=cloud_init, user=user, labels=label_map, progress=bytes_to_fraction(progress_printer()),
+        cloud_init=cloud_init, user=user, labels=label_map, progress=app.byte_progress(),
     )
     click.echo(image.id)
 
@@ -136,8 +135,7 @@ def image_build(app: App, recipe, tag):
     """Build an image from a recipe (templates/recipes) using Debian packages."""
     from vmctl.core.images import build
 
-    draw = progress_printer()
-    outcome = build(app.session, recipe, tag, progress=draw)
+    outcome = build(app.session, recipe, tag, progress=app.progress())
     tags = ", ".join(outcome.image.repo_tags)
     if outcome.cached:
         click.echo(f"{recipe}: already built as {tags} ({outcome.image.short_id})", err=True)

@@ -10,9 +10,10 @@ import traceback
 import click
 
 from vmctl.cli.context import App
+from vmctl.cli.output import progress_printer
 from vmctl.config import MODES, load_settings
+from vmctl.core.session import Session
 from vmctl.errors import ResourceError, UsageError, VmctlError
-
 
 # Every command, the module of vmctl.cli that defines it, and the line `vmctl --help` shows for
 # it. The modules are imported only when one of their commands runs (the help needs none of them:
@@ -135,14 +136,11 @@ def cli(ctx: click.Context, uri, mode, root, as_json, debug, quiet):
     except VmctlError as exc:
         click.echo(f"vmctl: error: {exc.message}", err=True)
         ctx.exit(exc.exit_code)
-    from vmctl.cli.output import progress_printer
-    from vmctl.core.session import Session
-
     draw = None if (as_json or quiet) else progress_printer()
     session = Session(settings=settings,
                       progress=draw or (lambda *_: None),
                       warn=lambda line: click.echo(f"vmctl: warning: {line}", err=True))
-    ctx.obj = App(session=session, json=as_json, debug=debug, quiet=quiet)
+    ctx.obj = App(session=session, json=as_json, debug=debug, quiet=quiet, draw=draw)
 
 
 def main() -> None:

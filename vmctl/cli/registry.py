@@ -11,20 +11,8 @@ import sys
 import click
 
 from vmctl.cli.context import App, pass_app
-from vmctl.cli.output import emit_json, human_size, progress_printer, table
+from vmctl.cli.output import emit_json, human_size, table
 from vmctl.errors import UsageError
-
-
-def _progress():
-    """(phase, done, total) -> the terminal's one-line bar; None when stderr is not a terminal."""
-    draw = progress_printer()
-    if draw is None:
-        return None
-
-    def report(phase: str, done: int, total: int | None) -> None:
-        draw(phase, done / total if total else None)
-
-    return report
 
 
 def _tls_options(f):
@@ -95,7 +83,7 @@ def push(app: App, ref, dest, containerdisk, as_json, insecure, ca_file):
     from vmctl.core import distribution
 
     out = distribution.push(app.session, ref, dest, containerdisk=containerdisk, insecure=insecure,
-                            ca_file=ca_file, progress=_progress())
+                            ca_file=ca_file, progress=app.byte_progress(as_json))
     if as_json or app.json:
         emit_json({"reference": out.reference, "digest": out.digest, "image_id": out.image_id,
                    "bytes_uploaded": out.bytes_uploaded, "containerdisk": out.containerdisk,
@@ -117,7 +105,7 @@ def pull(app: App, ref, as_json, insecure, ca_file):
     containerDisks), or a cloud image from the catalog (ubuntu:24.04, debian:12, …; see search)."""
     from vmctl.core import distribution
 
-    out = distribution.pull(app.session, ref, insecure=insecure, ca_file=ca_file, progress=_progress())
+    out = distribution.pull(app.session, ref, insecure=insecure, ca_file=ca_file, progress=app.byte_progress(as_json))
     if as_json or app.json:
         emit_json({"source": out.source, "reference": out.reference, "name": out.name, "id": out.image.id,
                    "digest": out.digest, "bytes_downloaded": out.bytes_downloaded,
@@ -161,7 +149,7 @@ def save(app: App, refs, output):
     """Save images to an OCI image-layout archive (tar), streaming: memory stays flat."""
     from vmctl.archive import save as save_archive
 
-    result = save_archive(app.store, list(refs), output, progress=_progress())
+    result = save_archive(app.store, list(refs), output, progress=app.byte_progress())
     click.echo(f"{output}: {len(result.images)} image(s), {human_size(result.size)}", err=True)
 
 
@@ -173,7 +161,7 @@ def load(app: App, input_, as_json):
     """Load images from an OCI image-layout archive, verifying every digest."""
     from vmctl.archive import load as load_archive
 
-    result = load_archive(app.store, input_, progress=_progress())
+    result = load_archive(app.store, input_, progress=app.byte_progress(as_json))
     for name, old in result.retagged:
         # as `docker load` says when a name moves: the old image keeps its other names, or none
         click.echo(f"vmctl: note: {name} named image {old[7:19]} before; it now names the loaded one", err=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 
 from vmctl.cli.context import App, pass_app
@@ -31,7 +33,7 @@ def info(app: App, as_json: bool, reprobe: bool):
     """Show libvirt and QEMU versions, mode, URI, whether KVM is verified usable, store paths."""
     from vmctl.core.host_info import host_info
 
-    data, error = host_info(app.settings, lambda: app.backend, refresh_probe=reprobe)
+    data, error = host_info(app.session, refresh_probe=reprobe)
     if as_json or app.json:
         emit_json(data)
     else:
@@ -61,8 +63,6 @@ def info(app: App, as_json: bool, reprobe: bool):
 @pass_app
 def doctor(app: App, fix: bool, as_json: bool):
     """Find leftovers of killed vmctl processes (half-made VMs, stale holds)."""
-    from dataclasses import asdict
-
     from vmctl.core.doctor import diagnose
 
     findings = diagnose(app.session, fix=fix)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 import sys
 
 import click
@@ -251,8 +253,6 @@ def logs(app: App, name, follow, tail):
 @pass_app
 def console(app: App, name):
     """Attach to a VM's serial console (detach with Ctrl-])."""
-    import subprocess
-
     from vmctl.core import listing
 
     sys.exit(subprocess.call(listing.console_command(app.session, name)))
@@ -290,8 +290,6 @@ def ssh(app: App, name, command, print_command):
     from vmctl.core import reach
 
     if print_command:
-        import shlex
-
         click.echo(shlex.join(reach.ssh_command(app.session, name)))
         return
     code = reach.ssh(app.session, name, _command_argv(command), stdin=sys.stdin.buffer, stdout=sys.stdout.buffer,

@@ -10,7 +10,7 @@ import subprocess
 from vmctl import __version__
 from vmctl.backend.connection import bindings_version
 from vmctl.backend.kvm_probe import probe_kvm
-from vmctl.config import Settings
+from vmctl.core.session import Session
 from vmctl.errors import VmctlError
 
 
@@ -33,10 +33,13 @@ def version_info() -> dict:
     }
 
 
-def host_info(settings: Settings, backend_factory, *, refresh_probe: bool = False) -> tuple[dict, VmctlError | None]:
+def host_info(session: Session, *, refresh_probe: bool = False) -> tuple[dict, VmctlError | None]:
     """Collect host facts; a libvirt failure is reported in the result and returned, not raised."""
+    settings = session.settings
     verdict = probe_kvm(refresh=refresh_probe)
     paths = settings.paths
+    # what guests get: the configured accelerator, else the probe's verdict
+    accelerator = settings.accelerator if settings.accelerator != "auto" else ("kvm" if verdict.usable else "tcg")
     info: dict = {
         "vmctl": __version__,
         "mode": settings.mode,
@@ -47,7 +50,7 @@ def host_info(settings: Settings, backend_factory, *, refresh_probe: bool = Fals
             "usable": verdict.usable,
             "verified": True,
             "reason": verdict.reason,
-            "accelerator": "kvm" if verdict.usable else "tcg",
+            "accelerator": accelerator,
             "cached": verdict.cached,
         },
         "store": {
@@ -60,7 +63,7 @@ def host_info(settings: Settings, backend_factory, *, refresh_probe: bool = Fals
     }
     error = None
     try:
-        backend = backend_factory()
+        backend = session.backend
         info["libvirt"] = backend.versions()
         info["libvirt"]["passt_user_networking"] = backend.supports_passt()
     except VmctlError as exc:

@@ -200,12 +200,6 @@ def _pattern(regex: str, what: str) -> Callable[[Any], str | None]:
     return check
 
 
-def _abs_path(v: Any) -> str | None:
-    if not v.startswith("/"):
-        return "must be an absolute path"
-    return None
-
-
 _LIFECYCLE = _one_of("destroy", "restart", "preserve", "rename-restart")
 _TOKEN = _pattern(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}", "letters, digits, '_', '.', '+', '-'")
 _IFNAME = _pattern(r"[A-Za-z0-9_.-]{1,15}", "a network interface name (at most 15 characters)")

@@ -9,6 +9,7 @@ from vmctl.core import create
 from vmctl.core.records import InstanceRecord
 from vmctl.core.session import Session
 from vmctl.errors import LibvirtError
+from vmctl.xml.domain import Domain
 
 pytestmark = pytest.mark.contract
 
@@ -31,6 +32,8 @@ def session(tmp_path, monkeypatch):
 def test_create_and_run_report_their_phases(session):
     create.create(session, create.CreateRequest(name="a", image="base:1"))
     assert session.seen == ["a: creating the disk", "a: writing the cloud-init seed", "a: defining the domain"]
+    # the definition says the create finished (doctor treats a "creating" one as half-made)
+    assert Domain.from_xml(session.backend.xml("a", inactive=True)).metadata.state == "created"
     session.seen.clear()
     inst = create.run(session, create.CreateRequest(name="b", image="base:1"), wait=False)
     assert session.seen[-1] == "b: starting" and inst.state() == "running"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from vmctl.core.plan import mark_created, move_ssh_port
+from vmctl.core.plan import move_ssh_port
 from vmctl.xml.base import VMCTL_NS
 from vmctl.xml.domain import Disk, Domain
 
@@ -94,9 +94,3 @@ def test_move_ssh_port_on_passt_interface():
               for pf in i.port_forwards for r in pf.ranges]
     assert ("tcp", 40100, 22) in starts and ("tcp", 8443, 443) in starts
     assert ("udp", 6000, 6000) in starts
-
-
-def test_mark_created():
-    d = Domain.from_xml(mark_created(FIXTURE.read_text()))
-    assert d.metadata.state == "created"
-    assert d.metadata.created == "2026-01-01T00:00:00Z"

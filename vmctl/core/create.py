@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,7 +74,6 @@ class CreatePlan:
     domain: object                       # vmctl.xml.domain.Domain
     disk_bytes: int | None
     seed: bool
-    inputs: object = field(repr=False, default=None)
 
     @property
     def xml(self) -> str:
@@ -220,7 +219,7 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
     )
     return CreatePlan(record=record, directory=directory, image=image, host_key=host_key,
                       authorized_keys=list(request.ssh_keys), user_data=request.user_data, domain=domain,
-                      disk_bytes=request.disk_bytes, seed=seed, inputs=inputs)
+                      disk_bytes=request.disk_bytes, seed=seed)
 
 
 def print_xml(session: Session, request: CreateRequest) -> str:

@@ -51,10 +51,6 @@ class Instance:
     def known_hosts(self) -> Path:
         return self.directory / "known_hosts"
 
-    @property
-    def remote(self) -> bool:
-        return self.record is None
-
     # -- state -----------------------------------------------------------------------------------
     def state(self) -> str:
         """libvirt's state of the domain in vmctl's words (``missing`` without a domain), read once."""

@@ -26,7 +26,6 @@ from vmctl.xml.snapshot import DomainSnapshot
 
 SIDECAR = "snapshots.json"
 TEMP_PREFIX = "vmctl-tmp-"
-KINDS = ("disk", "memory", "disk-only")
 
 
 @dataclass

@@ -507,6 +507,3 @@ def login(host: str, username: str, password: str, *, insecure: bool = False,
     return Credentials(username, password, str(store.path))
 
 
-def registry_url_host(url: str) -> str:
-    """``https://host:5000/v2/`` -> ``host:5000``."""
-    return urlparse(url).netloc

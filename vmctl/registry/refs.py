@@ -62,9 +62,6 @@ class RegistryRef:
             return self.repo[len("library/"):] if self.repo.startswith("library/") else self.repo
         return f"{self.host}/{self.repo}"
 
-    def with_tag(self, tag: str) -> "RegistryRef":
-        return RegistryRef(self.host, self.repo, check_tag(tag), None)
-
     def __str__(self) -> str:
         out = self.name
         if self.tag and not self.digest:

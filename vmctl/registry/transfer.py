@@ -33,7 +33,6 @@ import io
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -474,26 +473,6 @@ def search(client: RegistryClient, term: str, *, with_tags: bool = True, limit: 
             if len(hits) >= limit:
                 break
     return hits
-
-
-def clean_cache(store, *, older_than: float = 7 * 86400) -> int:
-    """Remove interrupted downloads (``partial/``) and compression leftovers of killed pushes
-    (``tmp/``) older than `older_than` seconds; return the bytes freed (for doctor/prune)."""
-    freed = 0
-    now = time.time()
-    for sub in ("partial", "tmp"):
-        d = cache_root(store) / sub
-        if not d.is_dir():
-            continue
-        for entry in d.iterdir():
-            try:
-                st = entry.stat()
-                if now - st.st_mtime > older_than:
-                    entry.unlink()
-                    freed += st.st_size
-            except (FileNotFoundError, IsADirectoryError):
-                pass
-    return freed
 
 
 def push_args(ref: str, dest: str | None = None) -> tuple[str, RegistryRef]:

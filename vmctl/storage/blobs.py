@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 from typing import BinaryIO
 
@@ -120,5 +119,3 @@ def _listing(directory: Path, suffix: str) -> dict[str, Path]:
     return out
 
 
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

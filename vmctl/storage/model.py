@@ -34,10 +34,6 @@ class Image:
         return self.layers[-1]
 
     @property
-    def top_layer_digest(self) -> str:
-        return self.layer_digests[-1]
-
-    @property
     def boot(self) -> dict:
         return self.config["boot"]
 

@@ -37,9 +37,3 @@ def move_ssh_port(xml: str, old: int | None, new: int) -> str:
         d.metadata.ssh_port = new
     return d.to_xml()
 
-
-def mark_created(xml: str) -> str:
-    """Return `xml` with vmctl's creation state set to "created" (the create transaction finished)."""
-    d = Domain.from_xml(xml)
-    d.metadata.state = "created"
-    return d.to_xml()

@@ -125,4 +125,11 @@ def test_help_imports_no_command_module():
             "r = CliRunner().invoke(cli, ['--help'])\nassert r.exit_code == 0 and 'snapshot' in r.output\n"
             "print(sorted(m for m in sys.modules if m.startswith(('vmctl.cli.', 'vmctl.core.', 'libvirt', 'paramiko'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert eval(out) == ["vmctl.cli.context", "vmctl.cli.main", "vmctl.cli.output", "vmctl.core.session"], out
+    assert eval(out) == ["vmctl.cli.main"], out
+
+
+def test_the_help_knows_the_modes_the_settings_know():
+    from vmctl import config
+    from vmctl.cli import main
+
+    assert main.MODES == config.MODES

@@ -9,11 +9,11 @@ import traceback
 
 import click
 
-from vmctl.cli.context import App
-from vmctl.cli.output import progress_printer
-from vmctl.config import MODES, load_settings
-from vmctl.core.session import Session
 from vmctl.errors import ResourceError, UsageError, VmctlError
+
+# `vmctl --help` imports this module, click and vmctl.errors only: the session, the settings and
+# the commands' modules load when a command runs (what a command needs is imported in `cli`).
+MODES = ("hosted", "system")   # vmctl.config.MODES (a test keeps them equal)
 
 # Every command, the module of vmctl.cli that defines it, and the line `vmctl --help` shows for
 # it. The modules are imported only when one of their commands runs (the help needs none of them:
@@ -107,7 +107,7 @@ class VmctlGroup(click.Group):
                     raise ResourceError(f"no space left on the device{where}; nothing was changed") from exc
                 raise
         except VmctlError as exc:
-            app = ctx.obj if isinstance(ctx.obj, App) else None
+            app = ctx.obj
             if app is not None and app.debug:
                 traceback.print_exc()
             click.echo(f"vmctl: error: {exc.message}", err=True)
@@ -116,7 +116,7 @@ class VmctlGroup(click.Group):
                 click.echo(details.rstrip("\n"), err=True)
             ctx.exit(exc.exit_code)
         finally:
-            if isinstance(ctx.obj, App):
+            if ctx.obj is not None:
                 ctx.obj.close()
 
 
@@ -131,6 +131,11 @@ class VmctlGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, uri, mode, root, as_json, debug, quiet):
     """vmctl: images, instances, snapshots and registries for KVM/QEMU virtual machines."""
+    from vmctl.cli.context import App  # lazy: not needed for --help
+    from vmctl.cli.output import progress_printer  # lazy: as above
+    from vmctl.config import load_settings  # lazy: as above
+    from vmctl.core.session import Session  # lazy: as above
+
     try:
         settings = load_settings(mode=mode, uri=uri, root=root)
     except VmctlError as exc:

@@ -4,7 +4,8 @@ real CLI, legal or refused, with its exit code.
 The test driver reads a node file whose domains carry ``<test:runstate>``, so every state vmctl
 knows — running, paused, stopping, stopped, crashed, suspended — is a real libvirt domain here
 (and "missing" is a VM whose domain is not there at all). Each case runs on a fresh copy of one
-data root with a vmctl record per state. A refused verb must exit with 4 and name the state; a
+data root with a vmctl record per state. A refused verb must exit with its rule's refusal (4, a
+conflict; 2 where the request cannot apply to that state) and name the state; a
 legal one must pass the state machine and end as that verb ends on a host with no guest behind
 the domain (the expected codes below say why each is what it is).
 """
@@ -129,7 +130,7 @@ def test_every_verb_in_every_state(world, tmp_path, verb, state):
     try:
         runs = decide(action, vm, state)
     except Exception:  # the table refuses: the CLI must say so, naming the state
-        assert result.exit_code == 4, (verb, state, result.output)
+        assert result.exit_code == RULES[action].refusal.exit_code, (verb, state, result.output)
         assert result.stderr.startswith("vmctl: error: ") and f"it is {state}" in result.stderr
         return
     if not runs:

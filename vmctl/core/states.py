@@ -5,8 +5,8 @@ As Firecracker's API layer states for each action where it is legal, `RULES` is 
 ``docker start`` of a running container succeeds without doing anything), and whether it takes
 the VM's name lock. Every state-dependent verb enters through `guard`: it resolves the instance
 once, takes the lock, reads the state once and either lets the verb run, tells it that there is
-nothing to do, or refuses with a `ConflictError` (exit code 4) that names the state and the way
-out. Nothing else in vmctl checks a VM's state to decide what is allowed.
+nothing to do, or refuses with a `ConflictError` (exit code 4; a `UsageError` where the request
+itself cannot apply to that state) that names the state and the way out. Nothing else in vmctl checks a VM's state to decide what is allowed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Iterator
 from vmctl.core.instance import MISSING, Instance, resolve
 from vmctl.core.namelock import name_lock
 from vmctl.core.session import Session
-from vmctl.errors import ConflictError
+from vmctl.errors import ConflictError, UsageError
 
 
 class State(StrEnum):
@@ -49,6 +49,7 @@ class Rule:
     noop: frozenset = frozenset()
     lock: bool = True          # take the name lock (reaching the guest does not: execs run side by side)
     hint: str = ""
+    refusal: type = ConflictError   # a wrong state is a conflict, unless the request itself makes no sense
 
 
 RULES: dict[str, Rule] = {
@@ -62,8 +63,9 @@ RULES: dict[str, Rule] = {
     "remove": Rule(OFF | {State.CRASHED, State.UNKNOWN, State.MISSING}, hint=" (stop it first, or use rm -f)"),
     "remove-force": Rule(ALL),
     "snapshot-create": Rule(LIVE | OFF),
-    "snapshot-create-memory": Rule(LIVE, hint=" (there is no memory to save; without --memory it gets a disk "
-                                              "snapshot)"),
+    # --memory of a VM that is not running asks for what cannot exist: a usage error, as it always was
+    "snapshot-create-memory": Rule(LIVE, refusal=UsageError,
+                                   hint=" (there is no memory to save; without --memory it gets a disk snapshot)"),
     "snapshot-revert": Rule(LIVE | OFF),
     "snapshot-remove": Rule(LIVE | OFF),
     "commit": Rule(LIVE | OFF),
@@ -91,7 +93,7 @@ def decide(action: str, name: str, state: str) -> bool:
     hint = rule.hint
     if not hint and state in _WAY_OUT and action not in ("start", "kill"):
         hint = f" ({_WAY_OUT[State(state)]})"
-    raise ConflictError(f"cannot {_VERB.get(action, action)} {name}: it is {state}{hint}")
+    raise rule.refusal(f"cannot {_VERB.get(action, action)} {name}: it is {state}{hint}")
 
 
 @dataclass

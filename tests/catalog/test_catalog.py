@@ -137,7 +137,7 @@ def test_ubuntu_from_a_mirror_is_verified_and_imported(cli_run, env, site, tmp_p
     assert out["digest"] == "sha256:" + hashlib.sha256(image).hexdigest()
     info = json.loads(cli_run("image", "inspect", "ubuntu:24.04").stdout)[0]
     assert info["user"] == "ubuntu" and info["cloud_init"] is True
-    assert info["boot"] == {"kind": "firmware", "firmware": "bios"}
+    assert info["boot"] == {"kind": "firmware", "firmware": "bios", "supports": ["bios"]}
     assert info["created"] == "2024-05-01T10:00:00Z"
     assert subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", str(tmp_path / "ubuntu.img"),
                            info["top_layer"]]).returncode == 0

@@ -80,7 +80,7 @@ def test_pull_a_containerdisk_that_skopeo_pushed(skopeo, cli_run, cfg, registry,
     out = json.loads(result.stdout)
     assert out["source"] == "containerdisk" and out["name"] == ref
     image = json.loads(cli_run("image", "inspect", ref).stdout)[0]
-    assert image["boot"] == {"kind": "firmware", "firmware": "bios"} and image["cloud_init"] is True
+    assert image["boot"] == {"kind": "firmware", "firmware": "bios", "supports": ["bios"]} and image["cloud_init"] is True
     assert image["created"] == "2024-05-01T10:00:00Z"
     assert same_disk(disk, "qcow2", Path(image["top_layer"]), "qcow2")
 

@@ -142,7 +142,8 @@ def test_yaml_injection_in_values_stays_data(tmp_path):
     evil_cmd = "echo '\n- reboot\nhostname: pwned'"
     ud = seed_files(instance_id="i", hostname="h", authorized_keys=[evil_key], extra_runcmd=[evil_cmd, ["a", "--- !x"]])["user-data"]
     cfg = yaml.safe_load(ud)
-    assert cfg == {"hostname": "h", "ssh_authorized_keys": [evil_key], "runcmd": [evil_cmd, ["a", "--- !x"]]}
+    assert cfg == {"hostname": "h", "manage_etc_hosts": True, "ssh_authorized_keys": [evil_key],
+                   "disable_root": False, "runcmd": [evil_cmd, ["a", "--- !x"]]}
     validate(ud, tmp_path)
 
 

@@ -22,7 +22,7 @@ def test_import_raw(store, raw_disk):
     assert len(im.layers) == 1 and im.top_layer.name.endswith(".qcow2")
     assert qemu_img.info(im.top_layer, "qcow2").get("backing-filename") is None
     assert read_back(im.top_layer, "qcow2", 1 << 20, 1 << 20, 0x5A)
-    assert im.boot == {"kind": "firmware", "firmware": "bios"}
+    assert im.boot == {"kind": "firmware", "firmware": "bios", "supports": ["bios"]}
     assert im.defaults == {"cpus": 1, "memory_mib": 1024, "disk_bytes": 64 << 20}
     phases = [e[0] for e in events]
     assert phases[0] == "check" and "convert" in phases and "hash" in phases and phases[-1] == "publish"

@@ -72,6 +72,12 @@ CASES: dict[str, tuple[str, str, DomainInputs]] = {
                 image_ref="debian:12-uefi", virt_type="kvm", cpus=2, memory_mib=2048,
                 firmware="uefi", network="network", network_name="default", ssh_host_port=None),
     ),
+    "uefi-secure-tpm": (
+        "vmctl create vault --image debian:12-uefi --secure-boot --tpm --print-xml",
+        "hosted",
+        _inputs("vault", "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", image_ref="debian:12-uefi",
+                firmware="uefi", secure_boot=True, tpm=True),
+    ),
     "kvm-bridge-tcg": (
         "vmctl --mode system create edge --image debian:12 --cpus 2 --memory 2G --bridge br0 --print-xml   # KVM not usable: TCG",
         "kvm",

@@ -311,7 +311,7 @@ def pull(store, entry: Entry, *, progress=None) -> PullResult:
                     f"{url}: {algorithm} is {actual}, the checksum list {sums_url} says {expected}; "
                     "the download was deleted and nothing was imported")
             image = store.import_image(
-                part, entry.ref, fmt="auto", firmware="bios", cloud_init=True, user=entry.distro.user,
+                part, entry.ref, fmt="auto", firmware=None, cloud_init=True, user=entry.distro.user,
                 labels={"vmctl.catalog.source": url, f"vmctl.catalog.{algorithm}": expected},
                 created=modified if modified is not None else 0,
                 created_by="vmctl pull (catalog)", comment=f"{entry.distro.name} {entry.version.name}",

@@ -82,10 +82,10 @@ def image_rm(app: App, refs, force):
 @click.option("--kernel", type=click.Path(exists=True, dir_okay=False), help="Kernel for direct kernel boot.")
 @click.option("--initrd", type=click.Path(exists=True, dir_okay=False), help="Initrd for direct kernel boot.")
 @click.option("--cmdline", help="Kernel command line for direct kernel boot.")
-@click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True)
+@click.option("--firmware", type=click.Choice(["bios", "uefi"]), help="Boot firmware (default: what the disk's boot sectors show; BIOS when it has both).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "qcow2", "raw"]), default="auto", show_default=True)
 @click.option("--cloud-init/--no-cloud-init", default=True, show_default=True, help="Whether the guest reads a NoCloud seed.")
-@click.option("--user", default="root", show_default=True, help="The guest's login user for SSH.")
+@click.option("--user", help="The login user vmctl makes and uses (default: vmctl's own, see 'Cloud images' in the README).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
 @pass_app
 def image_import(app: App, args, disk, kernel, initrd, cmdline, firmware, fmt, cloud_init, user, labels):

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'create': ('vms', 'Create a VM from an image (a copy-on-write disk, a cloud-init seed, a libvirt domain).'),
     'df': ('images', 'Show disk space used by images, VMs and snapshots.'),
     'doctor': ('system', 'Find leftovers of killed vmctl processes (half-made VMs, stale holds).'),
-    'exec': ('vms', 'Run COMMAND in the VM; its exit status, stdout and stderr are passed through.'),
+    'exec': ('vms', 'Run COMMAND in the VM as its login user; its exit status, stdout and stderr are passed through.'),
     'image': ('images', 'Manage images: read-only templates that VMs are created from.'),
     'images': ('images', 'List images.'),
     'info': ('system', 'Show libvirt and QEMU versions, mode, URI, whether KVM is verified usable, store paths.'),

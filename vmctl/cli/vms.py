@@ -12,6 +12,8 @@ from vmctl.cli.context import App, pass_app
 from vmctl.cli.output import emit_json, human_size, table
 from vmctl.errors import UsageError, VmctlError
 
+WAIT_CHOICES = ("ssh", "cloud-init")  # vmctl.core.reach.WAITS, kept here so --help imports no core
+
 
 def _create_options(f):
     options = [
@@ -26,6 +28,13 @@ def _create_options(f):
         click.option("--bridge", metavar="BR", help="Attach to this host bridge (system mode)."),
         click.option("--profile", metavar="P", help="Machine profile (templates/profiles, or your own)."),
         click.option("--restrict-network/--no-restrict-network", "restrict", default=None, help="User-mode networking: the guest reaches nothing outside (forwarded ports still work)."),
+        click.option("--user", "-u", "user", metavar="USER", help="Log in as USER, made by the seed (default: the image's user, else 'vmctl')."),
+        click.option("--firmware", type=click.Choice(["bios", "uefi"]), help="Boot firmware, among what the image supports (default: the image's)."),
+        click.option("--secure-boot", is_flag=True, help="UEFI secure boot (keys enrolled)."),
+        click.option("--tpm", is_flag=True, help="An emulated TPM 2.0 (swtpm)."),
+        click.option("--ip", metavar="ADDR/PREFIX", help="Static address through the seed's network-config (libvirt network or bridge)."),
+        click.option("--gateway", metavar="ADDR", help="Default route with --ip."),
+        click.option("--dns", multiple=True, metavar="ADDR", help="Name server with --ip (repeatable)."),
         click.option("--uuid", hidden=True),
         click.option("--ssh-port", type=click.IntRange(1, 65535), hidden=True),
     ]
@@ -34,7 +43,8 @@ def _create_options(f):
     return f
 
 
-def _request(name, image, cpus, memory, disk, ports, ssh_keys, user_data, network, bridge, profile, restrict, uuid, ssh_port):
+def _request(name, image, cpus, memory, disk, ports, ssh_keys, user_data, network, bridge, profile, restrict,
+             user, firmware, secure_boot, tpm, ip, gateway, dns, uuid, ssh_port):
     from vmctl.core.create import CreateRequest
     from vmctl.core.ports import parse_port
     from vmctl.units import parse_size
@@ -61,6 +71,13 @@ def _request(name, image, cpus, memory, disk, ports, ssh_keys, user_data, networ
         restrict=restrict,
         uuid=uuid,
         ssh_port=ssh_port,
+        user=user,
+        firmware=firmware,
+        secure_boot=secure_boot,
+        tpm=tpm,
+        ip=ip,
+        gateway=gateway,
+        dns=tuple(dns),
     )
 
 
@@ -84,15 +101,17 @@ def create(app: App, name, print_xml, **opts):
 @click.command()
 @click.argument("name")
 @_create_options
-@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait for SSH.")
+@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait.")
+@click.option("--wait", "wait_for", type=click.Choice(WAIT_CHOICES), default="ssh", show_default=True,
+              help="ssh: until SSH lets vmctl in; cloud-init: also until cloud-init has finished (its errors reported).")
 @click.option("--no-wait", is_flag=True, help="Return once started.")
 @pass_app
-def run(app: App, name, timeout, no_wait, **opts):
+def run(app: App, name, timeout, wait_for, no_wait, **opts):
     """Create, start and wait for a VM: the common one-liner."""
     from vmctl.core import create as core
 
     request = _request(name, **opts)
-    inst = core.run(app.session, request, wait=not no_wait, timeout=timeout)
+    inst = core.run(app.session, request, wait=None if no_wait else wait_for, timeout=timeout)
     click.echo(inst.name)
 
 
@@ -261,12 +280,14 @@ def console(app: App, name):
 @click.command()
 @click.argument("names", nargs=-1, required=True)
 @click.option("--timeout", type=float, default=300, show_default=True)
+@click.option("--wait", "wait_for", type=click.Choice(WAIT_CHOICES), default="ssh", show_default=True,
+              help="ssh: until SSH lets vmctl in; cloud-init: also until cloud-init has finished.")
 @pass_app
-def wait(app: App, names, timeout):
+def wait(app: App, names, timeout, wait_for):
     """Wait until VMs answer on SSH with their pinned host key and accept vmctl's key."""
     from vmctl.core import reach
 
-    _each(app, names, lambda n: (reach.wait(app.session, n, timeout), click.echo(n)))
+    _each(app, names, lambda n: (reach.wait(app.session, n, timeout, until=wait_for), click.echo(n)))
 
 
 @click.command()
@@ -300,15 +321,16 @@ def ssh(app: App, name, command, print_command):
 @click.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--root", is_flag=True, help="Run COMMAND as root (through sudo when the login user is not root).")
 @pass_app
-def exec_(app: App, name, command):
-    """Run COMMAND in the VM; its exit status, stdout and stderr are passed through."""
+def exec_(app: App, name, command, root):
+    """Run COMMAND in the VM as its login user; its exit status, stdout and stderr are passed through."""
     from vmctl.core import reach
 
     argv = _command_argv(command)
     if not argv:
         raise UsageError("exec needs a command: vmctl exec NAME -- COMMAND [ARG...]")
-    sys.exit(reach.exec_(app.session, name, argv, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer))
+    sys.exit(reach.exec_(app.session, name, argv, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer, root=root))
 
 
 @click.command()

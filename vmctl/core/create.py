@@ -25,7 +25,7 @@ from vmctl.backend.kvm_probe import probe_kvm
 from vmctl.core.hostports import pick_free_port
 from vmctl.core.instance import Instance
 from vmctl.core.namelock import name_lock
-from vmctl.core.plan import DomainInputs, plan_domain
+from vmctl.core.plan import DomainInputs, mac_from_uuid, plan_domain
 from vmctl.core.records import CREATING_MARK, DISK, SEED, SERIAL_LOG, InstanceRecord, list_records
 from vmctl.core.session import Session
 from vmctl.core.transaction import Transaction
@@ -35,11 +35,14 @@ from vmctl.names import check_name
 from vmctl.perms import private_dir, qemu_readable, qemu_user, require_path_search
 from vmctl.profiles import load_profile
 from vmctl.seed.hostkeys import generate_host_key
+from vmctl.seed.netconfig import StaticAddress, parse_static
 from vmctl.seed.writer import write_seed
+from vmctl.storage.manifest import check_user
 from vmctl.storage import qemu_img
 from vmctl.storage.refs import looks_like_path
 from vmctl.units import mib
 
+DEFAULT_LOGIN = "vmctl"  # the user vmctl's seed makes on an image that names none
 CREATE_SPACE = 16 << 20  # the seed, the record and the overlay's first clusters, with room to boot
 
 
@@ -60,6 +63,13 @@ class CreateRequest:
     restrict: bool | None = None
     uuid: str | None = None
     ssh_port: int | None = None
+    user: str | None = None              # the login user (default: the image's, else vmctl's own)
+    firmware: str | None = None          # bios | uefi, among what the image supports
+    secure_boot: bool = False
+    tpm: bool = False
+    ip: str | None = None                # static ADDRESS/PREFIX (libvirt network or bridge)
+    gateway: str | None = None
+    dns: tuple[str, ...] = ()
 
 
 @dataclass
@@ -74,6 +84,7 @@ class CreatePlan:
     domain: object                       # vmctl.xml.domain.Domain
     disk_bytes: int | None
     seed: bool
+    static: StaticAddress | None = None
 
     @property
     def xml(self) -> str:
@@ -129,7 +140,8 @@ class _DiskFileImage:
     def id(self) -> str:
         return f"file:{self.path}"
 
-    config = {"boot": {"kind": "firmware", "firmware": "bios"}, "cloud_init": True, "defaults": {}}
+    config = {"boot": {"kind": "firmware", "firmware": "bios", "supports": ["bios", "uefi"]},
+              "cloud_init": True, "defaults": {}}
     kernel = None
     initrd = None
 
@@ -145,6 +157,44 @@ def _resolve_image(session: Session, ref: str, *, print_only: bool):
             raise UsageError(f"{ref} is a file, not an image: import it first with 'vmctl image import {ref} NAME'")
         return _DiskFileImage(Path(ref).absolute())
     return session.store.resolve(ref)
+
+
+def login_user(asked: str | None, config: dict, *, seed: bool) -> str:
+    """Who vmctl logs in as (README, "Cloud images"): ``--user``, else the image's ``user``, else
+    -- on an image that reads a seed -- ``vmctl``, a user vmctl's seed makes; root only when
+    one of those says so (cloud-init disables root, so an unknown image is never assumed to
+    let root in), or on an image without a seed."""
+    login = asked or config.get("user") or (DEFAULT_LOGIN if seed else "root")
+    check_user(login)
+    if asked and asked != "root" and not seed:
+        raise UsageError(f"--user {asked}: this image reads no cloud-init seed, so vmctl cannot make "
+                         "that user in it")
+    return login
+
+
+def _firmware(boot: dict, request: CreateRequest) -> str:
+    chosen = boot.get("firmware", "bios")
+    if request.firmware is None:
+        return chosen
+    if boot.get("kind") == "kernel":
+        raise UsageError("--firmware: this image boots its kernel directly, without firmware")
+    supports = boot.get("supports", [chosen])
+    if request.firmware not in supports:
+        raise UsageError(f"--firmware {request.firmware}: the image boots only with {' or '.join(supports)}")
+    return request.firmware
+
+
+def _static_address(request: CreateRequest, network: dict, seed: bool, vm_uuid: str) -> StaticAddress | None:
+    if request.ip is None:
+        if request.gateway or request.dns:
+            raise UsageError("--gateway and --dns go with --ip")
+        return None
+    if network["kind"] == "user":
+        raise UsageError("--ip needs a libvirt network or bridge (system mode); a hosted VM is reached "
+                         "through its forwarded ports")
+    if not seed:
+        raise UsageError("--ip: this image reads no cloud-init seed, so its address cannot be set")
+    return parse_static(mac_from_uuid(vm_uuid), request.ip, request.gateway, tuple(request.dns))
 
 
 def plan(session: Session, request: CreateRequest, *, print_only: bool = False) -> CreatePlan:
@@ -177,9 +227,12 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
     restrict = settings.restrict_network if request.restrict is None else request.restrict
     host_key = generate_host_key()
     boot = config.get("boot", {"kind": "firmware", "firmware": "bios"})
+    firmware = _firmware(boot, request)
     vm_uuid = request.uuid or str(uuidlib.uuid4())
     created = _now()
     seed = bool(config.get("cloud_init", True))
+    login = login_user(request.user, config, seed=seed)
+    static = _static_address(request, network, seed, vm_uuid)
     inputs = DomainInputs(
         name=name,
         uuid=vm_uuid,
@@ -192,7 +245,9 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         kernel=str(image.kernel) if image.kernel else None,
         initrd=str(image.initrd) if image.initrd else None,
         cmdline=boot.get("cmdline"),
-        firmware=boot.get("firmware", "bios"),
+        firmware=firmware,
+        secure_boot=request.secure_boot,
+        tpm=request.tpm,
         cpus=cpus,
         memory_mib=memory_mib,
         disk=str(directory / DISK),
@@ -211,15 +266,15 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
     record = InstanceRecord(
         name=name, uuid=vm_uuid, mode=settings.mode, uri=settings.uri, profile=profile.name,
         image_ref=str(request.image), image_id=image.id, created=created,
-        ssh_user=config.get("user") or "root", host_key=host_key.public, ssh_port=ssh_port,
+        ssh_user=login, host_key=host_key.public, ssh_port=ssh_port,
         ports=[{"host": "127.0.0.1", "host_port": p.host_port, "guest_port": p.guest_port, "proto": p.proto}
                for p in request.ports],
         network=network, restrict=bool(restrict), cpus=cpus, memory_mib=memory_mib,
-        disk_bytes=request.disk_bytes,
+        disk_bytes=request.disk_bytes, static_ip=static.host if static else None,
     )
     return CreatePlan(record=record, directory=directory, image=image, host_key=host_key,
                       authorized_keys=list(request.ssh_keys), user_data=request.user_data, domain=domain,
-                      disk_bytes=request.disk_bytes, seed=seed)
+                      disk_bytes=request.disk_bytes, seed=seed, static=static)
 
 
 def print_xml(session: Session, request: CreateRequest) -> str:
@@ -268,7 +323,8 @@ def _build(session: Session, request: CreateRequest, tx: Transaction) -> Instanc
         say(f"{name}: writing the cloud-init seed", None)
         write_seed(staging / SEED, instance_id=rec.uuid, hostname=name,
                    authorized_keys=[client_key.public_line, *the_plan.authorized_keys],
-                   host_keys=[the_plan.host_key], user_data=the_plan.user_data)
+                   host_keys=[the_plan.host_key], user_data=the_plan.user_data, login=rec.ssh_user,
+                   network=the_plan.static)
         qemu_readable(staging / SEED, user)
     faults.point("create.after-disk")
     rec.save(staging)
@@ -306,9 +362,10 @@ def create(session: Session, request: CreateRequest) -> Instance:
         return _build(session, request, tx)
 
 
-def run(session: Session, request: CreateRequest, *, wait: bool = True, timeout: float = 300) -> Instance:
+def run(session: Session, request: CreateRequest, *, wait: str | None = "ssh", timeout: float = 300) -> Instance:
     """``vmctl run``: create and start as one transaction (a VM that does not start is undone,
-    nothing is left), then — the VM now exists and runs — wait until SSH lets vmctl in."""
+    nothing is left), then — the VM now exists and runs — wait until SSH lets vmctl in (`wait`
+    ``cloud-init``: and until cloud-init has finished; None: do not wait)."""
     name = check_name(request.name, "VM name")
     session.backend.versions()
     with name_lock(session.paths.locks, name), Transaction(warn=session.warn) as tx:
@@ -320,5 +377,5 @@ def run(session: Session, request: CreateRequest, *, wait: bool = True, timeout:
         session.backend.start(name)
         inst._state = "running"
     if wait:
-        inst.wait_for_ssh(timeout)
+        inst.wait_for_ssh(timeout, wait)
     return inst

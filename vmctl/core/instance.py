@@ -9,6 +9,7 @@ that no operation imports another.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -17,9 +18,10 @@ from vmctl.core.hostports import pick_free_port, port_free
 from vmctl.core.plan.edits import move_ssh_port
 from vmctl.core.records import DISK, SEED, SERIAL_LOG, InstanceRecord, list_records
 from vmctl.core.session import Session
-from vmctl.errors import GuestNotReady, NotFoundError
+from vmctl.errors import GuestNotReady, NotFoundError, UsageError
 from vmctl.names import check_name
 
+WAITS = ("ssh", "cloud-init")   # what `run --wait` / `wait --wait` wait for
 MISSING = "missing"   # vmctl has the VM's files but libvirt has no such domain
 
 
@@ -69,12 +71,14 @@ class Instance:
     def address_fn(self) -> Callable[[], tuple[str, int] | None]:
         """A function giving where the VM's SSH server answers (None while it has no address).
 
-        Hosted VMs: their SSH forward on 127.0.0.1. On a libvirt network or bridge: libvirt's
+        Hosted VMs: their SSH forward on 127.0.0.1; a static ``--ip``: that address. On a libvirt network or bridge: libvirt's
         DHCP leases, then the guest agent, then the host's ARP table (a bridge whose DHCP server
         libvirt does not run)."""
         rec = self._need_record("reach")
         if rec.ssh_port:
             return lambda: ("127.0.0.1", rec.ssh_port)
+        if rec.static_ip:
+            return lambda: (rec.static_ip, 22)
         backend = self.session.backend
 
         def lookup():
@@ -92,21 +96,33 @@ class Instance:
             raise GuestNotReady(f"{self.name} has no address yet (no DHCP lease, no guest agent answer)")
         return found
 
-    def wait_for_ssh(self, timeout: float) -> tuple[str, int]:
+    def wait_for_ssh(self, timeout: float, until: str = "ssh") -> tuple[str, int]:
         """Block until the guest answers SSH with its pinned key and takes vmctl's key
-        (GuestNotReady names the step that failed); progress shows the step waited for."""
+        (GuestNotReady names the step that failed, and what the guest said); with `until`
+        ``cloud-init``, then until the guest's cloud-init has finished without errors. Progress
+        shows the step waited for."""
+        from vmctl.guest.cloudinit import wait_cloud_init  # lazy: paramiko, only when waiting
         from vmctl.guest.keys import ensure_client_key  # lazy: paramiko, only when waiting
         from vmctl.guest.ready import wait_ready  # lazy: paramiko, only when waiting
+        from vmctl.guest.ssh import GuestSession  # lazy: paramiko, only when waiting
 
+        if until not in WAITS:
+            raise UsageError(f"invalid --wait {until!r}: {' or '.join(WAITS)}")
         rec = self._need_record("wait for")
         say = self.session.progress
+        deadline = time.monotonic() + timeout
+        key = ensure_client_key(self.session.paths.keys)
 
         def step(name: str, detail: str) -> None:
             say(f"{self.name}: waiting for SSH ({name}{': ' + detail if detail else ''})", None)
 
-        return wait_ready(self.address_fn(), user=rec.ssh_user,
-                          client_key=ensure_client_key(self.session.paths.keys), host_key_line=rec.host_key,
-                          timeout=timeout, serial_log=self.serial_log, progress=step)
+        host, port = wait_ready(self.address_fn(), user=rec.ssh_user, client_key=key, host_key_line=rec.host_key,
+                                timeout=timeout, serial_log=self.serial_log, progress=step)
+        if until == "cloud-init":
+            say(f"{self.name}: waiting for cloud-init to finish", None)
+            with GuestSession(host, port, user=rec.ssh_user, client_key=key, host_key_line=rec.host_key) as guest:
+                wait_cloud_init(guest, self.name, deadline - time.monotonic())
+        return host, port
 
     # -- changes of the record ------------------------------------------------------------------
     def ensure_ssh_port(self) -> None:

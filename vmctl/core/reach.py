@@ -8,6 +8,7 @@ process's own stdout.
 
 from __future__ import annotations
 
+import shlex
 from typing import BinaryIO
 
 from vmctl.core.instance import Instance
@@ -25,10 +26,11 @@ def address(session: Session, name: str) -> tuple[str, int]:
         return g.instance.address()
 
 
-def wait(session: Session, name: str, timeout: float) -> tuple[str, int]:
-    """Block until SSH answers with the pinned key and accepts vmctl's key (or raise, naming the step)."""
+def wait(session: Session, name: str, timeout: float, until: str = "ssh") -> tuple[str, int]:
+    """Block until SSH answers with the pinned key and accepts vmctl's key (with `until`
+    ``cloud-init``: and cloud-init has finished), or raise, naming the step and what the guest said."""
     with guard(session, name, "wait") as g:
-        return g.instance.wait_for_ssh(timeout)
+        return g.instance.wait_for_ssh(timeout, until)
 
 
 def _guest(inst: Instance):
@@ -38,10 +40,23 @@ def _guest(inst: Instance):
                         client_key=ensure_client_key(inst.session.paths.keys), host_key_line=inst.record.host_key)
 
 
-def exec_(session: Session, name: str, argv: list[str], *, stdout: BinaryIO, stderr: BinaryIO) -> int:
-    """Run `argv` in the guest, streaming its output to `stdout`/`stderr`; return its exit status."""
+def as_root(argv: list[str], login: str) -> list[str] | str:
+    """`argv` to run as root for login user `login`: itself for root, else through ``sudo -n``
+    (never prompting), with one clear line when the image has no sudo."""
+    if login == "root":
+        return argv
+    return ("if command -v sudo >/dev/null 2>&1; then exec sudo -n -- " + shlex.join(argv) + "; fi; "
+            "echo 'vmctl: this image has no sudo: log in as root (--user root) to run commands as root' >&2; "
+            "exit 127")
+
+
+def exec_(session: Session, name: str, argv: list[str], *, stdout: BinaryIO, stderr: BinaryIO,
+          root: bool = False) -> int:
+    """Run `argv` in the guest as its login user (as root with `root`), streaming its output to
+    `stdout`/`stderr`; return its exit status."""
     with guard(session, name, "exec") as g, _guest(g.instance) as guest:
-        return guest.run(argv, stdin=None, stdout=stdout, stderr=stderr)
+        command = as_root(argv, g.instance.record.ssh_user) if root else argv
+        return guest.run(command, stdin=None, stdout=stdout, stderr=stderr)
 
 
 def ssh(session: Session, name: str, argv: list[str], *, stdin: BinaryIO, stdout: BinaryIO,

@@ -41,6 +41,7 @@ class InstanceRecord:
     cpus: int = 1
     memory_mib: int = 256
     disk_bytes: int | None = None
+    static_ip: str | None = None         # --ip: where SSH reaches the guest (system mode)
 
     def save(self, directory: Path) -> None:
         """Write the record atomically, readable by its owner only."""

@@ -32,18 +32,13 @@ import paramiko
 from vmctl.errors import GuestNotReady
 from vmctl.guest import contract
 from vmctl.guest.keys import ClientKey, fingerprint
+from vmctl.guest.diagnose import console_findings, explain_auth
 from vmctl.guest.serial import read_serial, serial_tail
 from vmctl.guest.handshake import (
     StepFailed, authenticate, handshake, load_pkey, probe_any_key, tcp_connect, wait_banner,
 )
 
 Progress = Callable[[str, str], None]
-
-Progress = Callable[[str, str], None]
-
-
-def guest_says_ready(text: str) -> bool:
-    return contract.is_ready(text)
 
 
 def serial_fingerprints(text: str) -> list[str]:
@@ -85,7 +80,8 @@ class ReadyLineWatch:
 
 
 def _diagnosis(serial_log: Path | None, host_key_line: str) -> str:
-    """A short note on what the serial log says, and its tail."""
+    """A short note on what the serial log says (kernel panic, firmware, DHCP, cloud-init, sshd
+    trouble; host key fingerprints against the pinned key), and its tail."""
     if serial_log is None:
         return ""
     text = read_serial(serial_log)
@@ -93,7 +89,7 @@ def _diagnosis(serial_log: Path | None, host_key_line: str) -> str:
     if not text:
         notes.append(f"serial log {serial_log} is empty or unreadable")
     else:
-        notes.append(f"the guest {'printed' if guest_says_ready(text) else 'has not printed'} {contract.READY_LINE!r}")
+        notes.extend(console_findings(text))
         prints = serial_fingerprints(text)
         if prints:
             pinned = fingerprint(host_key_line)
@@ -109,7 +105,9 @@ def _diagnosis(serial_log: Path | None, host_key_line: str) -> str:
 
 
 def _not_ready(step: str, reason: str, timeout: float, serial_log: Path | None, host_key_line: str) -> GuestNotReady:
-    err = GuestNotReady(f"guest not ready after {timeout:g} s: step '{step}' failed: {reason}")
+    findings = console_findings(read_serial(serial_log)) if serial_log is not None else []
+    said = f" (the console shows {findings[0]})" if findings else ""
+    err = GuestNotReady(f"guest not ready after {timeout:g} s: step '{step}' failed: {reason}{said}")
     err.step = step
     err.reason = reason
     err.details = _diagnosis(serial_log, host_key_line)
@@ -143,17 +141,21 @@ def try_once(
         note("auth")
         authenticate(t, user, pkey, timeout)
         chan = t.open_session(timeout=timeout)
+        answer = b""
         try:
             chan.settimeout(timeout)
             chan.exec_command("true")
             chan.shutdown_write()
-            while chan.recv(4096):
-                pass
+            while True:  # what an image prints instead of running it (kept up to 4 KiB)
+                data = chan.recv(4096)
+                if not data:
+                    break
+                answer = (answer + data)[:4096]
             status = chan.recv_exit_status()
         finally:
             chan.close()
         if status != 0:
-            raise StepFailed("auth", f"logged in, but 'true' exited with status {status}")
+            raise StepFailed("auth", explain_auth(user, answer.decode("utf-8", "replace"), status))
         return t
     except (paramiko.SSHException, EOFError, OSError) as exc:
         if t is not None:

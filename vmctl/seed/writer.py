@@ -10,6 +10,7 @@ from vmctl.errors import UsageError
 from vmctl.seed.cloudconfig import combine_user_data, dump_yaml
 from vmctl.seed.hostkeys import HostKey
 from vmctl.seed.iso import write_iso
+from vmctl.seed.netconfig import StaticAddress
 
 SEED_LABEL = "cidata"
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -40,14 +41,33 @@ def meta_data(instance_id: str, hostname: str) -> str:
     return dump_yaml({"instance-id": instance_id, "local-hostname": check_hostname(hostname)})
 
 
+def login_user_entry(login: str, keys: Sequence[str]) -> dict[str, Any]:
+    """The ``users:`` entry of vmctl's login user: key-only, passwordless sudo (where the image
+    has sudo), created by cloud-init if the image lacks it, keys added if it has it already."""
+    return {"name": login, "gecos": "vmctl login user", "lock_passwd": True,
+            "sudo": "ALL=(ALL) NOPASSWD:ALL", "ssh_authorized_keys": list(keys)}
+
+
 def vmctl_cloud_config(hostname: str, authorized_keys: Sequence[str],
                        host_keys: Sequence[HostKey] | None,
-                       extra_runcmd: Sequence[str | Sequence[str]] | None) -> dict[str, Any]:
-    """Return the cloud-config keys vmctl sets: hostname, authorized keys, host keys, runcmd."""
-    data: dict[str, Any] = {"hostname": check_hostname(hostname)}
+                       extra_runcmd: Sequence[str | Sequence[str]] | None,
+                       login: str = "root") -> dict[str, Any]:
+    """Return the cloud-config keys vmctl sets: hostname (and ``/etc/hosts``), the login user
+    with vmctl's keys, host keys, runcmd.
+
+    The login rule (cloud-init's own semantics): ``root`` is allowed in with ``disable_root:
+    false`` and the keys at the top level (cloud-init gives those to root then); any other login
+    becomes an entry of ``users:`` after ``default`` (so the image's own default user still
+    exists and gets the keys too).
+    """
+    data: dict[str, Any] = {"hostname": check_hostname(hostname), "manage_etc_hosts": True}
     keys = [check_authorized_key(k) for k in authorized_keys]
     if keys:
         data["ssh_authorized_keys"] = keys
+    if login == "root":
+        data["disable_root"] = False
+    else:
+        data["users"] = ["default", login_user_entry(login, keys)]
     if host_keys:
         ssh_keys: dict[str, str] = {}
         for hk in host_keys:
@@ -70,16 +90,22 @@ def vmctl_cloud_config(hostname: str, authorized_keys: Sequence[str],
 
 def seed_files(*, instance_id: str, hostname: str, authorized_keys: Sequence[str],
                host_keys: Sequence[HostKey] | None = None, user_data: str | None = None,
-               extra_runcmd: Sequence[str | Sequence[str]] | None = None) -> dict[str, str]:
-    """Return ``{"meta-data": ..., "user-data": ...}`` as ``write_seed`` would write them."""
-    ours = vmctl_cloud_config(hostname, authorized_keys, host_keys, extra_runcmd)
-    return {"meta-data": meta_data(instance_id, hostname),
-            "user-data": combine_user_data(ours, user_data)}
+               extra_runcmd: Sequence[str | Sequence[str]] | None = None, login: str = "root",
+               network: StaticAddress | None = None) -> dict[str, str]:
+    """Return ``{"meta-data": ..., "user-data": ...[, "network-config": ...]}`` as ``write_seed``
+    would write them."""
+    ours = vmctl_cloud_config(hostname, authorized_keys, host_keys, extra_runcmd, login)
+    files = {"meta-data": meta_data(instance_id, hostname),
+             "user-data": combine_user_data(ours, user_data)}
+    if network is not None:
+        files["network-config"] = dump_yaml(network.config())
+    return files
 
 
 def write_seed(path: Path, *, instance_id: str, hostname: str, authorized_keys: Sequence[str],
                host_keys: Sequence[HostKey] | None = None, user_data: str | None = None,
-               extra_runcmd: Sequence[str | Sequence[str]] | None = None) -> None:
+               extra_runcmd: Sequence[str | Sequence[str]] | None = None, login: str = "root",
+               network: StaticAddress | None = None) -> None:
     """Write a NoCloud seed ISO (label ``cidata``) at ``path``, atomically, mode 0600.
 
     ``user_data`` is the user's own (``#cloud-config``, a ``#!`` script or MIME multipart): a
@@ -87,5 +113,6 @@ def write_seed(path: Path, *, instance_id: str, hostname: str, authorized_keys: 
     vmctl's cloud-config as a MIME multipart message. Raises ``UsageError`` on invalid input.
     """
     files = seed_files(instance_id=instance_id, hostname=hostname, authorized_keys=authorized_keys,
-                       host_keys=host_keys, user_data=user_data, extra_runcmd=extra_runcmd)
+                       host_keys=host_keys, user_data=user_data, extra_runcmd=extra_runcmd, login=login,
+                       network=network)
     write_iso(path, {name: text.encode() for name, text in files.items()}, SEED_LABEL)

@@ -230,6 +230,9 @@ def validate_config(config, parsed: ParsedManifest) -> dict:
     elif boot.get("kind") == "firmware":
         if boot.get("firmware") not in FIRMWARES:
             raise IntegrityError(f"image config: unknown firmware {str(boot.get('firmware'))[:40]!r}")
+        supports = boot.get("supports", [boot["firmware"]])
+        if not isinstance(supports, list) or not set(supports) <= set(FIRMWARES) or len(supports) > 2:
+            raise IntegrityError("image config: boot.supports must list firmwares (bios, uefi)")
     else:
         raise IntegrityError(f"image config: unknown boot kind {str(boot.get('kind'))[:40]!r}")
     defaults = config["defaults"]

@@ -23,6 +23,7 @@ from vmctl import faults, perms
 from vmctl.errors import ConflictError, IntegrityError, InUseError, NotFoundError, UsageError
 from vmctl.storage import qemu_img
 from vmctl.storage.blobs import Blobs
+from vmctl.storage.bootsector import firmware_choice
 from vmctl.storage.digest import canonical_json, check_digest, of_file
 from vmctl.storage.gc import StoreGC
 from vmctl.storage.holds import Holds, check_holder
@@ -359,7 +360,7 @@ class ImageStore(StoreGC, StoreIngest):
 
     def import_image(
         self, disk: Path, ref: str, *, kernel: Path | None = None, initrd: Path | None = None,
-        cmdline: str | None = None, firmware: str = "bios", fmt: str = "auto",
+        cmdline: str | None = None, firmware: str | None = None, fmt: str = "auto",
         architecture: str | None = None, defaults: dict | None = None, cloud_init: bool = False,
         user: str | None = None, labels: dict | None = None, created=None,
         created_by: str = "vmctl image import", comment: str = "",
@@ -369,13 +370,14 @@ class ImageStore(StoreGC, StoreIngest):
         cmdline) as image `ref` (``NAME[:TAG]``).
 
         `created` defaults to the disk file's modification time, so importing the same file with
-        the same options again gives the same image id.
+        the same options again gives the same image id. `firmware` None: what the disk's own
+        boot sectors say (`bootsector`), recorded as ``boot.supports`` beside the choice.
         """
         repo, tag = parse_name(ref)
         disk = Path(disk)
         if kernel is None and (initrd is not None or cmdline is not None):
             raise UsageError("--initrd and --cmdline need --kernel (direct kernel boot)")
-        if kernel is None and firmware not in FIRMWARES:
+        if kernel is None and firmware is not None and firmware not in FIRMWARES:
             raise UsageError(f"unknown firmware {firmware!r}: choose {' or '.join(FIRMWARES)}")
         for extra in (kernel, initrd):
             if extra is not None and not Path(extra).is_file():
@@ -389,7 +391,8 @@ class ImageStore(StoreGC, StoreIngest):
             layer = prepare_base_layer(disk, work.path, fmt=fmt, progress=progress)
             faults.point("import.after-convert")
             extras: list[tuple[Path, str, int, str]] = []
-            boot: dict = {"kind": "firmware", "firmware": firmware}
+            boot: dict = {"kind": "firmware", **firmware_choice(layer.tmp, work.path, firmware)} \
+                if kernel is None else {}
             if kernel is not None:
                 k = self._stage_file(work, Path(kernel), "kernel", progress)
                 extras.append((*k, KERNEL_MEDIA_TYPE))
@@ -427,7 +430,7 @@ class ImageStore(StoreGC, StoreIngest):
             kernel=kernel,
             initrd=getattr(result, "initrd", None) if kernel else None,
             cmdline=getattr(result, "cmdline", "") if kernel else None,
-            firmware=getattr(result, "firmware", "bios"),
+            firmware=getattr(result, "firmware", None),
             fmt="qcow2",
             architecture=getattr(result, "architecture", None),
             defaults=getattr(result, "defaults", None),

@@ -83,6 +83,16 @@ class OS(XMLNode):
     arch = Prop("type/@arch")
     machine = Prop("type/@machine", doc="machine type, e.g. q35")
     firmware = Prop("@firmware", doc="firmware auto-selection: efi (absent: BIOS)")
+    loader_secure = Prop("loader/@secure", "yesno", doc="the loader must be one with secure boot")
+
+    def firmware_feature(self, name: str, enabled: bool) -> None:
+        """Ask libvirt's firmware autoselection for a firmware with (or without) feature `name`
+        (``secure-boot``, ``enrolled-keys``)."""
+        fw = self.ensure_path("firmware")
+        el = make_child(fw, "feature")
+        el.set("enabled", "yes" if enabled else "no")
+        el.set("name", name)
+
     kernel = Prop("kernel", doc="direct kernel boot: kernel path")
     initrd = Prop("initrd", doc="direct kernel boot: initrd path")
     cmdline = Prop("cmdline", doc="direct kernel boot: kernel command line")
@@ -99,6 +109,7 @@ class Features(XMLNode):
     acpi = Prop("acpi", "present", doc="ACPI: needed for graceful shutdown")
     apic = Prop("apic", "present")
     vmport = Prop("vmport/@state", "onoff", doc="VMware I/O port emulation")
+    smm = Prop("smm/@state", "onoff", doc="System Management Mode: secure boot's firmware needs it")
 
 
 class CPU(XMLNode):
@@ -281,6 +292,17 @@ class RNG(XMLNode):
     rate_period = Prop("rate/@period", "int")
     backend_model = Prop("backend/@model", doc="random")
     backend_device = Prop("backend", doc="/dev/urandom")
+
+
+class TPM(XMLNode):
+    """An emulated TPM (swtpm, started by libvirt for the VM)."""
+
+    TAG = "tpm"
+    ORDER = {"": ("backend", "alias", "address")}
+
+    model = Prop("@model", doc="tpm-crb | tpm-tis")
+    backend_type = Prop("backend/@type", doc="emulator")
+    backend_version = Prop("backend/@version", doc="2.0")
 
 
 class Devices(XMLNode):

@@ -16,6 +16,12 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     os_.machine = m.machine
     if i.boot_kind == "firmware" and i.firmware == "uefi":
         os_.firmware = "efi"
+        # libvirt's autoselection prefers the secure-boot builds (they need SMM, slow under TCG):
+        # say which one is wanted.
+        os_.firmware_feature("enrolled-keys", i.secure_boot)
+        os_.firmware_feature("secure-boot", i.secure_boot)
+        if i.secure_boot:
+            os_.loader_secure = True
     if i.boot_kind == "kernel":
         os_.kernel = i.kernel
         if i.initrd:
@@ -26,3 +32,5 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     f.apic = m.features_apic
     if m.vmport is not None:
         f.vmport = m.vmport
+    if i.secure_boot:
+        f.smm = True

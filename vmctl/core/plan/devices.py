@@ -1,4 +1,4 @@
-"""Other devices: the guest agent channel, graphics (VNC on 127.0.0.1 only), USB (none unless the
+"""Other devices: the guest agent channel, an emulated TPM when asked, graphics (VNC on 127.0.0.1 only), USB (none unless the
 profile asks), the memory balloon with statistics, and a rate-limited RNG from the host."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from vmctl.core.plan.inputs import DomainInputs
 from vmctl.core.ports import LOOPBACK
 from vmctl.profiles import Profile
-from vmctl.xml.domain import RNG, Channel, Controller, Domain, Graphics, Video
+from vmctl.xml.domain import RNG, TPM, Channel, Controller, Domain, Graphics, Video
 
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
@@ -19,6 +19,12 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
         channel.target_type = "virtio"
         channel.target_name = GUEST_AGENT_CHANNEL
         devices.add(channel)
+    if i.tpm:
+        tpm = TPM()
+        tpm.model = "tpm-crb"
+        tpm.backend_type = "emulator"
+        tpm.backend_version = "2.0"
+        devices.add(tpm)
     if p.devices.graphics == "vnc":
         gfx = Graphics()
         gfx.type = "vnc"

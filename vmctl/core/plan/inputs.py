@@ -54,6 +54,8 @@ class DomainInputs:
     initrd: str | None = None
     cmdline: str | None = None
     firmware: str = "bios"
+    secure_boot: bool = False           # UEFI with secure boot (keys enrolled) and SMM
+    tpm: bool = False                   # an emulated TPM 2.0 (swtpm)
     seed: str | None = None             # cloud-init NoCloud ISO
     network_name: str | None = None
     ssh_host_port: int | None = None
@@ -117,6 +119,9 @@ def validate(i: DomainInputs) -> DomainInputs:
             raise UsageError(f"invalid firmware {i.firmware!r}: bios or uefi")
     else:
         raise UsageError(f"invalid boot kind {i.boot_kind!r}: firmware or kernel")
+    if i.secure_boot and (i.boot_kind != "firmware" or i.firmware != "uefi"):
+        raise UsageError("secure boot needs UEFI firmware: the image boots "
+                         + ("a kernel directly" if i.boot_kind == "kernel" else "with BIOS"))
     if i.mac is not None and not _MAC.fullmatch(i.mac):
         raise UsageError(f"invalid MAC address {i.mac!r}: use 52:54:00:xx:xx:xx (lower case)")
     if i.ssh_host_key is not None and ("\n" in i.ssh_host_key or not i.ssh_host_key.strip()):

@@ -1,0 +1,69 @@
+"""A static address for the guest's NIC as cloud-init network-config (version 2), from ``--ip``.
+
+The NIC is matched by its MAC (vmctl chose it, so it is known before boot), never by an interface
+name the guest's udev decides. Addresses are parsed with :mod:`ipaddress`, so nothing but an
+address reaches the YAML.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from vmctl.errors import UsageError
+
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+@dataclass(frozen=True)
+class StaticAddress:
+    """``address`` as ``A.B.C.D/PREFIX`` on the NIC with ``mac``; a default route via ``gateway``."""
+
+    mac: str
+    address: str
+    gateway: str | None = None
+    dns: tuple[str, ...] = field(default_factory=tuple)
+
+    def config(self) -> dict:
+        eth: dict = {"match": {"macaddress": self.mac}, "addresses": [self.address]}
+        if self.gateway:
+            eth["routes"] = [{"to": "0.0.0.0/0" if ":" not in self.gateway else "::/0", "via": self.gateway}]
+        if self.dns:
+            eth["nameservers"] = {"addresses": list(self.dns)}
+        return {"version": 2, "ethernets": {"nic0": eth}}
+
+    @property
+    def host(self) -> str:
+        """The address without its prefix (where SSH reaches the guest)."""
+        return self.address.split("/", 1)[0]
+
+
+def parse_static(mac: str, ip: str, gateway: str | None = None, dns: tuple[str, ...] = ()) -> StaticAddress:
+    """Check ``--ip ADDR/PREFIX`` (``--gateway``, ``--dns``); raise UsageError on anything else."""
+    if not _MAC.fullmatch(mac):
+        raise UsageError(f"invalid MAC address {mac!r}")
+    try:
+        iface = ipaddress.ip_interface(ip)
+    except ValueError:
+        raise UsageError(f"invalid --ip {ip!r}: use ADDRESS/PREFIX, e.g. 192.168.122.10/24") from None
+    if "/" not in ip:
+        raise UsageError(f"--ip {ip!r} needs a prefix length, e.g. {ip}/24")
+    if iface.ip in (iface.network.network_address, iface.network.broadcast_address) and iface.network.prefixlen < 31:
+        raise UsageError(f"--ip {ip}: that is the network's own or broadcast address")
+    gw = None
+    if gateway:
+        try:
+            gw_ip = ipaddress.ip_address(gateway)
+        except ValueError:
+            raise UsageError(f"invalid --gateway {gateway!r}") from None
+        if gw_ip not in iface.network:
+            raise UsageError(f"--gateway {gateway} is not in {iface.network}")
+        gw = str(gw_ip)
+    servers = []
+    for d in dns:
+        try:
+            servers.append(str(ipaddress.ip_address(d)))
+        except ValueError:
+            raise UsageError(f"invalid --dns {d!r}") from None
+    return StaticAddress(mac, str(iface), gw, tuple(servers))

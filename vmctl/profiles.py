@@ -84,7 +84,7 @@ class DiskSpec:
     bus: str = "virtio"
     cache: str = "writeback"
     discard: str | None = "unmap"
-    seed_bus: str = "sata"
+    seed_bus: str = "virtio"
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ CLOUD_CFG = {
         },
     },
     "datasource_list": ["NoCloud", "None"],
+    # no locale is generated in a minimal root: C.UTF-8 is always there (else cc_locale fails)
+    "locale": "C.UTF-8",
 }
 
 # Run once as PID 1 of the installer boot: the distribution's grub-install for both firmwares.

@@ -14,6 +14,7 @@ the domain "tainted: custom-monitor" in its log for that; nothing else changes.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import libvirt
@@ -152,3 +153,15 @@ def internal_disk_snapshot(backend, name: str, nodes: list[str], snap: str) -> N
 
 def delete_internal_disk_snapshot(backend, name: str, node: str, snap: str) -> None:
     _qmp(backend, name, "blockdev-snapshot-delete-internal-sync", {"device": node, "name": snap})
+
+
+@contextmanager
+def frozen(backend, name: str):
+    """The guest's file systems frozen by its agent for the block (True), or, without an agent,
+    not (False: what is taken inside is crash-consistent). Thawed on the way out, whatever happens."""
+    ok = backend.fs_freeze(name)
+    try:
+        yield ok
+    finally:
+        if ok:
+            backend.fs_thaw(name)

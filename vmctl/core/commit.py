@@ -74,7 +74,8 @@ def _temporary_snapshot(inst: Instance):
     if node is None:
         raise IntegrityError(f"cannot find the block node of {inst.disk} in {inst.name}'s QEMU")
     snap = f"{records.TEMP_PREFIX}commit-{os.urandom(4).hex()}"
-    bsnap.internal_disk_snapshot(backend, inst.name, [node], snap)
+    with bsnap.frozen(backend, inst.name):   # the guest agent flushes and freezes, when there is one
+        bsnap.internal_disk_snapshot(backend, inst.name, [node], snap)
     try:
         yield snap
     finally:

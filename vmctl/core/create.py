@@ -271,6 +271,8 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
                for p in request.ports],
         network=network, restrict=bool(restrict), cpus=cpus, memory_mib=memory_mib,
         disk_bytes=request.disk_bytes, static_ip=static.host if static else None,
+        boot={"kind": inputs.boot_kind, "firmware": firmware if inputs.boot_kind == "firmware" else None,
+              "secure_boot": request.secure_boot, "tpm": request.tpm},
     )
     return CreatePlan(record=record, directory=directory, image=image, host_key=host_key,
                       authorized_keys=list(request.ssh_keys), user_data=request.user_data, domain=domain,

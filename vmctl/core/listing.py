@@ -88,6 +88,7 @@ def inspect(session: Session, name: str) -> dict:
         "network": rec.network,
         "restrict_network": rec.restrict,
         "ssh": {"address": host, "port": port, "user": rec.ssh_user, "host_key": rec.host_key},
+        "boot": rec.boot,
         "ports": _ports(rec),
         "disk": {"path": str(inst.disk), "allocated_bytes": _du(inst.disk) if inst.disk.exists() else 0,
                  "directory_bytes": _du(inst.directory)},

@@ -42,6 +42,7 @@ class InstanceRecord:
     memory_mib: int = 256
     disk_bytes: int | None = None
     static_ip: str | None = None         # --ip: where SSH reaches the guest (system mode)
+    boot: dict = field(default_factory=dict)  # {"kind", "firmware", "secure_boot", "tpm"}
 
     def save(self, directory: Path) -> None:
         """Write the record atomically, readable by its owner only."""

@@ -32,6 +32,15 @@ Consistency
     snapshot named explicitly, and ``doctor --fix`` removes them all. Internal snapshots made by
     other tools are never touched otherwise.
 
+UEFI guests
+    libvirt 9.0 refuses internal snapshots of a domain with pflash firmware (OVMF's NVRAM is a
+    raw pflash file and cannot hold one). vmctl works around it for disks: a running UEFI VM's
+    default snapshot is ``disk-only`` (the guest agent freezes its file systems first, when it
+    answers), a stopped one's is made with ``qemu-img snapshot -c``; both are recorded in libvirt
+    with a redefine, as above. A memory snapshot (``--memory``) of a UEFI VM is refused with
+    that reason. The NVRAM is not part of any snapshot: it holds only boot entries, and vmctl's
+    UEFI images boot by the removable-media path, which needs none.
+
 Known limit
     Revert restores the domain definition saved in the snapshot. If the VM's SSH forward was moved
     to another host port after the snapshot (its old port was taken), the reverted definition names
@@ -55,6 +64,7 @@ from vmctl.core.states import LIVE, guard
 from vmctl.core.transaction import Transaction
 from vmctl.errors import ConflictError, IntegrityError, NotFoundError, ResourceError, UsageError
 from vmctl.names import check_name
+from vmctl.storage import qemu_img
 from vmctl.xml.domain import Domain
 from vmctl.xml.snapshot import DomainSnapshot, build_snapshot
 
@@ -93,6 +103,18 @@ def _disk_modes(disks: list) -> dict[str, str]:
         else:
             raise UsageError(f"disk {d.target_dev} is {d.driver_type}: internal snapshots need qcow2 disks")
     return modes
+
+
+PFLASH_LIMIT = "9.0 makes no internal snapshot of a VM with pflash firmware, so its memory cannot be saved"
+
+
+def _pflash(xml: str) -> bool:
+    """Whether the domain boots UEFI firmware from pflash (``<os firmware='efi'>`` or a pflash loader)."""
+    os_ = Domain.from_xml(xml).os
+    if os_.firmware == "efi":
+        return True
+    loader = os_.element.find("loader") if os_.element is not None else None
+    return loader is not None and loader.get("type") == "pflash"
 
 
 def _off_or_live(state: str) -> str:
@@ -170,8 +192,13 @@ def create(session: Session, name: str, snap: str | None = None, *, mode: str | 
             raise ConflictError(f"the disk of {name} already has an internal snapshot {snap} that vmctl did not "
                                 f"make; choose another name (or 'vmctl snapshot rm {name} {snap}')")
         live = state in LIVE
-        kind = "disk" if not live else ("disk-only" if mode == "disk-only" else "memory")
-        disks = _disks(backend.xml(name, inactive=not live))
+        domain_xml = backend.xml(name, inactive=not live)
+        pflash = _pflash(domain_xml)
+        if pflash and live and mode == "memory":
+            raise UsageError(f"{name} boots by UEFI: libvirt {PFLASH_LIMIT}; take a disk-only snapshot "
+                             "(the default for a UEFI VM)")
+        kind = "disk" if not live else ("disk-only" if mode == "disk-only" or pflash else "memory")
+        disks = _disks(domain_xml)
         modes = _disk_modes(disks)
         internal = [d for d in disks if modes[d.target_dev] == "internal"]
         if not internal:
@@ -192,10 +219,20 @@ def create(session: Session, name: str, snap: str | None = None, *, mode: str | 
                 missing = [d.source_file for d in internal if d.source_file not in nodes]
                 if missing:
                     raise IntegrityError(f"cannot find QEMU's block nodes for {', '.join(missing)}")
-                bsnap.internal_disk_snapshot(backend, name, [nodes[d.source_file] for d in internal], snap)
+                with bsnap.frozen(backend, name):  # consistent where the guest agent answers
+                    bsnap.internal_disk_snapshot(backend, name, [nodes[d.source_file] for d in internal], snap)
                 for d in internal:
                     tx.on_undo(lambda node=nodes[d.source_file]: bsnap.delete_internal_disk_snapshot(
                         backend, name, node, snap), "delete snapshot data")
+                doc = build_snapshot(snap, description=description, state="shutoff", creation_time=now,
+                                     parent=parent, memory="no", disks=modes,
+                                     domain_xml=backend.xml(name, inactive=True, secure=True))
+                bsnap.redefine(backend, name, doc.to_xml(), current=True)
+                tx.on_undo(lambda: bsnap.delete(backend, name, snap, metadata_only=True), "drop metadata")
+            elif pflash:  # a stopped UEFI VM: the disk snapshot libvirt refuses to make, made here
+                for d in internal:
+                    qemu_img.create_snapshot(d.source_file, snap)
+                    tx.on_undo(lambda f=d.source_file: qemu_img.delete_snapshot(f, snap), "delete snapshot data")
                 doc = build_snapshot(snap, description=description, state="shutoff", creation_time=now,
                                      parent=parent, memory="no", disks=modes,
                                      domain_xml=backend.xml(name, inactive=True, secure=True))

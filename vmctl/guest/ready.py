@@ -32,7 +32,7 @@ import paramiko
 from vmctl.errors import GuestNotReady
 from vmctl.guest import contract
 from vmctl.guest.keys import ClientKey, fingerprint
-from vmctl.guest.diagnose import console_findings, explain_auth
+from vmctl.guest.diagnose import console_findings, explain_auth, root_refused
 from vmctl.guest.serial import read_serial, serial_tail
 from vmctl.guest.handshake import (
     StepFailed, authenticate, handshake, load_pkey, probe_any_key, tcp_connect, wait_banner,
@@ -146,11 +146,18 @@ def try_once(
             chan.settimeout(timeout)
             chan.exec_command("true")
             chan.shutdown_write()
-            while True:  # what an image prints instead of running it (kept up to 4 KiB)
-                data = chan.recv(4096)
-                if not data:
-                    break
-                answer = (answer + data)[:4096]
+            try:
+                while True:  # what an image prints instead of running it (kept up to 4 KiB)
+                    data = chan.recv(4096)
+                    if not data:
+                        break
+                    answer = (answer + data)[:4096]
+            except OSError:
+                # cloud-init's disable_root entry prints its plea, then sleeps 10 s: the plea is
+                # the answer; anything else that stalls is a failed attempt
+                if root_refused(answer.decode("utf-8", "replace")) is None:
+                    raise
+                raise StepFailed("auth", explain_auth(user, answer.decode("utf-8", "replace"), 142)) from None
             status = chan.recv_exit_status()
         finally:
             chan.close()

@@ -158,6 +158,11 @@ def delete_snapshot(path: Path, name: str) -> None:
     run(["snapshot", "-d", name, snapshot_spec(path)])
 
 
+def create_snapshot(path: Path, name: str) -> None:
+    """``qemu-img snapshot -c`` on a stopped VM's disk."""
+    run(["snapshot", "-c", name, snapshot_spec(path)])
+
+
 def dd_head(path: Path, fmt: str, out: Path, block: int, count: int) -> None:
     """Write the first `count` blocks of `block` bytes of image `path` (`fmt`) to the raw file `out`."""
     run(["dd", "-f", _fmt(fmt), "-O", "raw", f"bs={int(block)}", f"count={int(count)}",

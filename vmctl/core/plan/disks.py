@@ -1,6 +1,8 @@
-"""Disks: the instance's qcow2 overlay (boot disk 1 for firmware boot) and the cloud-init seed as a
-read-only CD-ROM. Defaults: target names follow the bus (vd*, sd*), the seed comes after the root
-disk on a shared prefix; the root disk's serial is "vmctl-root"."""
+"""Disks: the instance's qcow2 overlay (boot disk 1 for firmware boot) and the cloud-init seed,
+read-only: a virtio disk by default (distribution cloud kernels, Debian's among them, have no AHCI
+driver, so a SATA CD-ROM seed is never seen), a CD-ROM on a SATA or SCSI seed bus. Target names
+follow the bus (vd*, sd*), the seed comes after the root disk on a shared prefix; the root disk's
+serial is "vmctl-root"."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     if i.seed:
         seed = Disk()
         seed.type = "file"
-        seed.device = "cdrom"
+        seed.device = "disk" if p.disk.seed_bus == "virtio" else "cdrom"
         seed.driver_name = "qemu"
         seed.driver_type = "raw"
         seed.source_file = i.seed

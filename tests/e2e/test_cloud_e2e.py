@@ -1,0 +1,197 @@
+"""Real cloud images, end to end: a Debian 12 cloud-style guest vmctl did not make (tests/cloudguest).
+
+systemd, the distribution's cloud-init 22.4 and OpenSSH, qemu-guest-agent, GRUB on a partitioned
+whole disk; its default user is ``kestrel`` (not a name vmctl could guess) and cloud-init disables
+root. Every command below is what a user types, with no flag that names the user or the firmware:
+
+- the catalog path: ``vmctl pull debian:12`` from a local HTTPS mirror serving the disk with a
+  ``SHA512SUMS`` in Debian's own format, then the whole life of a VM by BIOS (SeaBIOS, the disk's
+  own GRUB): run (disk grown) -> exec/exec --root -> cp both ways -> snapshot/revert -> commit of
+  the running VM (frozen by the guest agent) -> run from the commit with a failing user-data and
+  ``--wait cloud-init`` -> stop (through the guest agent) -> rm;
+- the same life by UEFI (OVMF) for an image imported with ``vmctl image import`` alone.
+
+Each test boots two VMs under TCG (about a minute each on 2 cores); the image is built once per
+CI run and cached by its recipe's hash.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import ssl
+import tempfile
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.cloudguest.build import DEFAULT_USER, build_cloud_guest
+from tests.e2e.conftest import make_vmctl
+from tests.registry import regserver
+from vmctl.build.testing import test_cache_dir
+
+pytestmark = pytest.mark.e2e
+
+BOOT = "900"  # seconds: a systemd guest under TCG on a busy 2-core machine
+
+
+@pytest.fixture(scope="session")
+def cloud_guest():
+    return build_cloud_guest(test_cache_dir() / "cloudguest")
+
+
+@pytest.fixture(scope="module")
+def cloud_vmctl(libvirtd, cloud_guest, tmp_path_factory):
+    root = Path(tempfile.mkdtemp(prefix="vmctl-cloud-", dir="/var/tmp"))
+    vm = make_vmctl(root)
+    try:
+        yield vm
+    finally:
+        names = vm("ls", "-a", "-q", check=False).stdout.split()
+        if names:
+            vm("rm", "-f", *names, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Mirror:
+    """An HTTPS download site on 127.0.0.1 serving a directory, with a CA the test made."""
+
+    def __init__(self, directory: Path, pki: Path):
+        certs = regserver.make_ca(pki)
+        handler = functools.partial(_Quiet, directory=str(directory))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certs["cert"], certs["key"])
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.ca_file = certs["ca"]
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+
+def _sha512(path: Path) -> str:
+    h = hashlib.sha512()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _out(vm, *args, **kw) -> str:
+    return vm(*args, **kw).stdout.strip()
+
+
+def _life(vm, name: str, image: str, firmware: str, tmp: Path) -> None:
+    """run -> exec -> cp -> snapshot/revert -> commit -> run from the commit -> stop -> rm."""
+    vm("run", name, "--image", image, "--disk", "3G", "--memory", "1G", "--timeout", BOOT, timeout=1000)
+    info = json.loads(_out(vm, "inspect", name))[0]
+    assert info["ssh"]["user"] == "vmctl" and info["boot"]["firmware"] == firmware
+
+    # the login user is vmctl's own, made by the image's cloud-init; root through sudo
+    assert _out(vm, "exec", name, "--", "id", "-un") == "vmctl"
+    assert _out(vm, "exec", "--root", name, "--", "id", "-u") == "0"
+    assert _out(vm, "exec", name, "--", "getent", "passwd", DEFAULT_USER)  # the image's own user stays
+    # hostname and /etc/hosts managed: sudo does not complain that it cannot resolve the host
+    sudo = vm("exec", name, "--", "sudo", "-n", "true")
+    assert "unable to resolve host" not in sudo.stderr
+    assert _out(vm, "exec", name, "--", "hostname") == name
+    # the firmware it booted by, seen from inside
+    efi = vm("exec", name, "--", "test", "-d", "/sys/firmware/efi", check=False).returncode == 0
+    assert efi == (firmware == "uefi")
+    # --disk 3G: cloud-init's growpart grew the root file system
+    size = int(_out(vm, "exec", name, "--", "df", "-B1", "--output=size", "/").split()[-1])
+    assert size > 2.6 * (1 << 30), size
+
+    # cp both ways
+    src = tmp / "hello.txt"
+    src.write_text("from the host\n")
+    vm("cp", str(src), f"{name}:/home/vmctl/hello.txt")
+    back = tmp / "back.txt"
+    vm("cp", f"{name}:/home/vmctl/hello.txt", str(back))
+    assert back.read_text() == "from the host\n"
+
+    # snapshot / revert (running VM)
+    vm("snapshot", "create", name, "before")
+    vm("exec", name, "--", "sh", "-c", "echo later > /home/vmctl/later.txt && sync")
+    vm("snapshot", "revert", name, "before", timeout=600)
+    vm("wait", name, "--timeout", BOOT, timeout=1000)
+    assert vm("exec", name, "--", "test", "-e", "/home/vmctl/later.txt", check=False).returncode != 0
+    assert _out(vm, "exec", name, "--", "cat", "/home/vmctl/hello.txt") == "from the host"
+
+    # commit of the running VM, then a VM from the commit whose user-data fails
+    vm("exec", name, "--", "sh", "-c", "echo committed > /home/vmctl/committed.txt")
+    committed = f"{image.split(':')[0]}-committed:{firmware}"
+    vm("commit", name, committed, timeout=600)
+    cfg = json.loads(_out(vm, "image", "inspect", committed))[0]
+    assert cfg["boot"]["firmware"] == firmware
+    vm("stop", name, timeout=300)   # through the guest agent (it answers here)
+    assert json.loads(_out(vm, "inspect", name))[0]["state"] == "stopped"
+
+    user_data = tmp / "fails.yaml"
+    user_data.write_text("#cloud-config\nruncmd:\n  - [sh, -c, 'echo vmctl-test-step-failed; exit 3']\n")
+    second = f"{name}-2"
+    failed = vm("run", second, "--image", committed, "--user-data", str(user_data), "--wait", "cloud-init",
+                "--timeout", BOOT, check=False, timeout=1000)
+    assert failed.returncode == 8, failed.stderr
+    assert "cloud-init finished with status 'error'" in failed.stderr
+    assert "runcmd" in failed.stderr or "scripts-user" in failed.stderr, failed.stderr
+    assert len(failed.stderr.strip().splitlines()) >= 1 and "Traceback" not in failed.stderr
+    # the VM itself is up (the wait reports, the run keeps the VM): the commit's content is there
+    assert _out(vm, "exec", second, "--", "cat", "/home/vmctl/committed.txt") == "committed"
+
+    vm("rm", "-f", name, second, timeout=300)
+    assert name not in _out(vm, "ls", "-a", "-q").split()
+    vm("image", "rm", committed)
+
+
+def test_catalog_pull_then_a_bios_vm_lives_its_whole_life(cloud_vmctl, cloud_guest, tmp_path):
+    vm = cloud_vmctl
+    site = tmp_path / "site"
+    (site / "bookworm/latest").mkdir(parents=True)
+    disk = site / "bookworm/latest/debian-12-genericcloud-amd64.qcow2"
+    os.link(cloud_guest.hybrid, disk) if os.stat(cloud_guest.hybrid).st_dev == os.stat(site).st_dev \
+        else shutil.copyfile(cloud_guest.hybrid, disk)
+    (site / "bookworm/latest/SHA512SUMS").write_text(
+        f"{_sha512(disk)}  debian-12-genericcloud-amd64.qcow2\n"
+        f"{'0' * 128}  debian-12-genericcloud-amd64.raw\n")
+    mirror = Mirror(site, tmp_path / "pki")
+    try:
+        vm.env["VMCTL_CATALOG_MIRROR_DEBIAN"] = mirror.url
+        vm.env["VMCTL_CATALOG_CA_FILE"] = str(mirror.ca_file)
+        pulled = json.loads(_out(vm, "pull", "debian:12", "--json", timeout=900))
+    finally:
+        mirror.stop()
+        vm.env.pop("VMCTL_CATALOG_MIRROR_DEBIAN")
+        vm.env.pop("VMCTL_CATALOG_CA_FILE")
+    assert pulled["source"] == "catalog" and pulled["name"] == "debian:12"
+    boot = json.loads(_out(vm, "image", "inspect", "debian:12"))[0]["boot"]
+    assert boot == {"kind": "firmware", "firmware": "bios", "supports": ["bios", "uefi"]}
+    _life(vm, "deb-bios", "debian:12", "bios", tmp_path)
+
+
+def test_import_detects_the_firmware_and_a_uefi_vm_lives_its_whole_life(cloud_vmctl, cloud_guest, tmp_path):
+    vm = cloud_vmctl
+    vm("image", "import", str(cloud_guest.bios), "cloud-bios:1", timeout=600)
+    vm("image", "import", str(cloud_guest.uefi), "cloud-uefi:1", timeout=600)
+    bios = json.loads(_out(vm, "image", "inspect", "cloud-bios:1"))[0]["boot"]
+    uefi = json.loads(_out(vm, "image", "inspect", "cloud-uefi:1"))[0]["boot"]
+    assert (bios["firmware"], bios["supports"]) == ("bios", ["bios"])
+    assert (uefi["firmware"], uefi["supports"]) == ("uefi", ["uefi"])
+    refused = vm("create", "never", "--image", "cloud-bios:1", "--firmware", "uefi", check=False)
+    assert refused.returncode == 2 and "boots only with bios" in refused.stderr
+    assert "never" not in _out(vm, "ls", "-a", "-q").split()
+    vm("image", "rm", "cloud-bios:1")
+    _life(vm, "deb-uefi", "cloud-uefi:1", "uefi", tmp_path)

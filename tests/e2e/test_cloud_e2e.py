@@ -94,14 +94,17 @@ def _out(vm, *args, **kw) -> str:
     return vm(*args, **kw).stdout.strip()
 
 
-def _life(vm, name: str, image: str, firmware: str, tmp: Path) -> None:
-    """run -> exec -> cp -> snapshot/revert -> commit -> run from the commit -> stop -> rm."""
+def _life(vm, name: str, image: str, firmware: str, login: str, tmp: Path) -> None:
+    """run -> exec -> cp -> snapshot/revert -> commit -> run from the commit -> stop -> rm, logged in
+    as `login` (a user the image's cloud-init made from vmctl's seed: the image itself has none of
+    that name)."""
+    home = f"/home/{login}"
     vm("run", name, "--image", image, "--disk", "3G", "--memory", "1G", "--timeout", BOOT, timeout=1000)
     info = json.loads(_out(vm, "inspect", name))[0]
-    assert info["ssh"]["user"] == "vmctl" and info["boot"]["firmware"] == firmware
+    assert info["ssh"]["user"] == login and info["boot"]["firmware"] == firmware
 
-    # the login user is vmctl's own, made by the image's cloud-init; root through sudo
-    assert _out(vm, "exec", name, "--", "id", "-un") == "vmctl"
+    # the login user, made by the image's cloud-init from vmctl's seed; root through sudo
+    assert _out(vm, "exec", name, "--", "id", "-un") == login
     assert _out(vm, "exec", "--root", name, "--", "id", "-u") == "0"
     assert _out(vm, "exec", name, "--", "getent", "passwd", DEFAULT_USER)  # the image's own user stays
     # hostname and /etc/hosts managed: sudo does not complain that it cannot resolve the host
@@ -118,21 +121,21 @@ def _life(vm, name: str, image: str, firmware: str, tmp: Path) -> None:
     # cp both ways
     src = tmp / "hello.txt"
     src.write_text("from the host\n")
-    vm("cp", str(src), f"{name}:/home/vmctl/hello.txt")
+    vm("cp", str(src), f"{name}:{home}/hello.txt")
     back = tmp / "back.txt"
-    vm("cp", f"{name}:/home/vmctl/hello.txt", str(back))
+    vm("cp", f"{name}:{home}/hello.txt", str(back))
     assert back.read_text() == "from the host\n"
 
     # snapshot / revert (running VM)
     vm("snapshot", "create", name, "before")
-    vm("exec", name, "--", "sh", "-c", "echo later > /home/vmctl/later.txt && sync")
+    vm("exec", name, "--", "sh", "-c", f"echo later > {home}/later.txt && sync")
     vm("snapshot", "revert", name, "before", timeout=600)
     vm("wait", name, "--timeout", BOOT, timeout=1000)
-    assert vm("exec", name, "--", "test", "-e", "/home/vmctl/later.txt", check=False).returncode != 0
-    assert _out(vm, "exec", name, "--", "cat", "/home/vmctl/hello.txt") == "from the host"
+    assert vm("exec", name, "--", "test", "-e", f"{home}/later.txt", check=False).returncode != 0
+    assert _out(vm, "exec", name, "--", "cat", f"{home}/hello.txt") == "from the host"
 
     # commit of the running VM, then a VM from the commit whose user-data fails
-    vm("exec", name, "--", "sh", "-c", "echo committed > /home/vmctl/committed.txt")
+    vm("exec", name, "--", "sh", "-c", f"echo committed > {home}/committed.txt")
     committed = f"{image.split(':')[0]}-committed:{firmware}"
     vm("commit", name, committed, timeout=600)
     cfg = json.loads(_out(vm, "image", "inspect", committed))[0]
@@ -143,14 +146,19 @@ def _life(vm, name: str, image: str, firmware: str, tmp: Path) -> None:
     user_data = tmp / "fails.yaml"
     user_data.write_text("#cloud-config\nruncmd:\n  - [sh, -c, 'echo vmctl-test-step-failed; exit 3']\n")
     second = f"{name}-2"
+    # by UEFI the second VM also has secure boot (Debian's signed shim and GRUB) and a vTPM
+    extra = ["--secure-boot", "--tpm"] if firmware == "uefi" else []
     failed = vm("run", second, "--image", committed, "--user-data", str(user_data), "--wait", "cloud-init",
-                "--timeout", BOOT, check=False, timeout=1000)
+                "--timeout", BOOT, *extra, check=False, timeout=1000)
     assert failed.returncode == 8, failed.stderr
     assert "cloud-init finished with status 'error'" in failed.stderr
     assert "runcmd" in failed.stderr or "scripts-user" in failed.stderr, failed.stderr
     assert len(failed.stderr.strip().splitlines()) >= 1 and "Traceback" not in failed.stderr
     # the VM itself is up (the wait reports, the run keeps the VM): the commit's content is there
-    assert _out(vm, "exec", second, "--", "cat", "/home/vmctl/committed.txt") == "committed"
+    assert _out(vm, "exec", second, "--", "cat", f"{home}/committed.txt") == "committed"
+    if extra:
+        assert "SecureBoot enabled" in vm("exec", second, "--", "mokutil", "--sb-state").stdout
+        assert vm("exec", second, "--", "test", "-c", "/dev/tpm0", check=False).returncode == 0
 
     vm("rm", "-f", name, second, timeout=300)
     assert name not in _out(vm, "ls", "-a", "-q").split()
@@ -179,7 +187,7 @@ def test_catalog_pull_then_a_bios_vm_lives_its_whole_life(cloud_vmctl, cloud_gue
     assert pulled["source"] == "catalog" and pulled["name"] == "debian:12"
     boot = json.loads(_out(vm, "image", "inspect", "debian:12"))[0]["boot"]
     assert boot == {"kind": "firmware", "firmware": "bios", "supports": ["bios", "uefi"]}
-    _life(vm, "deb-bios", "debian:12", "bios", tmp_path)
+    _life(vm, "deb-bios", "debian:12", "bios", "debian", tmp_path)   # the catalog names the user
 
 
 def test_import_detects_the_firmware_and_a_uefi_vm_lives_its_whole_life(cloud_vmctl, cloud_guest, tmp_path):
@@ -194,4 +202,4 @@ def test_import_detects_the_firmware_and_a_uefi_vm_lives_its_whole_life(cloud_vm
     assert refused.returncode == 2 and "boots only with bios" in refused.stderr
     assert "never" not in _out(vm, "ls", "-a", "-q").split()
     vm("image", "rm", "cloud-bios:1")
-    _life(vm, "deb-uefi", "cloud-uefi:1", "uefi", tmp_path)
+    _life(vm, "deb-uefi", "cloud-uefi:1", "uefi", "vmctl", tmp_path)  # an image that names none

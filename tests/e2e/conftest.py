@@ -64,6 +64,15 @@ def vmctl_with_tiny(root: Path):
             vm("rm", "-f", *names, check=False)
 
 
+@pytest.fixture(scope="session")
+def cloud_guest():
+    """The Debian 12 cloud-style disks of tests/cloudguest (built once, cached by recipe hash)."""
+    from tests.cloudguest.build import build_cloud_guest
+    from vmctl.build.testing import test_cache_dir
+
+    return build_cloud_guest(test_cache_dir() / "cloudguest")
+
+
 @pytest.fixture(scope="module")
 def e2e_vmctl(libvirtd):
     """A vmctl with a private data root holding tiny:latest (the build cache makes this quick)."""

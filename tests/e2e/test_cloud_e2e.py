@@ -30,19 +30,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.cloudguest.build import DEFAULT_USER, build_cloud_guest
+from tests.cloudguest.build import DEFAULT_USER
 from tests.e2e.conftest import make_vmctl
 from tests.registry import regserver
-from vmctl.build.testing import test_cache_dir
 
 pytestmark = pytest.mark.e2e
 
 BOOT = "900"  # seconds: a systemd guest under TCG on a busy 2-core machine
-
-
-@pytest.fixture(scope="session")
-def cloud_guest():
-    return build_cloud_guest(test_cache_dir() / "cloudguest")
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +134,9 @@ def _life(vm, name: str, image: str, firmware: str, login: str, tmp: Path) -> No
     vm("commit", name, committed, timeout=600)
     cfg = json.loads(_out(vm, "image", "inspect", committed))[0]
     assert cfg["boot"]["firmware"] == firmware
+    # the commit of the running VM froze its file systems through the agent
+    agent_log = vm("exec", "--root", name, "--", "journalctl", "-u", "qemu-guest-agent", "--no-pager").stdout
+    assert "guest-fsfreeze called" in agent_log, agent_log[-2000:]
     vm("stop", name, timeout=300)   # through the guest agent (it answers here)
     assert json.loads(_out(vm, "inspect", name))[0]["state"] == "stopped"
 

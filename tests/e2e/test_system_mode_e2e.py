@@ -188,3 +188,28 @@ def test_system_mode_run_reach_stop_rm(ns_vmctl, private_libvirt):
     assert vm("ls", "-a", "-q").stdout.split() == []
     assert not (vm.root / "instances" / "s1").exists()
     print(f"\nsystem mode e2e: run-to-ready {run_seconds:.1f} s, whole flow {time.monotonic() - t0:.1f} s")
+
+
+def test_system_mode_cloud_guest_with_a_static_address(ns_vmctl, private_libvirt, cloud_guest):
+    """A cloud image on the libvirt network with ``--ip``: the seed's network-config gives the guest
+    its address (no DHCP), SSH is reached there, and its qemu-guest-agent reports it too."""
+    vm, lv = ns_vmctl, private_libvirt
+    vm("image", "import", str(cloud_guest.bios), "cloud:sys", timeout=900)
+    ip = f"192.168.{lv.octet}.50"
+    vm("run", "c1", "--image", "cloud:sys", "--network", NETWORK, "--profile", "kvm-no-hard-limit",
+       "--memory", "1G", "--ip", f"{ip}/24", "--gateway", f"192.168.{lv.octet}.1", "--timeout", "900", timeout=1000)
+    assert vm("ip", "c1").stdout.strip() == ip
+    assert f"inet {ip}/24" in vm("exec", "c1", "--", "ip", "-4", "addr").stdout
+    assert ip not in lv.virsh("net-dhcp-leases", NETWORK).stdout   # not from the DHCP server
+    deadline = time.monotonic() + 120
+    while True:  # the agent starts with the guest's systemd; give it a moment after SSH is up
+        agent = lv.virsh("domifaddr", "c1", "--source", "agent", check=False)
+        if ip in agent.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert ip in agent.stdout, agent.stdout + agent.stderr
+    refused = vm("create", "c2", "--image", "cloud:sys", "--ip", "10.0.0.5", "--network", NETWORK, check=False)
+    assert refused.returncode == 2 and "needs a prefix" in refused.stderr
+    vm("rm", "-f", "c1", timeout=300)
+    vm("image", "rm", "cloud:sys")
+    assert lv.virsh("list", "--all", "--name").stdout.split() == []

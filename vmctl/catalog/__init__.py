@@ -13,7 +13,7 @@ A pull: fetch the checksum list (``SHA256SUMS``/``SHA512SUMS`` GNU lines ``<hex>
 Fedora's BSD lines ``SHA256 (<file>) = <hex>``, Alpine's per-file ``.sha512``), find the image's
 expected hash in it, download the image to ``<data root>/cache/catalog/<key>.partial`` (resumed
 with ``Range`` after an interruption; retried on transient errors), hash it, and only when the hash
-matches import it (``cloud_init=True``, BIOS firmware, the distribution's default user). A
+matches import it (``cloud_init=True``, the firmware its boot sectors show, the distribution's default user). A
 mismatch deletes the download and leaves the store untouched. The import's creation time is the
 server's ``Last-Modified``, so the same file gives the same image id on every host.
 """

@@ -158,6 +158,9 @@ class Disk(XMLNode):
     driver_type = Prop("driver/@type", doc="image format, always explicit: qcow2 | raw")
     driver_cache = Prop("driver/@cache", doc="none | writeback | ...")
     driver_discard = Prop("driver/@discard", doc="unmap | ignore")
+    source_seclabel_model = Prop("source/seclabel/@model", doc="dac")
+    source_seclabel_relabel = Prop("source/seclabel/@relabel", "yesno",
+                                   doc="no: libvirt leaves this file (and its backing chain) as it is")
     source_file = Prop("source/@file")
     target_dev = Prop("target/@dev")
     target_bus = Prop("target/@bus", doc="virtio | sata | scsi")
@@ -404,6 +407,7 @@ class Domain(XMLNode):
     on_crash = Prop("on_crash")
     seclabel_type = Prop("seclabel/@type", doc="none: libvirt relabels (chowns) no file for this domain")
     seclabel_model = Prop("seclabel/@model", doc="dac")
+    seclabel_relabel = Prop("seclabel/@relabel", "yesno")
 
     metadata = Child(VmctlMetadata, "metadata/vmctl:instance")
     os = Child(OS, "os")

@@ -20,6 +20,13 @@ def targets(p: Profile) -> tuple[str, str]:
     return root, seed_prefix + ("b" if seed_prefix == _PREFIX[p.disk.bus] else "a")
 
 
+def _keep_labels(disk: Disk, i: DomainInputs) -> None:
+    """Where the domain uses DAC labels (a TPM, see .identity), no disk file is relabelled."""
+    if i.tpm:
+        disk.source_seclabel_model = "dac"
+        disk.source_seclabel_relabel = False
+
+
 def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     root_dev, seed_dev = targets(p)
     disk = Disk()
@@ -34,6 +41,7 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     disk.target_dev = root_dev
     disk.target_bus = p.disk.bus
     disk.serial = "vmctl-root"
+    _keep_labels(disk, i)
     if i.boot_kind == "firmware":
         disk.boot_order = 1
     d.devices.add(disk)
@@ -47,4 +55,5 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
         seed.target_dev = seed_dev
         seed.target_bus = p.disk.seed_bus
         seed.readonly = True
+        _keep_labels(seed, i)
         d.devices.add(seed)

@@ -39,5 +39,13 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     # and initrd blobs. vmctl grants QEMU exactly the access it needs with ACLs instead (overlay
     # and seed: the instance's own; layers, kernel, initrd: read-only), so no relabelling at all.
     # QEMU still runs as the daemon's unprivileged user.
-    d.seclabel_type = "none"
-    d.seclabel_model = "dac"
+    # One exception: swtpm's socket must be given to QEMU's user, which only DAC labelling does.
+    # A VM with a TPM gets dynamic DAC labels, and its disks say relabel='no' (see .disks), which
+    # covers their backing chains: still no file of vmctl's is chowned.
+    if i.tpm:
+        d.seclabel_type = "dynamic"
+        d.seclabel_model = "dac"
+        d.seclabel_relabel = True
+    else:
+        d.seclabel_type = "none"
+        d.seclabel_model = "dac"

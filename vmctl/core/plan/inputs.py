@@ -119,6 +119,8 @@ def validate(i: DomainInputs) -> DomainInputs:
             raise UsageError(f"invalid firmware {i.firmware!r}: bios or uefi")
     else:
         raise UsageError(f"invalid boot kind {i.boot_kind!r}: firmware or kernel")
+    if i.tpm and i.boot_kind != "firmware":
+        raise UsageError("--tpm needs firmware boot (BIOS or UEFI): this image boots its kernel directly")
     if i.secure_boot and (i.boot_kind != "firmware" or i.firmware != "uefi"):
         raise UsageError("secure boot needs UEFI firmware: the image boots "
                          + ("a kernel directly" if i.boot_kind == "kernel" else "with BIOS"))

@@ -43,8 +43,9 @@ def _create_options(f):
     return f
 
 
-def _request(name, image, cpus, memory, disk, ports, ssh_keys, user_data, network, bridge, profile, restrict,
-             user, firmware, secure_boot, tpm, ip, gateway, dns, uuid, ssh_port):
+def _request(name, image, memory, disk, ports, ssh_keys, user_data, dns, **plain):
+    """The CreateRequest of `create`/`run`: files read, sizes and ports parsed here; the other
+    options (`plain`, named as the request's fields) are passed as they are, checked by the plan."""
     from vmctl.core.create import CreateRequest
     from vmctl.core.ports import parse_port
     from vmctl.units import parse_size
@@ -59,25 +60,13 @@ def _request(name, image, cpus, memory, disk, ports, ssh_keys, user_data, networ
     return CreateRequest(
         name=name,
         image=image,
-        cpus=cpus,
         memory_bytes=parse_size(memory, "memory", default_unit="m", maximum=16 << 40) if memory else None,
         disk_bytes=parse_size(disk, "disk size", default_unit="g", maximum=64 << 40) if disk else None,
         ports=tuple(parse_port(p) for p in ports),
         ssh_keys=tuple(keys),
         user_data=read_text(user_data, "user-data file") if user_data else None,
-        network=network,
-        bridge=bridge,
-        profile=profile,
-        restrict=restrict,
-        uuid=uuid,
-        ssh_port=ssh_port,
-        user=user,
-        firmware=firmware,
-        secure_boot=secure_boot,
-        tpm=tpm,
-        ip=ip,
-        gateway=gateway,
         dns=tuple(dns),
+        **plain,
     )
 
 

@@ -120,6 +120,13 @@ class CPU(XMLNode):
     model = Prop("model", doc="custom mode: CPU model name")
     model_fallback = Prop("model/@fallback")
 
+    def disable_feature(self, name: str) -> None:
+        """``<feature policy='disable' name=NAME/>``: the guest does not see that CPU feature."""
+        el = make_child(self.ensure(), "feature")
+        insert_ordered(self.element, el, self.order_for(""))
+        el.set("policy", "disable")
+        el.set("name", name)
+
 
 class Timer(XMLNode):
     TAG = "timer"

@@ -110,11 +110,7 @@ PFLASH_LIMIT = "9.0 makes no internal snapshot of a VM with pflash firmware, so 
 
 def _pflash(xml: str) -> bool:
     """Whether the domain boots UEFI firmware from pflash (``<os firmware='efi'>`` or a pflash loader)."""
-    os_ = Domain.from_xml(xml).os
-    if os_.firmware == "efi":
-        return True
-    loader = os_.element.find("loader") if os_.element is not None else None
-    return loader is not None and loader.get("type") == "pflash"
+    return Domain.from_xml(xml).os.boots_pflash()
 
 
 def _off_or_live(state: str) -> str:

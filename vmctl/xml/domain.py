@@ -85,6 +85,14 @@ class OS(XMLNode):
     firmware = Prop("@firmware", doc="firmware auto-selection: efi (absent: BIOS)")
     loader_secure = Prop("loader/@secure", "yesno", doc="the loader must be one with secure boot")
 
+    def boots_pflash(self) -> bool:
+        """Whether the firmware is UEFI from pflash: autoselected (``firmware='efi'``) or a loader
+        of ``type='pflash'`` (a definition made elsewhere)."""
+        if self.firmware == "efi":
+            return True
+        loader = self.element.find("loader") if self.element is not None else None
+        return loader is not None and loader.get("type") == "pflash"
+
     def firmware_feature(self, name: str, enabled: bool) -> None:
         """Ask libvirt's firmware autoselection for a firmware with (or without) feature `name`
         (``secure-boot``, ``enrolled-keys``)."""

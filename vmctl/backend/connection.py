@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import libvirt
 
 from vmctl.backend.errors import libvirt_errors, translate
+from vmctl.backend.start_hints import MEMLOCK_DENIED, memlock_hint, swtpm_hint
 from vmctl.errors import ConflictError, LibvirtError, LibvirtUnreachable, NotFoundError
 
 STATE_NAMES = {
@@ -24,23 +25,6 @@ STATE_NAMES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
-
-# A domain with <memtune><hard_limit> makes libvirt raise QEMU's RLIMIT_MEMLOCK to that limit
-# before exec (qemuDomainGetMemLockLimitBytes prefers the hard limit). Raising a hard rlimit needs
-# CAP_SYS_RESOURCE; a daemon without it (a container or sandbox that drops it from the bounding
-# set, as on this project's CI machines where RLIMIT_MEMLOCK is capped at 8 MiB) fails every start
-# of such a domain with this message. vmctl's profiles set the hard limit through
-# [tuning] memory_headroom_mib / tcg_memory_headroom_mib (the "kvm" profile does).
-MEMLOCK_DENIED = "cannot limit locked memory"
-
-
-def memlock_hint(name: str) -> str:
-    """The one-line error for a start refused because the daemon may not raise RLIMIT_MEMLOCK."""
-    return (f"start {name}: libvirtd may not raise QEMU's locked-memory limit to the domain's "
-            "<memtune><hard_limit> (the daemon lacks CAP_SYS_RESOURCE); that limit comes from the "
-            "profile's [tuning] memory_headroom_mib/tcg_memory_headroom_mib: use a profile that sets "
-            'both to "" (e.g. one with extends = "kvm"), then recreate the VM')
-
 
 # libvirt learnt the passt backend for <interface type='user'> (with <portForward>) in 9.2.0.
 PASST_MIN_VERSION = 9_002_000
@@ -147,8 +131,12 @@ class Backend:
         try:
             dom.create()
         except libvirt.libvirtError as exc:
-            if MEMLOCK_DENIED in (exc.get_error_message() or ""):
+            message = exc.get_error_message() or ""
+            if MEMLOCK_DENIED in message:
                 raise LibvirtError(memlock_hint(name)) from exc
+            hint = swtpm_hint(name, message)
+            if hint:
+                raise LibvirtError(hint) from exc
             raise translate(exc, f"start {name}") from exc
 
     def shutdown(self, name: str) -> None:

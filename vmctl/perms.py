@@ -89,8 +89,9 @@ def private_dir(path: Path, user: str | None, *, traverse_only: bool = True) -> 
     return path
 
 
-def _acl_allows_search(d: Path, user: str) -> bool | None:
-    """What `d`'s POSIX ACL says about `user` searching it (None: no entry for that user)."""
+def _acl_allows(d: Path, user: str, bits: str) -> bool | None:
+    """What `d`'s POSIX ACL says about `user` having every permission in `bits` ("rwx" letters;
+    None: no entry for that user)."""
     try:
         if "system.posix_acl_access" not in os.listxattr(d):
             return None
@@ -110,24 +111,34 @@ def _acl_allows_search(d: Path, user: str) -> bool | None:
             mask = parts[2]
     if entry is None:
         return None
-    return "x" in entry and (mask is None or "x" in mask)
+    return all(b in entry and (mask is None or b in mask) for b in bits)
 
 
-def can_search(d: Path, user: str) -> bool:
-    """Whether `user` may traverse directory `d` (mode bits, groups and POSIX ACLs)."""
+_BITS = {"r": 4, "w": 2, "x": 1}
+
+
+def can_access(d: Path, user: str, bits: str) -> bool:
+    """Whether `user` has every permission in `bits` ("rwx" letters) on `d` (mode bits, groups
+    and POSIX ACLs)."""
     pw = pwd.getpwnam(user)
     st = d.stat()
+    want = sum(_BITS[b] for b in bits)
     if pw.pw_uid == 0:
         return True
     if st.st_uid == pw.pw_uid:
-        return bool(st.st_mode & 0o100)
-    by_acl = _acl_allows_search(d, user)
+        return (st.st_mode >> 6) & want == want
+    by_acl = _acl_allows(d, user, bits)
     if by_acl is not None:
         return by_acl
     groups = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
     if st.st_gid in groups:
-        return bool(st.st_mode & 0o010)
-    return bool(st.st_mode & 0o001)
+        return (st.st_mode >> 3) & want == want
+    return st.st_mode & want == want
+
+
+def can_search(d: Path, user: str) -> bool:
+    """Whether `user` may traverse directory `d` (mode bits, groups and POSIX ACLs)."""
+    return can_access(d, user, "x")
 
 
 def require_path_search(path: Path, user: str | None) -> None:
@@ -144,6 +155,20 @@ def require_path_search(path: Path, user: str | None) -> None:
                 f"QEMU runs as {user} and cannot reach {path} through {parent}; use a data root it "
                 f"can reach (--root, VMCTL_ROOT; /var/lib/vmctl is root's default) or let it pass: "
                 f"setfacl -m u:{user}:x {parent}")
+
+
+def require_shared_dir(path: Path, user: str | None, *, writable: bool) -> None:
+    """Refuse, naming the fix, a directory QEMU's `user` could not serve to the guest (virtio-9p
+    runs inside QEMU, as that user): it must reach it, list and read it (and write, unless
+    read-only). vmctl never changes the permissions of a user's own directory."""
+    if not user:
+        return
+    require_path_search(path, user)
+    bits = "rwx" if writable else "rx"
+    if not can_access(Path(path), user, bits):
+        raise UsageError(
+            f"QEMU runs as {user} and cannot {'read and write' if writable else 'read'} {path} "
+            f"(9p is served by QEMU itself); let it: setfacl -m u:{user}:{bits} {path}")
 
 
 def qemu_readable(path: Path, user: str | None, *, writable: bool = False) -> None:

@@ -327,7 +327,10 @@ def _assemble_rootfs(recipe: Recipe, trees: dict[str, Path], modules_root: Path,
     mods = _modules(list(rf.get("modules", [])), modules_root)
     mod_dir = root / "lib" / "modules" / modules_root.name
     mod_dir.mkdir(parents=True, exist_ok=True)
-    for name, path in mods:
+    # and those it loads only when the VM has a shared directory (virtio-9p, virtio-fs device)
+    base = {n for n, _ in mods}
+    fs_mods = [m for m in _modules(list(rf.get("fs_modules", [])), modules_root) if m[0] not in base]
+    for name, path in mods + fs_mods:
         (mod_dir / f"{name}.ko").write_bytes(_module_bytes(recipe, path))
     # guest files: scripts (#!) executable, everything else 0644 unless the recipe says otherwise
     tree = recipe.template(rf["tree"])
@@ -341,6 +344,7 @@ def _assemble_rootfs(recipe: Recipe, trees: dict[str, Path], modules_root: Path,
             _copy_file(src, dest, mode)
     (root / "etc" / "vmctl").mkdir(parents=True, exist_ok=True)
     (root / "etc" / "vmctl" / "modules").write_text("".join(f"{n}\n" for n, _ in mods))
+    (root / "etc" / "vmctl" / "modules.fs").write_text("".join(f"{n}\n" for n, _ in fs_mods))
     for link, target in rf.get("symlinks", {}).items():
         path = _inside(root, link)
         if os.path.lexists(path):

@@ -22,8 +22,9 @@ Where the data is read from
     The instance keeps working throughout and afterwards.
 
 The new image records its parent (``parent``), the instance and snapshot (labels
-``vmctl.commit.instance`` / ``vmctl.commit.snapshot``, and the history's ``created_by``) and the
-message (the history's ``comment``).
+``vmctl.commit.instance`` / ``vmctl.commit.snapshot``, and the history's ``created_by``), the
+message (the history's ``comment``) and the guest paths of the VM's volumes (label
+``vmctl.commit.volumes``; their contents are the host's and never part of the image).
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ def commit(session: Session, name: str, ref: str, *, snapshot: str | None = None
         created_by += " --squash"
     with guard(session, name, "commit") as g:
         inst = g.instance
+        if inst.record.volumes:
+            # a volume's files live on the host, never in the layer: the image only says where
+            # the VM had them (Docker's Config.Volumes, as a label)
+            labels["vmctl.commit.volumes"] = " ".join(v["target"] for v in inst.record.volumes)
         live = g.state in LIVE
         parent = session.store.get(inst.record.image_id)
         job = _Job(session, inst, parent, ref, squash, message, created_by, labels)

@@ -193,7 +193,13 @@ def create(session: Session, name: str, snap: str | None = None, *, mode: str | 
         if pflash and live and mode == "memory":
             raise UsageError(f"{name} boots by UEFI: libvirt {PFLASH_LIMIT}; take a disk-only snapshot "
                              "(the default for a UEFI VM)")
-        kind = "disk" if not live else ("disk-only" if mode == "disk-only" or pflash else "memory")
+        # QEMU blocks saving a VM's state while a guest has a virtio-fs or 9p export mounted (the
+        # host directory's state is not the VM's to save): disk-only, by default and by necessity.
+        shares = bool(list(Domain.from_xml(domain_xml).devices.filesystems))
+        if shares and live and mode == "memory":
+            raise UsageError(f"{name} has volumes (shared host directories): QEMU cannot save its memory "
+                             "while they are mounted; take a disk-only snapshot (the default for it)")
+        kind = "disk" if not live else ("disk-only" if mode == "disk-only" or pflash or shares else "memory")
         disks = _disks(domain_xml)
         modes = _disk_modes(disks)
         internal = [d for d in disks if modes[d.target_dev] == "internal"]

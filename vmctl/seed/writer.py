@@ -51,9 +51,11 @@ def login_user_entry(login: str, keys: Sequence[str]) -> dict[str, Any]:
 def vmctl_cloud_config(hostname: str, authorized_keys: Sequence[str],
                        host_keys: Sequence[HostKey] | None,
                        extra_runcmd: Sequence[str | Sequence[str]] | None,
-                       login: str = "root") -> dict[str, Any]:
+                       login: str = "root",
+                       bootcmd: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
     """Return the cloud-config keys vmctl sets: hostname (and ``/etc/hosts``), the login user
-    with vmctl's keys, host keys, runcmd.
+    with vmctl's keys, host keys, runcmd, and bootcmd (argv lists run at every boot: vmctl mounts
+    the VM's volumes with them).
 
     The login rule (cloud-init's own semantics): ``root`` is allowed in with ``disable_root:
     false`` and the keys at the top level (cloud-init gives those to root then); any other login
@@ -85,16 +87,18 @@ def vmctl_cloud_config(hostname: str, authorized_keys: Sequence[str],
             else:
                 cmds.append([str(a) for a in cmd])
         data["runcmd"] = cmds
+    if bootcmd:
+        data["bootcmd"] = [[str(a) for a in cmd] for cmd in bootcmd]
     return data
 
 
 def seed_files(*, instance_id: str, hostname: str, authorized_keys: Sequence[str],
                host_keys: Sequence[HostKey] | None = None, user_data: str | None = None,
                extra_runcmd: Sequence[str | Sequence[str]] | None = None, login: str = "root",
-               network: StaticAddress | None = None) -> dict[str, str]:
+               network: StaticAddress | None = None, bootcmd: Sequence[Sequence[str]] = ()) -> dict[str, str]:
     """Return ``{"meta-data": ..., "user-data": ...[, "network-config": ...]}`` as ``write_seed``
     would write them."""
-    ours = vmctl_cloud_config(hostname, authorized_keys, host_keys, extra_runcmd, login)
+    ours = vmctl_cloud_config(hostname, authorized_keys, host_keys, extra_runcmd, login, bootcmd)
     files = {"meta-data": meta_data(instance_id, hostname),
              "user-data": combine_user_data(ours, user_data)}
     if network is not None:
@@ -105,7 +109,7 @@ def seed_files(*, instance_id: str, hostname: str, authorized_keys: Sequence[str
 def write_seed(path: Path, *, instance_id: str, hostname: str, authorized_keys: Sequence[str],
                host_keys: Sequence[HostKey] | None = None, user_data: str | None = None,
                extra_runcmd: Sequence[str | Sequence[str]] | None = None, login: str = "root",
-               network: StaticAddress | None = None) -> None:
+               network: StaticAddress | None = None, bootcmd: Sequence[Sequence[str]] = ()) -> None:
     """Write a NoCloud seed ISO (label ``cidata``) at ``path``, atomically, mode 0600.
 
     ``user_data`` is the user's own (``#cloud-config``, a ``#!`` script or MIME multipart): a
@@ -114,5 +118,5 @@ def write_seed(path: Path, *, instance_id: str, hostname: str, authorized_keys: 
     """
     files = seed_files(instance_id=instance_id, hostname=hostname, authorized_keys=authorized_keys,
                        host_keys=host_keys, user_data=user_data, extra_runcmd=extra_runcmd, login=login,
-                       network=network)
+                       network=network, bootcmd=bootcmd)
     write_iso(path, {name: text.encode() for name, text in files.items()}, SEED_LABEL)

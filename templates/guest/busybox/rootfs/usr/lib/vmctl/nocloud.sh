@@ -109,17 +109,17 @@ split_user_data() {
     fi
 }
 
-# Append runcmd items of a parsed cloud-config ($1) to the runcmd script ($2), as cloud-init does:
-# a string is a shell line, a list is an argv that gets quoted.
-add_runcmd() {
+# Append the command items of key $3 (runcmd, bootcmd) of a parsed cloud-config ($1) to script
+# ($2), as cloud-init does: a string is a shell line, a list is an argv that gets quoted.
+add_commands() {
     i=0
     while :; do
-        if [ -f "$1/runcmd.$i" ]; then
-            cat "$1/runcmd.$i" >>"$2"; echo >>"$2"
-        elif [ -f "$1/runcmd.$i.0" ]; then
+        if [ -f "$1/$3.$i" ]; then
+            cat "$1/$3.$i" >>"$2"; echo >>"$2"
+        elif [ -f "$1/$3.$i.0" ]; then
             j=0; line=
-            while [ -f "$1/runcmd.$i.$j" ]; do
-                q=$(sed -e "s/'/'\\\\''/g" "$1/runcmd.$i.$j"; echo x); q=${q%x}
+            while [ -f "$1/$3.$i.$j" ]; do
+                q=$(sed -e "s/'/'\\\\''/g" "$1/$3.$i.$j"; echo x); q=${q%x}
                 line="$line${line:+ }'$q'"
                 j=$((j + 1))
             done
@@ -216,6 +216,7 @@ apply() {
         : >"$inst/scripts/runcmd"
     fi
     GOT_HOST_KEY=0
+    : >"$RUN/bootcmd"
     for t in "$RUN"/parts/*.type; do
         [ -f "$t" ] || continue
         n=${t%.type}; slurp "$t"; type=$REPLY
@@ -225,11 +226,12 @@ apply() {
                 awk -v out="$cc" -f "$LIB/yaml2files.awk" "$n.body"
                 [ -f "$cc/hostname" ] && slurp "$cc/hostname" && name=$REPLY
                 [ -f "$cc/fqdn" ] && slurp "$cc/fqdn" && name=$REPLY
+                add_commands "$cc" "$RUN/bootcmd" bootcmd
                 if [ $new_instance = 1 ]; then
                     add_authorized_keys "$cc"
                     install_host_keys "$cc"
                     write_files "$cc"
-                    add_runcmd "$cc" "$inst/scripts/runcmd"
+                    add_commands "$cc" "$inst/scripts/runcmd" runcmd
                 fi
                 ;;
             text/x-shellscript)
@@ -242,6 +244,12 @@ apply() {
         esac
     done
     [ -n "$name" ] && set_hostname "$name"
+    # bootcmd runs at every boot, before the instance's first-boot steps (as cloud-init's does);
+    # vmctl's seed mounts the VM's volumes with it.
+    if [ -s "$RUN/bootcmd" ]; then
+        (cd / && HOME=/root sh "$RUN/bootcmd") </dev/null >>/var/log/cloud-init-output.log 2>&1 \
+            || log "bootcmd exited with status $?"
+    fi
     if [ $new_instance = 1 ]; then
         if [ $GOT_HOST_KEY = 0 ]; then
             # cloud-init deletes a previous instance's host keys and makes new ones.
@@ -313,6 +321,6 @@ case "$1" in
     apply) apply ;;
     run-scripts) run_scripts ;;
     fingerprints) fingerprints ;;
-    runcmd-script) add_runcmd "$2" "$3" ;;   # for tests: parsed cloud-config dir -> script
+    runcmd-script) add_commands "$2" "$3" runcmd ;;   # for tests: parsed cloud-config dir -> script
     *) echo "usage: $0 apply|run-scripts|fingerprints|runcmd-script DIR OUT" >&2; exit 2 ;;
 esac

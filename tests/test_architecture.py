@@ -20,6 +20,7 @@ CORE_FOUNDATION = {
     "vmctl.core", "vmctl.core.session", "vmctl.core.instance", "vmctl.core.states", "vmctl.core.records",
     "vmctl.core.namelock", "vmctl.core.transaction", "vmctl.core.hostports", "vmctl.core.ports",
     "vmctl.core.snapshot_records", "vmctl.core.teardown",
+    "vmctl.core.limits", "vmctl.core.volumes",   # value types and their checks, no operation
 }
 
 

@@ -35,3 +35,11 @@ def parse_size(text: str, what: str = "size", *, default_unit: str = "", maximum
 def mib(n_bytes: int) -> int:
     """Bytes to MiB, rounded up."""
     return -(-n_bytes // (1024 * 1024))
+
+
+def parse_rate(text: str, what: str = "rate") -> int:
+    """Bytes per second in ``SIZE/s`` (``10M/s``; a bare SIZE is per second too)."""
+    body = str(text).strip()
+    if body.lower().endswith("/s"):
+        body = body[:-2]
+    return parse_size(body, what, default_unit="", maximum=1 << 50)

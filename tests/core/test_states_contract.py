@@ -46,6 +46,7 @@ VERBS = {  # verb -> (table action, CLI arguments for VM `vm`)
     "ssh": ("ssh", ["ssh", "{vm}", "--", "true"]),
     "wait": ("wait", ["wait", "--timeout", "1", "{vm}"]),
     "ip": ("address", ["ip", "{vm}"]),
+    "update": ("update", ["update", "{vm}", "--cpu-shares", "512"]),
 }
 
 # What a verb that the state machine lets through ends with here (no guest runs behind a test
@@ -55,6 +56,7 @@ LEGAL_EXIT = {
     "snapshot revert": 3, "snapshot rm": 3,    # there is no such snapshot
     "snapshot create": 11,                     # libvirt took it, the disk has no data: incomplete
     "snapshot create --memory": 11,
+    "update": 7,                               # the test driver has no cgroup CPU parameters
 }
 LIVE_COMMIT_EXIT = 7                           # a live commit needs QEMU's monitor: libvirt refuses
 

@@ -12,7 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from vmctl.core.plan import DomainInputs
+from vmctl.core.limits import Limits
 from vmctl.core.ports import parse_port
+from vmctl.core.volumes import VolumeMount
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 GOLDEN_DIR = DATA / "domain"
@@ -77,6 +79,20 @@ CASES: dict[str, tuple[str, str, DomainInputs]] = {
         "hosted",
         _inputs("vault", "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", image_ref="debian:12-uefi",
                 firmware="uefi", secure_boot=True, tpm=True),
+    ),
+    "volumes": (
+        "vmctl create share --image debian:12 -v /usr/share/doc:/doc:ro --mount type=bind,source=/srv,target=/srv/data --print-xml   # virtio-fs host",
+        "hosted",
+        _inputs("share", "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e", volumes=(
+            VolumeMount("/usr/share/doc", "/doc", True, "9p", "vmctl0"),
+            VolumeMount("/srv", "/srv/data", False, "virtiofs", "vmctl1"))),
+    ),
+    "limits": (
+        "vmctl create capped --image debian:12 --max-cpus 2 --cpu-shares 512 --cpu-quota 50 --memory-limit 1600M --io-weight 300 --io-read-bps 20M/s --io-write-bps 10M/s --print-xml",
+        "hosted",
+        _inputs("capped", "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", max_cpus=2, limits=Limits(
+            cpu_shares=512, cpu_quota_percent=50, memory_limit_bytes=1600 << 20, io_weight=300,
+            io_read_bps=20 << 20, io_write_bps=10 << 20)),
     ),
     "kvm-bridge-tcg": (
         "vmctl --mode system create edge --image debian:12 --cpus 2 --memory 2G --bridge br0 --print-xml   # KVM not usable: TCG",

@@ -46,7 +46,8 @@ def test_cli_print_xml_matches_golden(case, tmp_path, monkeypatch):
     monkeypatch.setenv("VMCTL_CONFIG", str(tmp_path / "host.toml"))
     (tmp_path / "host.toml").write_text(
         f'accelerator = "{"kvm" if inputs.virt_type == "kvm" else "tcg"}"\n'
-        f'user_network = "{"passt" if inputs.passt_supported else "slirp"}"\n')
+        f'user_network = "{"passt" if inputs.passt_supported else "slirp"}"\n'
+        f'volume_transport = "{"virtiofs" if any(v.transport == "virtiofs" for v in inputs.volumes) else "9p"}"\n')
     monkeypatch.setenv("XDG_CONFIG_HOME", str(TEST_CONFIG_HOME))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("VMCTL_MODE", raising=False)

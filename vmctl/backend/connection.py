@@ -6,10 +6,12 @@ libvirt's errors translated. Policy (what may happen in which state) lives in `v
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
 import libvirt
+from lxml import etree
 
 from vmctl.backend.errors import libvirt_errors, translate
 from vmctl.backend.start_hints import MEMLOCK_DENIED, memlock_hint, swtpm_hint
@@ -25,6 +27,9 @@ STATE_NAMES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
+
+# libvirt accepts virtio-fs in session mode (unprivileged virtiofsd) from 10.0.0.
+VIRTIOFS_SESSION_MIN_VERSION = 10_000_000
 
 # libvirt learnt the passt backend for <interface type='user'> (with <portForward>) in 9.2.0.
 PASST_MIN_VERSION = 9_002_000
@@ -77,6 +82,21 @@ class Backend:
         """True when the daemon can use passt for user-mode networking with port forwards."""
         with libvirt_errors("version query"):
             return self._conn.getLibVersion() >= PASST_MIN_VERSION
+
+    def supports_virtiofs(self) -> bool:
+        """True when the daemon can share a directory through virtio-fs on this connection: its
+        domain capabilities list the virtiofs driver, and the daemon is privileged (qemu:///system,
+        or a root client's session, which the system daemon serves) or libvirt is 10.0 or newer
+        (before 10.0 an unprivileged session daemon refuses virtio-fs at define)."""
+        with libvirt_errors("domain capabilities"):
+            caps = self._conn.getDomainCapabilities(None, None, None, None, 0)
+            version = self._conn.getLibVersion()
+        drivers = etree.fromstring(caps.encode()).xpath(
+            "devices/filesystem[@supported='yes']/enum[@name='driverType']/value/text()")
+        listed = "virtiofs" in drivers
+        path = self.uri.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        privileged = path == "system" or (path == "session" and os.geteuid() == 0 and not self.is_remote())
+        return listed and (privileged or version >= VIRTIOFS_SESSION_MIN_VERSION)
 
     def is_remote(self) -> bool:
         """True when the daemon runs on another host (local files are then out of reach)."""
@@ -152,6 +172,47 @@ class Backend:
                 if not _unsupported_flags(exc):
                     raise
                 dom.shutdown()  # the hypervisor's default way (the test driver has no ACPI)
+
+    # ---- live tuning ------------------------------------------------------------------------
+    # Each applies to the persistent definition and, when `live`, to the running QEMU first
+    # (libvirt writes its cgroup files, or asks QEMU, at once). Two calls, not one with both
+    # flags: some drivers (the test driver) take only one of AFFECT_LIVE and AFFECT_CONFIG a call.
+    def _tune(self, name: str, live: bool, call, persistent: bool = True) -> None:
+        dom = self._domain(name)
+        with libvirt_errors(f"update {name}"):
+            if live:
+                call(dom, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            if persistent:
+                call(dom, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+    def set_scheduler(self, name: str, params: dict, live: bool) -> None:
+        """cgroup CPU parameters: ``cpu_shares``, ``global_period``, ``global_quota``."""
+        self._tune(name, live, lambda dom, flags: dom.setSchedulerParametersFlags(params, flags))
+
+    def set_memory_limits(self, name: str, params: dict, live: bool, persistent: bool = True) -> None:
+        """cgroup memory parameters in KiB: ``hard_limit``."""
+        self._tune(name, live, lambda dom, flags: dom.setMemoryParameters(params, flags), persistent)
+
+    def set_blkio(self, name: str, params: dict, live: bool) -> None:
+        """cgroup block I/O parameters: ``weight``."""
+        self._tune(name, live, lambda dom, flags: dom.setBlkioParameters(params, flags))
+
+    def set_disk_throttle(self, name: str, disk: str, params: dict, live: bool) -> None:
+        """QEMU's throttle of one disk: ``read_bytes_sec``, ``write_bytes_sec``."""
+        self._tune(name, live, lambda dom, flags: dom.setBlockIoTune(disk, params, flags))
+
+    def disk_throttle(self, name: str, disk: str) -> dict:
+        """The running QEMU's throttle of `disk` (what QEMU itself reports)."""
+        with libvirt_errors(f"block I/O tune of {name}"):
+            return self._domain(name).blockIoTune(disk, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def set_balloon(self, name: str, kib: int, live: bool) -> None:
+        """The balloon's target (the memory the guest has), at most the domain's <memory>."""
+        self._tune(name, live, lambda dom, flags: dom.setMemoryFlags(kib, flags))
+
+    def set_vcpus(self, name: str, count: int, live: bool) -> None:
+        """vCPUs online (hot-plugged when `live`), at most the domain's <vcpu> maximum."""
+        self._tune(name, live, lambda dom, flags: dom.setVcpusFlags(count, flags))
 
     def fs_freeze(self, name: str) -> bool:
         """Freeze the guest's file systems through its guest agent (flushed, no writes until

@@ -15,6 +15,32 @@ from vmctl.errors import UsageError, VmctlError
 WAIT_CHOICES = ("ssh", "cloud-init")  # vmctl.core.reach.WAITS, kept here so --help imports no core
 
 
+def _limit_options() -> list:
+    """The resource limits of `create`, `run` and `update`."""
+    return [
+        click.option("--cpu-shares", type=int, help="CPU weight against other VMs (cgroup; default 1024)."),
+        click.option("--cpu-quota", "cpu_quota_percent", type=int, metavar="PERCENT", help="Most host CPU the whole VM may use, in percent of one CPU (150 = 1.5 CPUs)."),
+        click.option("--memory-limit", metavar="SIZE", help="Hard limit of the QEMU process's memory (cgroup), e.g. 1G."),
+        click.option("--io-weight", type=int, help="Block I/O weight 100-1000 (cgroup)."),
+        click.option("--io-read-bps", metavar="SIZE/s", help="Read throttle of the VM's disk, e.g. 20M/s."),
+        click.option("--io-write-bps", metavar="SIZE/s", help="Write throttle of the VM's disk, e.g. 20M/s."),
+    ]
+
+
+def limits_from_options(cpu_shares, cpu_quota_percent, memory_limit, io_weight, io_read_bps, io_write_bps):
+    """The Limits the limit options name (sizes and rates parsed here)."""
+    from vmctl.core.limits import Limits
+    from vmctl.units import parse_rate, parse_size
+
+    return Limits(
+        cpu_shares=cpu_shares, cpu_quota_percent=cpu_quota_percent,
+        memory_limit_bytes=parse_size(memory_limit, "memory limit", default_unit="m", maximum=16 << 40) if memory_limit else None,
+        io_weight=io_weight,
+        io_read_bps=parse_rate(io_read_bps, "read rate") if io_read_bps else None,
+        io_write_bps=parse_rate(io_write_bps, "write rate") if io_write_bps else None,
+    )
+
+
 def _create_options(f):
     options = [
         click.option("--image", "-i", "image", required=True, metavar="REF", help="Image reference (NAME[:TAG], NAME@sha256:..., ID prefix)."),
@@ -22,6 +48,10 @@ def _create_options(f):
         click.option("--memory", "-m", metavar="SIZE", help="Memory, e.g. 512M or 2G (default: the image's)."),
         click.option("--disk", metavar="SIZE", help="Grow the disk to SIZE (the image's size by default)."),
         click.option("--port", "-p", "ports", multiple=True, metavar="[127.0.0.1:]HOST:GUEST[/udp]", help="Forward a host port on 127.0.0.1 to the guest (repeatable)."),
+        click.option("--volume", "-v", "volumes", multiple=True, metavar="HOST_DIR:GUEST_DIR[:ro]", help="Share a host directory with the guest, mounted at boot (repeatable)."),
+        click.option("--mount", "mounts", multiple=True, metavar="type=bind,source=DIR,target=DIR[,readonly]", help="Share a host directory, Docker's long form (repeatable)."),
+        click.option("--max-cpus", type=int, help="Most vCPUs 'vmctl update --cpus' may hot-plug (default: --cpus)."),
+        *_limit_options(),
         click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Also authorise this public key file (repeatable)."),
         click.option("--user-data", type=click.Path(exists=True, dir_okay=False), help="cloud-init user-data (#cloud-config or a script)."),
         click.option("--network", metavar="NET", help="Attach to this libvirt network (system mode)."),
@@ -43,11 +73,13 @@ def _create_options(f):
     return f
 
 
-def _request(name, image, memory, disk, ports, ssh_keys, user_data, dns, **plain):
+def _request(name, image, memory, disk, ports, ssh_keys, user_data, dns, volumes, mounts, cpu_shares,
+             cpu_quota_percent, memory_limit, io_weight, io_read_bps, io_write_bps, **plain):
     """The CreateRequest of `create`/`run`: files read, sizes and ports parsed here; the other
     options (`plain`, named as the request's fields) are passed as they are, checked by the plan."""
     from vmctl.core.create import CreateRequest
     from vmctl.core.ports import parse_port
+    from vmctl.core.volumes import parse_mount, parse_volume
     from vmctl.units import parse_size
     from vmctl.userfiles import read_text
 
@@ -66,6 +98,8 @@ def _request(name, image, memory, disk, ports, ssh_keys, user_data, dns, **plain
         ssh_keys=tuple(keys),
         user_data=read_text(user_data, "user-data file") if user_data else None,
         dns=tuple(dns),
+        volumes=tuple(parse_volume(v) for v in volumes) + tuple(parse_mount(m) for m in mounts),
+        limits=limits_from_options(cpu_shares, cpu_quota_percent, memory_limit, io_weight, io_read_bps, io_write_bps),
         **plain,
     )
 

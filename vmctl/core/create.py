@@ -24,15 +24,17 @@ from vmctl import faults
 from vmctl.backend.kvm_probe import probe_kvm
 from vmctl.core.hostports import pick_free_port
 from vmctl.core.instance import Instance
+from vmctl.core.limits import Limits, apply_after_start
 from vmctl.core.namelock import name_lock
 from vmctl.core.plan import DomainInputs, mac_from_uuid, plan_domain
 from vmctl.core.records import CREATING_MARK, DISK, SEED, SERIAL_LOG, InstanceRecord, list_records
 from vmctl.core.session import Session
 from vmctl.core.transaction import Transaction
+from vmctl.core.volumes import VolumeMount, VolumeSpec, boot_commands, plan_mounts, resolve_specs
 from vmctl.errors import ConflictError, ResourceError, UsageError, VmctlError
 from vmctl.guest.keys import ensure_client_key
 from vmctl.names import check_name
-from vmctl.perms import private_dir, qemu_readable, qemu_user, require_path_search
+from vmctl.perms import private_dir, qemu_readable, qemu_user, require_path_search, require_shared_dir
 from vmctl.profiles import load_profile
 from vmctl.seed.hostkeys import generate_host_key
 from vmctl.seed.netconfig import StaticAddress, parse_static
@@ -70,6 +72,9 @@ class CreateRequest:
     ip: str | None = None                # static ADDRESS/PREFIX (libvirt network or bridge)
     gateway: str | None = None
     dns: tuple[str, ...] = ()
+    volumes: tuple[VolumeSpec, ...] = ()   # -v / --mount, not yet checked
+    limits: Limits = Limits()              # --cpu-shares, --cpu-quota, --memory-limit, --io-*
+    max_cpus: int | None = None            # --max-cpus: vCPU hotplug up to this
 
 
 @dataclass
@@ -85,6 +90,7 @@ class CreatePlan:
     disk_bytes: int | None
     seed: bool
     static: StaticAddress | None = None
+    volumes: tuple[VolumeMount, ...] = ()
 
     @property
     def xml(self) -> str:
@@ -104,6 +110,25 @@ def _virt_type(session: Session, profile) -> str:
         return "kvm"
 
     return "kvm" if probe_kvm().usable else "qemu"
+
+
+def _virtiofs_supported(session: Session) -> bool:
+    choice = session.settings.volume_transport
+    if choice != "auto":
+        return choice == "virtiofs"
+    try:
+        return session.backend.supports_virtiofs()
+    except VmctlError:
+        return False
+
+
+def _volumes(session: Session, request: CreateRequest, seed: bool) -> tuple[VolumeMount, ...]:
+    if not request.volumes:
+        return ()
+    specs = resolve_specs(request.volumes, session.settings.root)
+    if not seed:
+        raise UsageError("volumes are mounted by the VM's cloud-init seed, and this image reads none")
+    return plan_mounts(specs, _virtiofs_supported(session))
 
 
 def _passt_supported(session: Session) -> bool:
@@ -233,6 +258,7 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
     seed = bool(config.get("cloud_init", True))
     login = login_user(request.user, config, seed=seed)
     static = _static_address(request, network, seed, vm_uuid)
+    mounts = _volumes(session, request, seed)
     inputs = DomainInputs(
         name=name,
         uuid=vm_uuid,
@@ -261,6 +287,9 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         passt_supported=_passt_supported(session),
         ssh_host_key=host_key.public,
         created=created,
+        volumes=mounts,
+        limits=request.limits,
+        max_cpus=request.max_cpus,
     )
     domain = plan_domain(profile, inputs)   # the one check of the request's values
     record = InstanceRecord(
@@ -273,10 +302,12 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         disk_bytes=request.disk_bytes, static_ip=static.host if static else None,
         boot={"kind": inputs.boot_kind, "firmware": firmware if inputs.boot_kind == "firmware" else None,
               "secure_boot": request.secure_boot, "tpm": request.tpm},
+        volumes=[m.to_json() for m in mounts],
+        limits=request.limits.to_json(), max_cpus=request.max_cpus,
     )
     return CreatePlan(record=record, directory=directory, image=image, host_key=host_key,
                       authorized_keys=list(request.ssh_keys), user_data=request.user_data, domain=domain,
-                      disk_bytes=request.disk_bytes, seed=seed, static=static)
+                      disk_bytes=request.disk_bytes, seed=seed, static=static, volumes=mounts)
 
 
 def print_xml(session: Session, request: CreateRequest) -> str:
@@ -308,6 +339,9 @@ def _build(session: Session, request: CreateRequest, tx: Transaction) -> Instanc
     rec = the_plan.record
     user = qemu_user(settings.uri)
     require_path_search(settings.root, user)   # before anything is written
+    for m in the_plan.volumes:
+        if m.transport == "9p":
+            require_shared_dir(Path(m.source), user, writable=not m.readonly)
     _check_space(settings.root)
     client_key = ensure_client_key(settings.paths.keys)
     store.hold(rec.image_id, f"instance:{name}")
@@ -326,7 +360,7 @@ def _build(session: Session, request: CreateRequest, tx: Transaction) -> Instanc
         write_seed(staging / SEED, instance_id=rec.uuid, hostname=name,
                    authorized_keys=[client_key.public_line, *the_plan.authorized_keys],
                    host_keys=[the_plan.host_key], user_data=the_plan.user_data, login=rec.ssh_user,
-                   network=the_plan.static)
+                   network=the_plan.static, bootcmd=boot_commands(the_plan.volumes))
         qemu_readable(staging / SEED, user)
     faults.point("create.after-disk")
     rec.save(staging)
@@ -377,6 +411,7 @@ def run(session: Session, request: CreateRequest, *, wait: str | None = "ssh", t
         # behind an undefined domain: power it off before the rest is undone.
         tx.on_undo(lambda: _power_off_if_running(session, name), "power off")
         session.backend.start(name)
+        apply_after_start(session.backend, name, inst.record.limits)
         inst._state = "running"
     if wait:
         inst.wait_for_ssh(timeout, wait)

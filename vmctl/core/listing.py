@@ -90,6 +90,9 @@ def inspect(session: Session, name: str) -> dict:
         "ssh": {"address": host, "port": port, "user": rec.ssh_user, "host_key": rec.host_key},
         "boot": rec.boot,
         "ports": _ports(rec),
+        "volumes": rec.volumes,
+        "limits": rec.limits,
+        "max_cpus": rec.max_cpus or rec.cpus,   # each: source, target, readonly, transport (virtiofs | 9p), tag
         "disk": {"path": str(inst.disk), "allocated_bytes": _du(inst.disk) if inst.disk.exists() else 0,
                  "directory_bytes": _du(inst.directory)},
         "directory": str(inst.directory),

@@ -43,6 +43,9 @@ class InstanceRecord:
     disk_bytes: int | None = None
     static_ip: str | None = None         # --ip: where SSH reaches the guest (system mode)
     boot: dict = field(default_factory=dict)  # {"kind", "firmware", "secure_boot", "tpm"}
+    volumes: list[dict] = field(default_factory=list)  # VolumeMount.to_json(): source, target, readonly, transport, tag
+    limits: dict = field(default_factory=dict)   # vmctl.core.limits.Limits.to_json(), as last set
+    max_cpus: int | None = None
 
     def save(self, directory: Path) -> None:
         """Write the record atomically, readable by its owner only."""

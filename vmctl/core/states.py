@@ -69,6 +69,7 @@ RULES: dict[str, Rule] = {
     "snapshot-revert": Rule(LIVE | OFF),
     "snapshot-remove": Rule(LIVE | OFF),
     "commit": Rule(LIVE | OFF),
+    "update": Rule(LIVE | OFF),
     "exec": Rule(frozenset({State.RUNNING}), lock=False),
     "cp": Rule(frozenset({State.RUNNING}), lock=False),
     "ssh": Rule(frozenset({State.RUNNING}), lock=False),

@@ -23,6 +23,7 @@ from vmctl.xml.base import (
     make_child,
     qname,
 )
+from vmctl.xml.filesystem import Filesystem
 from vmctl.xml.metadata import VmctlMetadata
 
 # libvirt's memory units (docs/formatdomain: "unit" attribute), as multiples of one KiB
@@ -165,7 +166,9 @@ class Disk(XMLNode):
     TAG = "disk"
     ORDER = {"": ("driver", "source", "backingStore", "geometry", "blockio", "mirror", "target",
                   "iotune", "readonly", "shareable", "transient", "serial", "wwn", "vendor",
-                  "product", "encryption", "boot", "alias", "address")}
+                  "product", "encryption", "boot", "alias", "address"),
+             "iotune": ("total_bytes_sec", "read_bytes_sec", "write_bytes_sec", "total_iops_sec",
+                        "read_iops_sec", "write_iops_sec")}
 
     type = Prop("@type", doc="file")
     device = Prop("@device", doc="disk | cdrom")
@@ -182,6 +185,8 @@ class Disk(XMLNode):
     readonly = Prop("readonly", "present")
     serial = Prop("serial")
     boot_order = Prop("boot/@order", "int")
+    iotune_read_bytes_sec = Prop("iotune/read_bytes_sec", "int", doc="QEMU's read throttle, bytes/s")
+    iotune_write_bytes_sec = Prop("iotune/write_bytes_sec", "int", doc="QEMU's write throttle, bytes/s")
 
 
 class PortRange(XMLNode):
@@ -333,6 +338,7 @@ class Devices(XMLNode):
                   "iommu", "vsock", "crypto")}
 
     disks = Children(Disk, "disk")
+    filesystems = Children(Filesystem, "filesystem")
     controllers = Children(Controller, "controller")
     interfaces = Children(Interface, "interface")
     serials = Children(Serial, "serial")
@@ -397,6 +403,8 @@ class Domain(XMLNode):
         "": DOMAIN_ORDER,
         "blkiotune": ("weight", "device"),
         "memtune": ("hard_limit", "soft_limit", "min_guarantee", "swap_hard_limit"),
+        "memoryBacking": ("hugepages", "nosharepages", "locked", "source", "access",
+                          "allocation", "discard"),
         "cputune": ("shares", "period", "quota", "global_period", "global_quota",
                     "emulator_period", "emulator_quota", "iothread_period", "iothread_quota",
                     "vcpupin", "emulatorpin", "iothreadpin", "vcpusched", "iothreadsched",
@@ -412,11 +420,16 @@ class Domain(XMLNode):
     current_memory_kib = MemoryProp("currentMemory")
     vcpus = Prop("vcpu", "int")
     vcpu_placement = Prop("vcpu/@placement")
+    vcpus_current = Prop("vcpu/@current", "int", doc="vCPUs online at boot (<vcpu> is the hotplug maximum)")
     blkio_weight = Prop("blkiotune/weight", "int", doc="cgroup blkio weight 100-1000")
     memtune_hard_limit_kib = MemoryProp("memtune/hard_limit", doc="cgroup memory hard limit")
+    memory_source_type = Prop("memoryBacking/source/@type", doc="memfd: guest memory a vhost-user daemon can map")
+    memory_access_mode = Prop("memoryBacking/access/@mode", doc="shared (virtio-fs needs it)")
     cpu_shares = Prop("cputune/shares", "int", doc="cgroup cpu shares (relative weight)")
     cpu_period = Prop("cputune/period", "int", doc="CFS period, microseconds")
     cpu_quota = Prop("cputune/quota", "int", doc="CFS quota per vCPU, microseconds")
+    cpu_global_period = Prop("cputune/global_period", "int", doc="CFS period of the whole VM, microseconds")
+    cpu_global_quota = Prop("cputune/global_quota", "int", doc="CFS quota of the whole VM, microseconds")
     on_poweroff = Prop("on_poweroff")
     on_reboot = Prop("on_reboot")
     on_crash = Prop("on_crash")
@@ -451,7 +464,7 @@ class Domain(XMLNode):
 
 
 __all__ = [
-    "CPU", "Channel", "Clock", "Console", "Devices", "Disk", "Domain", "Features", "Graphics",
+    "CPU", "Channel", "Clock", "Console", "Devices", "Disk", "Domain", "Features", "Filesystem", "Graphics",
     "Interface", "MemBalloon", "MemoryProp", "NSMAP", "OS", "PortForward", "PortRange",
     "QemuCommandline", "RNG", "Serial", "Timer", "Video", "VmctlMetadata",
 ]

@@ -9,6 +9,7 @@ deterministic; the golden-file tests pin it down):
 - :mod:`.cpu`: vCPUs, memory, CPU model, clock;
 - :mod:`.boot`: machine, firmware or direct kernel boot, platform features;
 - :mod:`.disks`: the overlay and the cloud-init seed;
+- :mod:`.volumes`: shared host directories (virtio-fs or 9p) and the shared memory virtio-fs needs;
 - :mod:`.network`: user-mode networking (passt or QEMU's slirp) or a libvirt network / bridge;
 - :mod:`.console`: the logged serial console;
 - :mod:`.devices`: guest agent channel, graphics, USB, balloon, RNG.
@@ -18,7 +19,7 @@ deterministic; the golden-file tests pin it down):
 
 from __future__ import annotations
 
-from vmctl.core.plan import boot, console, cpu, devices, disks, identity, network, tuning
+from vmctl.core.plan import boot, console, cpu, devices, disks, identity, network, tuning, volumes
 from vmctl.core.plan.edits import move_ssh_port
 from vmctl.core.plan.inputs import DomainInputs, mac_from_uuid, validate
 from vmctl.core.plan.network import user_netdev_args
@@ -29,7 +30,7 @@ __all__ = ["DomainInputs", "mac_from_uuid", "move_ssh_port", "plan_domain",
            "user_netdev_args"]
 
 # The order of the sections is the order of the XML the golden files pin down.
-_SECTIONS = (identity, tuning, cpu, boot, disks, network, console, devices)
+_SECTIONS = (identity, tuning, cpu, boot, disks, volumes, network, console, devices)
 
 
 def plan_domain(profile: Profile, inputs: DomainInputs) -> Domain:

@@ -10,8 +10,10 @@ from vmctl.xml.domain import CPU, Domain
 
 def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     d.memory_mib = i.memory_mib
-    d.vcpus = i.cpus
+    d.vcpus = i.max_cpus or i.cpus
     d.vcpu_placement = "static"
+    if i.max_cpus and i.max_cpus > i.cpus:
+        d.vcpus_current = i.cpus   # the others are hot-plugged by `vmctl update --cpus`
     m = p.machine
     mode = m.cpu_mode if i.virt_type == "kvm" else m.tcg_cpu_mode
     cpu: CPU = d.cpu

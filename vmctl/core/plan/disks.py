@@ -38,6 +38,10 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     if p.disk.discard:
         disk.driver_discard = p.disk.discard
     disk.source_file = i.disk
+    if i.limits.io_read_bps is not None:
+        disk.iotune_read_bytes_sec = i.limits.io_read_bps
+    if i.limits.io_write_bps is not None:
+        disk.iotune_write_bytes_sec = i.limits.io_write_bps
     disk.target_dev = root_dev
     disk.target_bus = p.disk.bus
     disk.serial = "vmctl-root"

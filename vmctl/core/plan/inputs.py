@@ -11,7 +11,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from vmctl.core.limits import Limits, check_limits
 from vmctl.core.ports import PortForward, check_forwards
+from vmctl.core.volumes import TRANSPORTS, VolumeMount, check_target
 from vmctl.errors import UsageError
 from vmctl.limits import MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB
 from vmctl.names import check_name
@@ -66,6 +68,9 @@ class DomainInputs:
     created: str = ""                   # RFC 3339 UTC
     mac: str | None = None              # default: derived from uuid
     state: str = "creating"
+    volumes: tuple[VolumeMount, ...] = ()   # checked and resolved by vmctl.core.volumes
+    limits: Limits = Limits()               # over the profile's tuning
+    max_cpus: int | None = None             # vCPU hotplug maximum (`cpus` online at boot)
 
     @property
     def user_net(self) -> bool:
@@ -140,6 +145,18 @@ def validate(i: DomainInputs) -> DomainInputs:
             raise UsageError(f"invalid bridge name {i.network_name!r}")
     else:
         raise UsageError(f"invalid network kind {i.network!r}: user, network or bridge")
+    check_limits(i.limits, i.memory_mib, i.cpus)
+    if i.max_cpus is not None and not i.cpus <= i.max_cpus <= MAX_CPUS:
+        raise UsageError(f"invalid --max-cpus {i.max_cpus}: from the VM's {i.cpus} vCPUs to {MAX_CPUS}")
+    targets = set()
+    for m in i.volumes:
+        _absolute("volume source", m.source)
+        check_target(m.target)
+        if m.transport not in TRANSPORTS:
+            raise UsageError(f"invalid volume transport {m.transport!r}")
+        if m.target in targets:
+            raise UsageError(f"two volumes are mounted on {m.target}")
+        targets.add(m.target)
     if i.ports and i.network != "user":
         raise UsageError("port forwards need user-mode networking (hosted mode); on a libvirt network or "
                          "bridge the guest has its own address")

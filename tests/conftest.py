@@ -20,6 +20,7 @@ def vmctl_root(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("VMCTL_ROOT", str(root))
     monkeypatch.setenv("VMCTL_CONFIG", str(tmp_path / "no-config.toml"))
     (tmp_path / "no-config.toml").write_text("")
+    monkeypatch.setenv("VMCTL_REGISTRIES_CONF", "")   # no registries.conf (mirrors) from ~ or /etc
     monkeypatch.delenv("VMCTL_MODE", raising=False)
     monkeypatch.delenv("VMCTL_CONNECT", raising=False)
     return root

@@ -9,6 +9,10 @@ Settings are read, lowest priority first, from built-in defaults, the config fil
 (``$VMCTL_CONFIG``, else ``/etc/vmctl/config.toml`` in system mode or
 ``$XDG_CONFIG_HOME/vmctl/config.toml``), environment variables (``VMCTL_ROOT``, ``VMCTL_MODE``,
 ``VMCTL_CONNECT``) and finally command-line options.
+
+Registry mirrors: ``[registries."HOST"] mirrors = ["https://mirror:5000", ...]`` (checked here;
+what they mean, and the containers-registries.conf(5) files read besides, is
+:mod:`vmctl.registry.mirrors`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from vmctl.errors import UsageError
 from vmctl.names import check_name
@@ -27,6 +32,7 @@ DEFAULT_PROFILE = {"hosted": "hosted", "system": "kvm"}
 SYSTEM_ROOT = "/var/lib/vmctl"
 ACCELERATORS = ("auto", "kvm", "tcg")
 USER_NETWORKS = ("auto", "passt", "slirp")
+VOLUME_TRANSPORTS = ("auto", "virtiofs", "9p")
 
 
 def templates_dir() -> Path:
@@ -74,6 +80,8 @@ class Settings:
     insecure_registries: tuple[str, ...] = ()
     accelerator: str = "auto"          # auto (KVM when the probe proves it works) | kvm | tcg
     user_network: str = "auto"         # auto (passt when libvirt takes it) | passt | slirp
+    volume_transport: str = "auto"     # auto (virtio-fs when the daemon can, 9p else) | virtiofs | 9p
+    registry_mirrors: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (HOST, mirror URLs), config order
     config_file: Path | None = None
 
     @property
@@ -131,11 +139,47 @@ def _read_config(path: Path | None) -> dict:
 
     data = read_toml(path, "config file")
     known = {"mode", "connect", "root", "profile", "restrict_network", "insecure_registries",
-             "accelerator", "user_network"}
+             "accelerator", "user_network", "volume_transport", "registries"}
     unknown = set(data) - known
     if unknown:
         raise UsageError(f"config file {path}: unknown setting(s) {', '.join(sorted(unknown))}")
     return data
+
+
+def _registry_mirrors(value, path: Path | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``[registries."HOST"] mirrors = [URL, ...]`` as (HOST, URLs) pairs, every type checked: each
+    URL ``http://`` or ``https://`` with a host and no user, query or fragment (one-line errors)."""
+    where = f"config file {path}"
+    if not isinstance(value, dict):
+        raise UsageError(f'{where}: registries must be tables: [registries."HOST"] mirrors = ["https://..."]')
+    out = []
+    for host, table in value.items():
+        key = f'registries."{host}"'
+        if not host or any(c.isspace() or c in "/@\\" for c in host):
+            raise UsageError(f"{where}: {key}: expected a registry HOST[:PORT]")
+        if not isinstance(table, dict):
+            raise UsageError(f"{where}: {key} must be a table with mirrors = [...]")
+        unknown = sorted(set(table) - {"mirrors"})
+        if unknown:
+            hint = (f' (quote a host that has dots: [registries."{host}.{unknown[0]}"])'
+                    if isinstance(table[unknown[0]], dict) else "")
+            raise UsageError(f"{where}: {key}: unknown setting(s) {', '.join(unknown)}{hint}")
+        mirrors = table.get("mirrors", [])
+        if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+            raise UsageError(f"{where}: {key}.mirrors must be a list of URLs (strings)")
+        for url in mirrors:
+            try:
+                u = urlparse(url)
+                u.port  # noqa: B018 - raises ValueError for a port that is not a number
+                ok = (u.scheme in ("http", "https") and bool(u.hostname)
+                      and not (u.username or u.password or u.query or u.fragment or u.params))
+            except ValueError:
+                ok = False
+            if not ok or any(c.isspace() for c in url):
+                raise UsageError(f"{where}: {key}.mirrors: {url[:80]!r} is not an http:// or https:// URL "
+                                 "of a registry")
+        out.append((host, tuple(mirrors)))
+    return tuple(out)
 
 
 def load_settings(
@@ -169,6 +213,9 @@ def load_settings(
     user_network = cfg.get("user_network", "auto")
     if user_network not in USER_NETWORKS:
         raise UsageError(f"config file {path}: user_network must be one of {', '.join(USER_NETWORKS)}")
+    volume_transport = cfg.get("volume_transport", "auto")
+    if volume_transport not in VOLUME_TRANSPORTS:
+        raise UsageError(f"config file {path}: volume_transport must be one of {', '.join(VOLUME_TRANSPORTS)}")
     return Settings(
         mode=chosen_mode,
         uri=chosen_uri,
@@ -178,5 +225,7 @@ def load_settings(
         insecure_registries=tuple(cfg.get("insecure_registries", ())),
         accelerator=accelerator,
         user_network=user_network,
+        volume_transport=volume_transport,
+        registry_mirrors=_registry_mirrors(cfg.get("registries", {}), path),
         config_file=path,
     )

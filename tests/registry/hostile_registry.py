@@ -176,6 +176,8 @@ class HostileRegistry:
             headers = dict(p.get("headers", {}))
             body = p["body"] if isinstance(p["body"], bytes) else json.dumps(p["body"]).encode()
             return self.send(h, 200, body, {"Content-Type": p.get("type", "application/json"), **headers}, head)
+        if s == "status":  # every API request answered with one status (a mirror that is down: 503)
+            return self.send(h, p.get("code", 503), head=head)
         if s == "index-then":  # an index whose entry digest is hostile
             return self.send_json(h, {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                                       "manifests": p["manifests"]},

@@ -118,8 +118,11 @@ def _die_with_parent() -> None:
 
 def start_registry(workdir: Path, *, tls: bool = False, auth: bool = True,
                    certs: dict[str, Path] | None = None, token: dict | None = None,
-                   accesslog: bool = False) -> RegistryServer:
-    """Write a config and start ``docker-registry serve`` on a free 127.0.0.1 port; wait until it answers."""
+                   accesslog: bool = False, proxy: dict | None = None) -> RegistryServer:
+    """Write a config and start ``docker-registry serve`` on a free 127.0.0.1 port; wait until it answers.
+
+    `proxy` ({"remoteurl", and "username"/"password" for an upstream with auth}) makes it a
+    pull-through cache of that registry (read-only; what it fetched lands in its storage)."""
     workdir.mkdir(parents=True, exist_ok=True)
     storage = workdir / "storage"
     storage.mkdir(exist_ok=True)
@@ -152,6 +155,8 @@ def start_registry(workdir: Path, *, tls: bool = False, auth: bool = True,
         out = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True)
         htpasswd.write_text(out.stdout.strip() + "\n")
         lines += ["auth:", "  htpasswd:", "    realm: vmctl-test", f"    path: {htpasswd}"]
+    if proxy:  # a top-level section: after http's nested keys
+        lines += ["proxy:"] + [f"  {k}: {v}" for k, v in proxy.items()]
     config = workdir / "config.yml"
     config.write_text("\n".join(lines) + "\n")
     log = workdir / "registry.log"

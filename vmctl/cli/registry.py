@@ -98,18 +98,28 @@ def push(app: App, ref, dest, containerdisk, as_json, insecure, ca_file):
 @click.command()
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--verbose", "-v", is_flag=True,
+              help="Say on stderr which host (a mirror or the registry) served the manifest and each blob.")
 @_tls_options
 @pass_app
-def pull(app: App, ref, as_json, insecure, ca_file):
+def pull(app: App, ref, as_json, verbose, insecure, ca_file):
     """Pull an image: HOST[:PORT]/REPO[:TAG|@sha256:…] from a registry (vmctl images and KubeVirt
-    containerDisks), or a cloud image from the catalog (ubuntu:24.04, debian:12, …; see search)."""
+    containerDisks), or a cloud image from the catalog (ubuntu:24.04, debian:12, …; see search).
+    A registry's configured mirrors are asked first (see `vmctl info`)."""
     from vmctl.core import distribution
 
-    out = distribution.pull(app.session, ref, insecure=insecure, ca_file=ca_file, progress=app.byte_progress(as_json))
+    def trace(line: str) -> None:
+        # a progress line may be drawn on the terminal: clear it, as the next draw would
+        click.echo(("\r\x1b[2K" if app.progress(as_json) else "") + line, err=True)
+
+    out = distribution.pull(app.session, ref, insecure=insecure, ca_file=ca_file,
+                            progress=app.byte_progress(as_json), trace=trace if verbose else None)
     if as_json or app.json:
         emit_json({"source": out.source, "reference": out.reference, "name": out.name, "id": out.image.id,
                    "digest": out.digest, "bytes_downloaded": out.bytes_downloaded,
                    "layers_downloaded": out.layers_downloaded, "layers_present": out.layers_present,
+                   **({"served_by": [{"kind": k, "digest": d, "host": h, "role": r} for k, d, h, r in out.served]}
+                      if out.source != "catalog" else {}),
                    **out.details})
         return
     if out.source == "registry":

@@ -25,6 +25,11 @@ def version(app: App, as_json: bool):
             click.echo(f"{key}: {value}")
 
 
+def _mirror_text(mirror: dict) -> str:
+    notes = (["insecure"] if mirror["insecure"] else []) + ([mirror["pull"]] if mirror["pull"] != "all" else [])
+    return mirror["location"] + (f" ({', '.join(notes)})" if notes else "")
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--reprobe", is_flag=True, help="Run the KVM probe again instead of using its cached verdict.")
@@ -51,8 +56,13 @@ def info(app: App, as_json: bool, reprobe: bool):
             ("Images", data["store"]["images"]),
             ("Instances", data["store"]["instances"]),
         ]
+        mirrored = [f"{r['registry']} -> {', '.join(_mirror_text(m) for m in r['mirrors'])} ({r['source']})"
+                    for r in data["registry_mirrors"]]
+        if data.get("registry_mirrors_error"):
+            mirrored = [f"error: {data['registry_mirrors_error']}"]
+        lines += [("Mirrors" if i == 0 else "", row) for i, row in enumerate(mirrored or ["none"])]
         for key, value in lines:
-            click.echo(f"{key + ':':<11} {value}")
+            click.echo(f"{(key + ':') if key else '':<11} {value}")
     if error is not None:
         raise error
 

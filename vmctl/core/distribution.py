@@ -11,6 +11,9 @@ The CLI (``vmctl/cli/registry.py``) parses and prints; this module decides what 
 - Anything else (``ubuntu:24.04``, ``debian``) is looked up in the cloud image catalog
   (``templates/catalog/``, :mod:`vmctl.catalog`).
 
+A registry pull asks the registry's configured mirrors first (:mod:`vmctl.registry.mirrors`,
+:mod:`vmctl.registry.mirrored`); pushes, searches and logins go to the registry alone.
+
 Every operation takes a `progress(phase, done, total)` callback or None.
 """
 
@@ -22,9 +25,10 @@ from typing import Callable
 from vmctl import catalog
 from vmctl.core.session import Session
 from vmctl.errors import NotFoundError, UsageError
-from vmctl.registry import containerdisk, containerdisk as cd, transfer
+from vmctl.registry import containerdisk, containerdisk as cd, mirrors, transfer
 from vmctl.registry.auth import logout as _logout
 from vmctl.registry.client import login as _login
+from vmctl.registry.mirrored import MirroredClient
 from vmctl.registry.refs import RegistryRef, normalize_host, parse_registry_ref, require_registry_ref
 from vmctl.registry.transfer import open_client as _open
 
@@ -48,10 +52,13 @@ class PullOutcome:
     layers_downloaded: int = 0
     layers_present: int = 0
     details: dict = field(default_factory=dict)
+    served: list = field(default_factory=list)   # (kind, digest, host, role) for registry pulls
 
 
 def pull(session: Session, text: str, *, insecure: bool = False, ca_file: str | None = None,
-         progress: Progress | None = None) -> PullOutcome:
+         progress: Progress | None = None, trace: Callable[[str], None] | None = None) -> PullOutcome:
+    """Pull `text` (a registry reference or a catalog name). `trace(line)` hears which host
+    served the manifest and each blob, and which mirrors were passed over."""
     ref = parse_registry_ref(text)
     if ref is None:
 
@@ -65,11 +72,15 @@ def pull(session: Session, text: str, *, insecure: bool = False, ca_file: str | 
         return PullOutcome("catalog", entry.ref, result.image, entry.ref, digest=result.checksum,
                            bytes_downloaded=result.bytes_downloaded,
                            details={"url": result.url, "checksums": result.checksums_url})
-    client = open_client(session, ref, insecure=insecure, ca_file=ca_file)
+    routes = mirrors.routes_for(ref, session.settings)   # a broken registries.conf fails before any request
+    client = MirroredClient(open_client(session, ref, insecure=insecure, ca_file=ca_file), ref.repo, routes,
+                            trace=trace, warn=session.warn)
     try:
-        return _pull_registry(session, ref, client, progress)
+        outcome = _pull_registry(session, ref, client, progress)
     finally:
         client.close()
+    outcome.served = list(client.served)
+    return outcome
 
 
 def _pull_registry(session: Session, ref: RegistryRef, client, progress) -> PullOutcome:

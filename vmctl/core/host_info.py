@@ -1,4 +1,4 @@
-"""What `vmctl info` reports: versions, mode, URI, the KVM verdict and store paths."""
+"""What `vmctl info` reports: versions, mode, URI, the KVM verdict, store paths and registry mirrors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from vmctl import __version__
 from vmctl.backend.connection import bindings_version
 from vmctl.backend.kvm_probe import probe_kvm
 from vmctl.core.session import Session
-from vmctl.errors import VmctlError
+from vmctl.errors import UsageError, VmctlError
+from vmctl.registry import mirrors
 
 
 def qemu_version() -> str | None:
@@ -31,6 +32,19 @@ def version_info() -> dict:
         "python": platform.python_version(),
         "libvirt_python": bindings_version(),
     }
+
+
+def registry_mirrors(settings) -> tuple[list[dict], str | None]:
+    """The mirror rules in effect (:func:`vmctl.registry.mirrors.configured`) as plain data, and
+    the error of a config file that cannot be read (then the list is empty): info reports it, a
+    pull would fail on it."""
+    try:
+        rules = mirrors.configured(settings)
+    except UsageError as exc:
+        return [], exc.message
+    return [{"registry": r.prefix, "source": r.source,
+             "mirrors": [{"location": m.location, "host": m.host, "insecure": m.insecure, "pull": m.pull}
+                         for m in r.mirrors]} for r in rules], None
 
 
 def host_info(session: Session, *, refresh_probe: bool = False) -> tuple[dict, VmctlError | None]:
@@ -61,6 +75,9 @@ def host_info(session: Session, *, refresh_probe: bool = False) -> tuple[dict, V
         },
         "config_file": str(settings.config_file) if settings.config_file else None,
     }
+    info["registry_mirrors"], mirror_error = registry_mirrors(settings)
+    if mirror_error:
+        info["registry_mirrors_error"] = mirror_error
     error = None
     try:
         backend = session.backend

@@ -6,6 +6,8 @@
 - :mod:`.client`: :class:`RegistryClient` — the API verbs: manifests, resumable verified blobs, listings, login;
 - :mod:`.compress`: streaming, deterministic zstd with digests of both sides;
 - :mod:`.mediatypes` and FORMAT.md: how a vmctl image looks in a registry;
+- :mod:`.mirrors`: which mirrors a pull may ask (vmctl's config, containers-registries.conf(5));
+- :mod:`.mirrored`: :class:`MirroredClient` — a pull's reads, mirrors first, verified, origin last;
 - :mod:`.transfer`: push/pull between the image store and a registry, search;
 - :mod:`.containerdisk`: KubeVirt containerDisks (a disk in a plain container image), both ways.
 

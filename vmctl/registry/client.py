@@ -94,9 +94,10 @@ class RegistryClient:
     def __init__(self, host: str, *, insecure: bool = False, ca_file: str | os.PathLike | None = None,
                  credentials: Credentials | None = None, timeout: tuple[float, float] = (10.0, 120.0),
                  retries: int = 4, backoff: float = 0.5, upload_chunk: int = DEFAULT_UPLOAD_CHUNK,
-                 user_agent: str | None = None):
+                 user_agent: str | None = None, scheme: str | None = None):
         self.transport = Transport(host, insecure=insecure, ca_file=ca_file, credentials=credentials,
-                                   timeout=timeout, retries=retries, backoff=backoff, user_agent=user_agent)
+                                   timeout=timeout, retries=retries, backoff=backoff, user_agent=user_agent,
+                                   scheme=scheme)
         self.host = host
         self.insecure = insecure
         self.credentials = credentials

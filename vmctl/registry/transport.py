@@ -114,9 +114,14 @@ class Transport:
 
     def __init__(self, host: str, *, insecure: bool = False, ca_file=None,
                  credentials: Credentials | None = None, timeout: tuple[float, float] = (10.0, 120.0),
-                 retries: int = 4, backoff: float = 0.5, user_agent: str | None = None):
+                 retries: int = 4, backoff: float = 0.5, user_agent: str | None = None,
+                 scheme: str | None = None):
+        """`scheme` ("http" or "https") fixes how the registry is reached, as a mirror's URL does;
+        None: HTTPS, or for an `insecure` registry HTTPS first, then plain HTTP."""
         if not host or "/" in host:
             raise UsageError(f"invalid registry host {host!r}")
+        if scheme not in (None, "http", "https"):
+            raise UsageError(f"invalid registry scheme {scheme!r}: http or https")
         self.host = host
         self.insecure = insecure
         self.credentials = credentials
@@ -130,7 +135,7 @@ class Transport:
         self.session.headers["User-Agent"] = user_agent or f"vmctl/{__version__}"
         # Blob bytes must arrive exactly as stored, and bodies must be countable: no compression.
         self.session.headers["Accept-Encoding"] = "identity"
-        self._base: str | None = None
+        self._base: str | None = f"{scheme}://{host}" if scheme else None
         self.auth_kind: str | None = None      # None until challenged, then "basic" or "bearer"
         self._tokens: dict[str, str] = {}
         self.sleep = time.sleep

@@ -82,3 +82,16 @@ def e2e_vmctl(libvirtd):
             yield vm
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def shared_dir(prefix: str) -> Path:
+    """A fresh host directory a VM may share (9p is served by QEMU, which runs as libvirt-qemu
+    here): under /var/tmp, with an ACL for QEMU's user on that directory only, as a user would
+    grant it. The caller removes it."""
+    from vmctl.perms import qemu_user
+
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    user = qemu_user("qemu:///session")
+    if user:
+        subprocess.run(["setfacl", "-m", f"u:{user}:rwx", str(path)], check=True)
+    return path

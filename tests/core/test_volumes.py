@@ -2,6 +2,7 @@
 mount commands. Pure or on tmp_path; the guest side is in tests/e2e/test_volumes_e2e.py."""
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st
@@ -89,10 +90,23 @@ def test_host_checks(tmp_path):
         resolve_specs(tuple(VolumeSpec(str(src), f"/w{n}") for n in range(17)), root)
 
 
-def test_read_only_volumes_are_9p_even_where_virtiofs_runs():
+def test_read_only_volumes_are_virtiofs_over_a_read_only_bind_or_9p():
     specs = (VolumeSpec("/a", "/ro", True), VolumeSpec("/b", "/rw", False))
-    assert [(m.transport, m.tag) for m in plan_mounts(specs, virtiofs=True)] == [("9p", "vmctl0"), ("virtiofs", "vmctl1")]
-    assert [m.transport for m in plan_mounts(specs, virtiofs=False)] == ["9p", "9p"]
+    binds = Path("/var/lib/vmctl/instances/x/volumes")
+    got = plan_mounts(specs, virtiofs=True, binds=binds)
+    assert [(m.transport, m.tag, m.bind) for m in got] == [("virtiofs", "vmctl0", f"{binds}/vmctl0"),
+                                                          ("virtiofs", "vmctl1", None)]
+    assert got[0].shared_path == f"{binds}/vmctl0" and got[1].shared_path == "/b"
+    # no right to mount: read-only by QEMU's 9p export
+    assert [(m.transport, m.bind) for m in plan_mounts(specs, virtiofs=True)] == [("9p", None), ("virtiofs", None)]
+    assert [m.transport for m in plan_mounts(specs, virtiofs=False, binds=binds)] == ["9p", "9p"]
+
+
+def test_mount_points_are_read_unescaped():
+    from vmctl.hostmount import mount_points
+    info = ("83 27 254:0 /src /var/lib/vmctl/instances/a\\040b/volumes/vmctl0 ro,relatime - ext4 /dev/vda rw\n"
+            "22 1 0:21 / /proc rw - proc proc rw\n")
+    assert mount_points(info) == ["/var/lib/vmctl/instances/a b/volumes/vmctl0", "/proc"]
 
 
 def test_seed_mounts_every_volume_at_every_boot_as_argv_words():
@@ -111,6 +125,7 @@ def test_seed_mounts_every_volume_at_every_boot_as_argv_words():
 def test_records_of_volumes_are_checked_when_read():
     m = VolumeMount("/a", "/ro", True, "9p", "vmctl0")
     assert VolumeMount.from_json(m.to_json()) == m
-    for bad in ({**m.to_json(), "target": "/"}, {**m.to_json(), "transport": "nfs"}, {**m.to_json(), "tag": "x"}):
+    for bad in ({**m.to_json(), "target": "/"}, {**m.to_json(), "transport": "nfs"}, {**m.to_json(), "tag": "x"},
+                {**m.to_json(), "bind": "relative"}, {**m.to_json(), "readonly": False, "bind": "/x"}):
         with pytest.raises((UsageError, ValueError)):
             VolumeMount.from_json(bad)

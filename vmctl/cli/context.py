@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import click
 
+from vmctl.cli.progress_view import ProgressView
 from vmctl.core.session import Session
-from vmctl.progress import ByteProgress, FractionProgress, bytes_to_fraction
+from vmctl.progress import ByteProgress, FractionProgress
 
 
 @dataclass
@@ -22,15 +23,27 @@ class App:
     json: bool = False
     debug: bool = False
     quiet: bool = False
-    draw: FractionProgress | None = None   # the terminal's progress line; None for --json, -q, scripts
+    view: ProgressView | None = None       # progress on stderr; None for --json and -q
 
     def progress(self, as_json: bool = False) -> FractionProgress | None:
-        """The progress line for a command (None when its output is JSON)."""
-        return None if as_json else self.draw
+        """The progress of a command's phases (None when its output is JSON)."""
+        return None if as_json or self.view is None else self.view.phase
 
     def byte_progress(self, as_json: bool = False) -> ByteProgress | None:
-        """The same for work that counts bytes (phase, done, total)."""
-        return bytes_to_fraction(self.progress(as_json))
+        """The progress of work that counts bytes (phase, done, total): per-transfer rows."""
+        return None if as_json or self.view is None else self.view.transfer
+
+    def say(self, line: str) -> None:
+        """One line on stderr, above any live progress rows."""
+        if self.view is not None:
+            self.view.say(line)
+        else:
+            click.echo(line, err=True)
+
+    def end_progress(self) -> None:
+        """Finish the live rows (before an error line or the command's end)."""
+        if self.view is not None:
+            self.view.close()
 
     @property
     def settings(self):
@@ -45,6 +58,7 @@ class App:
         return self.session.backend
 
     def close(self) -> None:
+        self.end_progress()
         self.session.close()
 
 

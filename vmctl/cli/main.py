@@ -111,6 +111,8 @@ class VmctlGroup(click.Group):
                 raise
         except VmctlError as exc:
             app = ctx.obj
+            if app is not None:
+                app.end_progress()
             if app is not None and app.debug:
                 traceback.print_exc()
             click.echo(f"vmctl: error: {exc.message}", err=True)
@@ -129,13 +131,13 @@ class VmctlGroup(click.Group):
 @click.option("--root", type=click.Path(file_okay=False), help="Data root (default: XDG data dir or /var/lib/vmctl; env VMCTL_ROOT).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
-@click.option("--quiet", "-q", "quiet", is_flag=True, hidden=True)
+@click.option("--quiet", "-q", "quiet", is_flag=True, help="No progress output.")
 @click.version_option(package_name="vmctl", prog_name="vmctl", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, uri, mode, root, as_json, debug, quiet):
     """vmctl: images, instances, snapshots and registries for KVM/QEMU virtual machines."""
     from vmctl.cli.context import App  # lazy: not needed for --help
-    from vmctl.cli.output import progress_printer  # lazy: as above
+    from vmctl.cli.progress_view import ProgressView  # lazy: as above
     from vmctl.config import load_settings  # lazy: as above
     from vmctl.core.session import Session  # lazy: as above
 
@@ -144,11 +146,11 @@ def cli(ctx: click.Context, uri, mode, root, as_json, debug, quiet):
     except VmctlError as exc:
         click.echo(f"vmctl: error: {exc.message}", err=True)
         ctx.exit(exc.exit_code)
-    draw = None if (as_json or quiet) else progress_printer()
+    view = None if (as_json or quiet) else ProgressView()
     session = Session(settings=settings,
-                      progress=draw or (lambda *_: None),
+                      progress=view.phase if view else (lambda *_: None),
                       warn=lambda line: click.echo(f"vmctl: warning: {line}", err=True))
-    ctx.obj = App(session=session, json=as_json, debug=debug, quiet=quiet, draw=draw)
+    ctx.obj = App(session=session, json=as_json, debug=debug, quiet=quiet, view=view)
 
 
 def main() -> None:

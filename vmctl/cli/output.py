@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import click
 
@@ -36,33 +35,3 @@ def human_size(n: int | None) -> str:
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.3g}{unit}"
         value /= 1000
     return f"{n}B"  # pragma: no cover
-
-
-def progress_printer(enabled: bool | None = None) -> Callable[[str, float | None], None] | None:
-    """Return a progress callback drawing one status line on a terminal, or None in scripts.
-
-    The callback takes a phase label and a fraction (0..1) or None when the size is unknown.
-    """
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    last = {"text": ""}
-
-    def report(label: str, fraction: float | None) -> None:
-        if fraction is None:
-            text = f"{label}..."
-        else:
-            width = 30
-            done = int(width * max(0.0, min(1.0, fraction)))
-            text = f"{label} [{'=' * done}{' ' * (width - done)}] {fraction * 100:5.1f}%"
-        if text != last["text"]:
-            sys.stderr.write("\r\x1b[2K" + text[:120])
-            sys.stderr.flush()
-            last["text"] = text
-        if fraction is not None and fraction >= 1.0:
-            sys.stderr.write("\n")
-            last["text"] = ""
-
-    return report
-

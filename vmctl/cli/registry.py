@@ -109,8 +109,7 @@ def pull(app: App, ref, as_json, verbose, insecure, ca_file):
     from vmctl.core import distribution
 
     def trace(line: str) -> None:
-        # a progress line may be drawn on the terminal: clear it, as the next draw would
-        click.echo(("\r\x1b[2K" if app.progress(as_json) else "") + line, err=True)
+        app.say(line)   # above the live progress rows, if any
 
     out = distribution.pull(app.session, ref, insecure=insecure, ca_file=ca_file,
                             progress=app.byte_progress(as_json), trace=trace if verbose else None)

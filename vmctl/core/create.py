@@ -30,7 +30,8 @@ from vmctl.core.plan import DomainInputs, mac_from_uuid, plan_domain
 from vmctl.core.records import CREATING_MARK, DISK, SEED, SERIAL_LOG, InstanceRecord, list_records
 from vmctl.core.session import Session
 from vmctl.core.transaction import Transaction
-from vmctl.core.volumes import VolumeMount, VolumeSpec, boot_commands, plan_mounts, resolve_specs
+from vmctl.core.volumes import VolumeMount, VolumeSpec, boot_commands, ensure_binds, plan_mounts, resolve_specs
+from vmctl.hostmount import can_bind, release_under
 from vmctl.errors import ConflictError, ResourceError, UsageError, VmctlError
 from vmctl.guest.keys import ensure_client_key
 from vmctl.names import check_name
@@ -44,6 +45,7 @@ from vmctl.storage import qemu_img
 from vmctl.storage.refs import looks_like_path
 from vmctl.units import mib
 
+VOLUMES_DIR = "volumes"   # the read-only bind mounts of a VM's read-only virtio-fs volumes
 DEFAULT_LOGIN = "vmctl"  # the user vmctl's seed makes on an image that names none
 CREATE_SPACE = 16 << 20  # the seed, the record and the overlay's first clusters, with room to boot
 
@@ -128,7 +130,11 @@ def _volumes(session: Session, request: CreateRequest, seed: bool) -> tuple[Volu
     specs = resolve_specs(request.volumes, session.settings.root)
     if not seed:
         raise UsageError("volumes are mounted by the VM's cloud-init seed, and this image reads none")
-    return plan_mounts(specs, _virtiofs_supported(session))
+    virtiofs = _virtiofs_supported(session)
+    binds = None
+    if virtiofs and can_bind() and not session.backend.is_remote():
+        binds = session.settings.paths.instance_dir(request.name) / VOLUMES_DIR
+    return plan_mounts(specs, virtiofs, binds)
 
 
 def _passt_supported(session: Session) -> bool:
@@ -368,7 +374,8 @@ def _build(session: Session, request: CreateRequest, tx: Transaction) -> Instanc
     # leaves a directory that doctor recognises and `ls` does not show.
     (staging / CREATING_MARK).touch(mode=0o600)
     os.rename(staging, directory)
-    tx.on_undo(lambda: shutil.rmtree(directory, ignore_errors=True), "remove instance dir")
+    tx.on_undo(lambda: (release_under(directory), shutil.rmtree(directory, ignore_errors=True)),
+               "remove instance dir")
     faults.point("create.after-rename")
     say(f"{name}: defining the domain", None)
     # Defined as "creating" first: a killed process leaves a domain that says so.
@@ -410,6 +417,7 @@ def run(session: Session, request: CreateRequest, *, wait: str | None = "ssh", t
         # A start that fails (or is interrupted) after QEMU came up must not leave it running
         # behind an undefined domain: power it off before the rest is undone.
         tx.on_undo(lambda: _power_off_if_running(session, name), "power off")
+        ensure_binds(inst.record.volumes)
         session.backend.start(name)
         apply_after_start(session.backend, name, inst.record.limits)
         inst._state = "running"

@@ -44,6 +44,7 @@ from vmctl.core.teardown import finish_remove
 from vmctl.errors import VmctlError
 from vmctl.fsutil import lock_file, private_dirs
 from vmctl.xml.domain import Domain
+from vmctl.hostmount import release_under
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def _unfinished(session: Session, fix: bool) -> list[Finding]:
                 if rec is not None:
                     finish_remove(Instance(session, entry.name, rec, entry))
                 else:
+                    release_under(entry)
                     shutil.rmtree(entry, ignore_errors=True)
             found.append(Finding(kind, entry.name, detail, True, fix))
     return found

@@ -8,6 +8,7 @@ would. Stopping presses the ACPI power button and waits, then powers off.
 from __future__ import annotations
 
 from vmctl.core.limits import apply_after_start
+from vmctl.core.volumes import ensure_binds
 from vmctl.core.session import Session
 from vmctl.core.states import ACTIVE, OFF, guard
 from vmctl.errors import ConflictError
@@ -20,6 +21,7 @@ def start(session: Session, name: str) -> bool:
             return False
         _clear_crash(session, name, g.state)
         g.instance.ensure_ssh_port()
+        ensure_binds(g.instance.record.volumes)
         session.backend.start(name)
         apply_after_start(session.backend, name, g.instance.record.limits)
         return True
@@ -78,6 +80,7 @@ def restart(session: Session, name: str, timeout: float) -> None:
         if g.state in ACTIVE:
             power_off(session.backend, name, g.state, timeout)  # a crashed one at once
         g.instance.ensure_ssh_port()
+        ensure_binds(g.instance.record.volumes)
         session.backend.start(name)
         apply_after_start(session.backend, name, g.instance.record.limits)
 

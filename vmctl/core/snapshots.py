@@ -61,6 +61,7 @@ from vmctl.core import snapshot_records as records
 from vmctl.core.instance import Instance, resolve
 from vmctl.core.session import Session
 from vmctl.core.states import LIVE, guard
+from vmctl.core.volumes import ensure_binds
 from vmctl.core.transaction import Transaction
 from vmctl.errors import ConflictError, IntegrityError, NotFoundError, ResourceError, UsageError
 from vmctl.names import check_name
@@ -274,6 +275,8 @@ def revert(session: Session, name: str, snap: str, *, force: bool = False) -> st
         row = records.find(g.instance, snap)
         then = {"running": "running", "paused": "paused"}.get(row.vm_state)
         faults.point("snapshot.revert.before")
+        if then:
+            ensure_binds(g.instance.record.volumes)   # the revert starts QEMU
         bsnap.revert(session.backend, name, snap, then=then, force=force)
         return _off_or_live(g.instance.refresh())
 

@@ -11,6 +11,7 @@ from vmctl.core.instance import MISSING, Instance
 from vmctl.core.records import REMOVING_MARK
 from vmctl.core.states import OFF
 from vmctl.errors import ConflictError
+from vmctl.hostmount import release_under
 
 
 def finish_remove(inst: Instance) -> None:
@@ -35,4 +36,5 @@ def finish_remove(inst: Instance) -> None:
     snapshot_records.forget_all(inst)
     if inst.record is not None:
         inst.session.store.release(inst.record.image_id, f"instance:{inst.name}")
+    release_under(inst.directory)   # a volume's bind mount: never deleted through
     shutil.rmtree(inst.directory)

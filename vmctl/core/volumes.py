@@ -3,9 +3,12 @@ the guest's mount commands.
 
 A volume is one host directory (resolved once, at create: the guest sees exactly that directory,
 never what a later symlink swap names) mounted at one absolute guest path. virtio-fs when the
-daemon can run virtiofsd for this connection and the volume is writable; virtio-9p otherwise --
-libvirt 9.0 refuses read-only virtio-fs, and a read-only 9p export is enforced by QEMU on the host
-side (the guest's own mount flags are not what keeps it read-only).
+daemon can run virtiofsd for this connection, virtio-9p otherwise. Read-only is always the host's
+doing, never only the guest's mount flags: by 9p, QEMU's export is read-only; by virtio-fs (libvirt
+9.0 refuses read-only virtio-fs), virtiofsd shares a read-only bind mount of the directory, made
+in the VM's directory at every start (vmctl.hostmount) -- so a read-only volume still reaches a
+guest whose kernel has virtio-fs but no 9p (Debian's cloud kernel). Without the right to mount,
+read-only volumes use 9p.
 """
 
 from __future__ import annotations
@@ -47,17 +50,24 @@ class VolumeMount:
     readonly: bool
     transport: str
     tag: str
+    bind: str | None = None     # virtio-fs read-only: the read-only bind mount libvirt shares
+
+    @property
+    def shared_path(self) -> str:
+        """The host directory libvirt hands to QEMU or virtiofsd."""
+        return self.bind or self.source
 
     def to_json(self) -> dict:
         return {"source": self.source, "target": self.target, "readonly": self.readonly,
-                "transport": self.transport, "tag": self.tag}
+                "transport": self.transport, "tag": self.tag, "bind": self.bind}
 
     @classmethod
     def from_json(cls, d: dict) -> "VolumeMount":
         mount = cls(str(d["source"]), str(d["target"]), bool(d["readonly"]), str(d["transport"]),
-                    str(d["tag"]))
+                    str(d["tag"]), str(d["bind"]) if d.get("bind") else None)
         check_target(mount.target)
-        if mount.transport not in TRANSPORTS or not re.fullmatch(r"vmctl[0-9]{1,2}", mount.tag):
+        if mount.transport not in TRANSPORTS or not re.fullmatch(r"vmctl[0-9]{1,2}", mount.tag) \
+                or (mount.bind is not None and (not mount.bind.startswith("/") or not mount.readonly)):
             raise ValueError(f"bad volume {d!r}")
         return mount
 
@@ -145,12 +155,31 @@ def resolve_specs(specs: tuple[VolumeSpec, ...], data_root: Path) -> tuple[Volum
     return tuple(out)
 
 
-def plan_mounts(specs: tuple[VolumeSpec, ...], virtiofs: bool) -> tuple[VolumeMount, ...]:
-    """Give each checked spec its transport and tag (vmctl0, vmctl1, ... in order)."""
-    return tuple(
-        VolumeMount(s.source, s.target, s.readonly,
-                    "virtiofs" if virtiofs and not s.readonly else "9p", f"vmctl{n}")
-        for n, s in enumerate(specs))
+def plan_mounts(specs: tuple[VolumeSpec, ...], virtiofs: bool,
+                binds: Path | None = None) -> tuple[VolumeMount, ...]:
+    """Give each checked spec its transport and tag (vmctl0, vmctl1, ... in order): virtio-fs when
+    `virtiofs`, for a read-only one only when read-only bind mounts can be made under `binds`."""
+    out = []
+    for n, s in enumerate(specs):
+        tag = f"vmctl{n}"
+        if virtiofs and not s.readonly:
+            out.append(VolumeMount(s.source, s.target, False, "virtiofs", tag))
+        elif virtiofs and binds is not None:
+            out.append(VolumeMount(s.source, s.target, True, "virtiofs", tag, str(binds / tag)))
+        else:
+            out.append(VolumeMount(s.source, s.target, s.readonly, "9p", tag))
+    return tuple(out)
+
+
+def ensure_binds(recorded: list[dict]) -> None:
+    """Make the read-only bind mounts a VM's volumes share, before QEMU starts (they do not
+    survive a host reboot; an existing one is kept)."""
+    from vmctl.hostmount import bind_read_only
+
+    for d in recorded:
+        m = VolumeMount.from_json(d)
+        if m.bind:
+            bind_read_only(Path(m.source), Path(m.bind))
 
 
 def boot_commands(mounts: tuple[VolumeMount, ...]) -> list[list[str]]:

@@ -67,6 +67,13 @@ def _sub(progress: Progress | None, phase: str):
     return lambda done, total: progress(phase, done, total)
 
 
+def _counted(progress: Progress | None, phase: str, total: int):
+    """A bytes-so-far callback (the store's ingest) reporting `phase` of `total` bytes."""
+    if progress is None:
+        return None
+    return lambda done: progress(phase, done, total)
+
+
 # ------------------------------------------------------------------ clients for refs
 def open_client(ref_or_host: RegistryRef | str, *, settings=None, insecure: bool | None = None,
                 ca_file: str | None = None, auth_store: AuthStore | None = None,
@@ -401,7 +408,8 @@ def _fetch_and_ingest(store, ref: RegistryRef, client: RegistryClient, mdigest: 
                 with open(fetched[blob.local_digest], "rb") as fh:
                     stream = compress.DecompressReader(fh, max_size=blob.local_size) if blob.compressed else fh
                     store.ingest_blob(blob.local_digest, stream, media_type=kind, size=blob.local_size,
-                                      session=work, progress=_sub(progress, f"extract {_short(blob.local_digest)}"))
+                                      session=work, progress=_counted(progress, f"extract {_short(blob.local_digest)}",
+                                                                      blob.local_size))
             faults.point("pull.after-ingest")
             image = store.put_manifest(local, local_ref)
     except BaseException:

@@ -150,7 +150,7 @@ def validate(i: DomainInputs) -> DomainInputs:
         raise UsageError(f"invalid --max-cpus {i.max_cpus}: from the VM's {i.cpus} vCPUs to {MAX_CPUS}")
     targets = set()
     for m in i.volumes:
-        _absolute("volume source", m.source)
+        _absolute("volume source", m.shared_path)
         check_target(m.target)
         if m.transport not in TRANSPORTS:
             raise UsageError(f"invalid volume transport {m.transport!r}")

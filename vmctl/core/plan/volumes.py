@@ -24,10 +24,10 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
             fs.accessmode = "squash"
             fs.multidevs = "remap"      # inode numbers stay unique across nested host mounts
             fs.driver_type = "path"
-        fs.source_dir = m.source
+        fs.source_dir = m.shared_path
         fs.target_dir = m.tag
-        if m.readonly:
-            fs.readonly = True
+        if m.readonly and m.transport == "9p":
+            fs.readonly = True   # virtio-fs: the bind mount it shares is read-only instead
         d.devices.add(fs)
     if any(m.transport == "virtiofs" for m in i.volumes):
         d.memory_source_type = "memfd"

@@ -8,6 +8,7 @@ import click
 
 from vmctl.cli.context import App, pass_app
 from vmctl.cli.output import emit_json, human_size, table
+from vmctl.cli.complete import complete_images
 from vmctl.errors import UsageError
 
 
@@ -46,7 +47,7 @@ def image_ls(app: App, as_json, quiet, digests):
 
 
 @click.command(name="inspect")
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("refs", nargs=-1, required=True, shell_complete=complete_images)
 @pass_app
 def image_inspect(app: App, refs):
     """Show images' manifests, configs, layers and users as JSON."""
@@ -54,7 +55,7 @@ def image_inspect(app: App, refs):
 
 
 @click.command(name="tag")
-@click.argument("source")
+@click.argument("source", shell_complete=complete_images)
 @click.argument("target")
 @pass_app
 def image_tag(app: App, source, target):
@@ -63,7 +64,7 @@ def image_tag(app: App, source, target):
 
 
 @click.command(name="rm")
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("refs", nargs=-1, required=True, shell_complete=complete_images)
 @click.option("--force", "-f", is_flag=True, help="Only untag an image that is still in use.")
 @pass_app
 def image_rm(app: App, refs, force):

@@ -15,6 +15,7 @@ import click
 
 from vmctl.cli.context import App, pass_app
 from vmctl.cli.output import emit_json, human_size, table
+from vmctl.cli.complete import complete_vms
 
 _CLEAR = "\x1b[2J\x1b[H"   # clear the terminal and go home: a streaming table redraws in place
 
@@ -50,7 +51,7 @@ def _stats_table(rows: list[dict]) -> None:
 
 
 @click.command()
-@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=complete_vms)
 @click.option("--no-stream", is_flag=True, help="Print one frame and exit.")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON: one list with --no-stream; streaming, one list per line per refresh.")

@@ -12,6 +12,7 @@ import click
 
 from vmctl.cli.context import App, pass_app
 from vmctl.cli.output import emit_json, human_size, table
+from vmctl.cli.complete import complete_hosts, complete_images
 from vmctl.errors import UsageError
 
 
@@ -24,7 +25,7 @@ def _tls_options(f):
 
 
 @click.command()
-@click.argument("registry")
+@click.argument("registry", shell_complete=complete_hosts)
 @click.option("--username", "-u", help="User name (prompted for on a terminal).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @_tls_options
@@ -55,7 +56,7 @@ def login(app: App, registry, username, password_stdin, insecure, ca_file):
 
 
 @click.command()
-@click.argument("registry")
+@click.argument("registry", shell_complete=complete_hosts)
 @pass_app
 def logout(app: App, registry):
     """Forget vmctl's credentials for REGISTRY (Docker's and podman's files are never changed)."""
@@ -70,7 +71,7 @@ def logout(app: App, registry):
 
 
 @click.command()
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_images)
 @click.argument("dest", required=False)
 @click.option("--containerdisk", is_flag=True,
               help="Push the squashed disk as a KubeVirt containerDisk (a plain container image).")
@@ -151,7 +152,7 @@ def search(app: App, term, registry, as_json, insecure, ca_file):
 
 
 @click.command()
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("refs", nargs=-1, required=True, shell_complete=complete_images)
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Archive to write (an OCI image-layout tar).")
 @pass_app
 def save(app: App, refs, output):

@@ -6,6 +6,7 @@ import click
 
 from vmctl.cli.context import App, pass_app
 from vmctl.cli.output import emit_json, human_size, table
+from vmctl.cli.complete import complete_images, complete_snapshots, complete_vms
 from vmctl.errors import UsageError
 
 
@@ -15,8 +16,8 @@ def snapshot_group():
 
 
 @click.command(name="create")
-@click.argument("name")
-@click.argument("snap", required=False)
+@click.argument("name", shell_complete=complete_vms)
+@click.argument("snap", required=False, shell_complete=complete_snapshots)
 @click.option("--memory", "memory", is_flag=True, help="Save memory too (the default for a running VM).")
 @click.option("--disk-only", "disk_only", is_flag=True, help="Running VM: a crash-consistent disk snapshot, without saving memory.")
 @click.option("--description", "-d", metavar="TEXT", help="Free text kept with the snapshot.")
@@ -53,7 +54,7 @@ def _rows_table(rows, tree: bool):
 
 
 @click.command(name="ls")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.option("--tree", is_flag=True, help="Show parents and children as a tree.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
@@ -72,8 +73,8 @@ def snapshot_ls(app: App, name, tree, as_json):
 
 
 @click.command(name="revert")
-@click.argument("name")
-@click.argument("snap")
+@click.argument("name", shell_complete=complete_vms)
+@click.argument("snap", shell_complete=complete_snapshots)
 @click.option("--force", is_flag=True, help="Let libvirt restart QEMU if the VM's definition changed incompatibly since.")
 @pass_app
 def snapshot_revert(app: App, name, snap, force):
@@ -85,8 +86,8 @@ def snapshot_revert(app: App, name, snap, force):
 
 
 @click.command(name="rm")
-@click.argument("name")
-@click.argument("snaps", nargs=-1, required=True)
+@click.argument("name", shell_complete=complete_vms)
+@click.argument("snaps", nargs=-1, required=True, shell_complete=complete_snapshots)
 @pass_app
 def snapshot_rm(app: App, name, snaps):
     """Delete snapshots of VM NAME (their children, the VM and the image stay intact)."""
@@ -98,8 +99,8 @@ def snapshot_rm(app: App, name, snaps):
 
 
 @click.command(name="inspect")
-@click.argument("name")
-@click.argument("snaps", nargs=-1, required=True)
+@click.argument("name", shell_complete=complete_vms)
+@click.argument("snaps", nargs=-1, required=True, shell_complete=complete_snapshots)
 @pass_app
 def snapshot_inspect(app: App, name, snaps):
     """Show snapshots' details as JSON."""
@@ -109,7 +110,7 @@ def snapshot_inspect(app: App, name, snaps):
 
 
 @click.command(name="commit")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("ref", metavar="IMAGE[:TAG]")
 @click.option("--snapshot", "-s", "snap", metavar="SNAP", help="Commit this snapshot instead of the current disk.")
 @click.option("--squash", is_flag=True, help="One self-contained layer instead of a layer on the parent image.")
@@ -124,7 +125,7 @@ def commit(app: App, name, ref, snap, squash, message):
 
 
 @click.command(name="history")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_images)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-trunc", is_flag=True, help="Full digests.")
 @pass_app

@@ -7,6 +7,7 @@ import click
 from vmctl.cli.context import App, pass_app
 from vmctl.cli.output import emit_json
 from vmctl.cli.vms import _limit_options, limits_from_options
+from vmctl.cli.complete import complete_vms
 
 
 def _with_limit_options(f):
@@ -16,7 +17,7 @@ def _with_limit_options(f):
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @_with_limit_options
 @click.option("--memory", "-m", metavar="SIZE", help="Memory the guest has (the balloon), up to what it was created with.")
 @click.option("--cpus", type=int, help="vCPUs online (hot-plugged), up to the VM's --max-cpus.")

@@ -10,6 +10,7 @@ import click
 
 from vmctl.cli.context import App, pass_app
 from vmctl.cli.output import emit_json, human_size, table
+from vmctl.cli.complete import complete_images, complete_vms
 from vmctl.errors import UsageError, VmctlError
 
 WAIT_CHOICES = ("ssh", "cloud-init")  # vmctl.core.reach.WAITS, kept here so --help imports no core
@@ -43,7 +44,7 @@ def limits_from_options(cpu_shares, cpu_quota_percent, memory_limit, io_weight, 
 
 def _create_options(f):
     options = [
-        click.option("--image", "-i", "image", required=True, metavar="REF", help="Image reference (NAME[:TAG], NAME@sha256:..., ID prefix)."),
+        click.option("--image", "-i", "image", required=True, metavar="REF", shell_complete=complete_images, help="Image reference (NAME[:TAG], NAME@sha256:..., ID prefix)."),
         click.option("--cpus", type=int, help="Virtual CPUs (default: the image's)."),
         click.option("--memory", "-m", metavar="SIZE", help="Memory, e.g. 512M or 2G (default: the image's)."),
         click.option("--disk", metavar="SIZE", help="Grow the disk to SIZE (the image's size by default)."),
@@ -162,7 +163,7 @@ def _each(app: App, names, action) -> None:
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_vms)
 @pass_app
 def start(app: App, names):
     """Start one or more VMs."""
@@ -172,7 +173,7 @@ def start(app: App, names):
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_vms)
 @click.option("--timeout", "-t", type=float, default=60, show_default=True, help="Seconds to wait after the ACPI power button before forcing power off.")
 @pass_app
 def stop(app: App, names, timeout):
@@ -189,7 +190,7 @@ def stop(app: App, names, timeout):
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_vms)
 @pass_app
 def kill(app: App, names):
     """Power VMs off at once."""
@@ -199,7 +200,7 @@ def kill(app: App, names):
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_vms)
 @click.option("--timeout", "-t", type=float, default=60, show_default=True)
 @pass_app
 def restart(app: App, names, timeout):
@@ -210,7 +211,7 @@ def restart(app: App, names, timeout):
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_vms)
 @pass_app
 def pause(app: App, names):
     """Freeze VMs' CPUs (memory stays allocated)."""
@@ -220,7 +221,7 @@ def pause(app: App, names):
 
 
 @click.command(name="resume")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_vms)
 @pass_app
 def resume(app: App, names):
     """Unfreeze paused VMs."""
@@ -230,7 +231,7 @@ def resume(app: App, names):
 
 
 @click.command(name="rm")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_vms)
 @click.option("--force", "-f", is_flag=True, help="Power off running VMs first.")
 @pass_app
 def rm(app: App, names, force):
@@ -268,7 +269,7 @@ def ls(app: App, show_all, as_json, quiet):
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_vms)
 @click.option("--json", "as_json", is_flag=True, help="(default: inspect always prints JSON)")
 @pass_app
 def inspect(app: App, names, as_json):
@@ -279,7 +280,7 @@ def inspect(app: App, names, as_json):
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing as the console writes.")
 @click.option("--tail", "-n", type=int, help="Only the last N lines.")
 @pass_app
@@ -291,7 +292,7 @@ def logs(app: App, name, follow, tail):
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @pass_app
 def console(app: App, name):
     """Attach to a VM's serial console (detach with Ctrl-])."""
@@ -301,7 +302,7 @@ def console(app: App, name):
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_vms)
 @click.option("--timeout", type=float, default=300, show_default=True)
 @click.option("--wait", "wait_for", type=click.Choice(WAIT_CHOICES), default="ssh", show_default=True,
               help="ssh: until SSH lets vmctl in; cloud-init: also until cloud-init has finished.")
@@ -314,7 +315,7 @@ def wait(app: App, names, timeout, wait_for):
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @pass_app
 def ip(app: App, name):
     """Print the address vmctl reaches the VM's SSH server on (HOST or HOST:PORT)."""
@@ -325,7 +326,7 @@ def ip(app: App, name):
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--print-command", is_flag=True, help="Print an equivalent OpenSSH command line instead.")
 @pass_app
@@ -342,7 +343,7 @@ def ssh(app: App, name, command, print_command):
 
 
 @click.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--root", is_flag=True, help="Run COMMAND as root (through sudo when the login user is not root).")
 @pass_app

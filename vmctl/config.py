@@ -83,6 +83,8 @@ class Settings:
     volume_transport: str = "auto"     # auto (virtio-fs when the daemon can, 9p else) | virtiofs | 9p
     registry_mirrors: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (HOST, mirror URLs), config order
     config_file: Path | None = None
+    # where each setting came from: ("mode", "--mode" | "VMCTL_MODE" | "config file" | "default")
+    sources: tuple[tuple[str, str], ...] = ()
 
     @property
     def paths(self) -> "Paths":
@@ -216,7 +218,24 @@ def load_settings(
     volume_transport = cfg.get("volume_transport", "auto")
     if volume_transport not in VOLUME_TRANSPORTS:
         raise UsageError(f"config file {path}: volume_transport must be one of {', '.join(VOLUME_TRANSPORTS)}")
+    def origin(flag_value, flag: str, env: str | None, key: str) -> str:
+        if flag_value is not None:
+            return flag
+        if env and os.environ.get(env):
+            return env
+        return "config file" if key in cfg else "default"
+
+    sources = (
+        ("mode", "--mode" if mode else origin(None, "", "VMCTL_MODE", "mode")),
+        ("connect", origin(uri, "--connect", "VMCTL_CONNECT", "connect")),
+        ("root", origin(root, "--root", "VMCTL_ROOT", "root")),
+        ("profile", origin(profile, "--profile", None, "profile")),
+        ("restrict_network", origin(restrict_network, "--restrict-network", None, "restrict_network")),
+        *((key, "config file" if key in cfg else "default")
+          for key in ("insecure_registries", "accelerator", "user_network", "volume_transport", "registries")),
+    )
     return Settings(
+        sources=sources,
         mode=chosen_mode,
         uri=chosen_uri,
         root=chosen_root.absolute(),

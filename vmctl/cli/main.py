@@ -22,6 +22,7 @@ MODES = ("hosted", "system")   # vmctl.config.MODES (a test keeps them equal)
 COMMANDS: dict[str, tuple[str, str]] = {
     'commit': ('snapshots', "Turn VM NAME's disk (or one of its snapshots) into image IMAGE[:TAG]; the VM keeps running."),
     'completion': ('complete', 'Print the shell completion script: eval "$(vmctl completion bash)" (or zsh, fish).'),
+    'config': ('config_cmd', "Show vmctl's settings."),
     'console': ('vms', "Attach to a VM's serial console (detach with Ctrl-])."),
     'cp': ('vms', 'Copy files between the host and a VM: one side is NAME:PATH.'),
     'create': ('vms', 'Create a VM from an image (a copy-on-write disk, a cloud-init seed, a libvirt domain).'),

@@ -17,7 +17,8 @@ Where the data is read from
       force-share when the VM runs: clusters a snapshot references are never overwritten in place);
     - a running or paused VM: a temporary internal disk-only snapshot taken in one QMP transaction
       (the guest pauses only for the qcow2 metadata update, not for the copy), read as above and
-      deleted afterwards. The commit is crash-consistent, as a power cut at that instant would be.
+      deleted afterwards. Before it, the guest's file systems are frozen by its guest agent, or --
+      without one -- flushed by a ``sync`` over SSH; past that the commit is crash-consistent.
       A leftover temporary snapshot of a killed commit is removed by the VM's next snapshot create.
     The instance keeps working throughout and afterwards.
 
@@ -29,6 +30,7 @@ message (the history's ``comment``) and the guest paths of the VM's volumes (lab
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from contextlib import contextmanager
@@ -75,7 +77,9 @@ def _temporary_snapshot(inst: Instance):
     if node is None:
         raise IntegrityError(f"cannot find the block node of {inst.disk} in {inst.name}'s QEMU")
     snap = f"{records.TEMP_PREFIX}commit-{os.urandom(4).hex()}"
-    with bsnap.frozen(backend, inst.name):   # the guest agent flushes and freezes, when there is one
+    with bsnap.frozen(backend, inst.name) as frozen:   # the guest agent flushes and freezes, when there is one
+        if not frozen:
+            _flush_over_ssh(inst)
         bsnap.internal_disk_snapshot(backend, inst.name, [node], snap)
     try:
         yield snap
@@ -86,6 +90,24 @@ def _temporary_snapshot(inst: Instance):
             # never let the clean-up hide the commit's own outcome; the next snapshot create or
             # `vmctl doctor --fix` sweeps a temporary snapshot left behind
             inst.session.warn(f"could not delete the temporary snapshot {snap} of {inst.name}: {exc}")
+
+
+def _flush_over_ssh(inst: Instance) -> None:
+    """Without a guest agent, ask the guest over SSH to write back its dirty pages before the
+    snapshot is cut, so what was just written in it (``echo built > file``, then commit) is in
+    the image, as ``docker commit`` would have it. Best effort: an unreachable guest is committed
+    crash-consistent, with a warning."""
+    from vmctl.guest.keys import ensure_client_key
+    from vmctl.guest.ssh import GuestSession
+
+    try:
+        host, port = inst.address()
+        with GuestSession(host, port, user=inst.record.ssh_user, client_key=ensure_client_key(inst.session.paths.keys),
+                          host_key_line=inst.record.host_key) as guest:
+            guest.run(["sync"], stdout=io.BytesIO(), stderr=io.BytesIO())   # sync(2) needs no root
+    except VmctlError as exc:
+        inst.session.warn(f"{inst.name}: could not flush the guest's writes before the commit ({exc}); "
+                          "it is crash-consistent")
 
 
 def _now() -> int:

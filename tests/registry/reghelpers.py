@@ -10,6 +10,14 @@ from pathlib import Path
 from vmctl.registry import mediatypes as mt
 
 
+def private_credentials(tmp_path: Path, monkeypatch) -> None:
+    """Point vmctl's, Docker's and podman's credential files under `tmp_path`."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "containers-auth.json"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+
+
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

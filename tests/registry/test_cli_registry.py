@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from reghelpers import private_credentials
+
 pytestmark = pytest.mark.contract
 MiB = 1 << 20
 
@@ -19,10 +21,7 @@ MiB = 1 << 20
 @pytest.fixture
 def cfg(tmp_path, monkeypatch, vmctl_root):
     """Private credentials: vmctl's, Docker's and podman's files all under tmp_path."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "containers-auth.json"))
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    private_credentials(tmp_path, monkeypatch)
     return tmp_path
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import regserver
 from hostile_registry import HostileRegistry
-from reghelpers import random_file, sample_config, sha256, vmctl_manifest
+from reghelpers import private_credentials, random_file, sample_config, sha256, vmctl_manifest
 
 from vmctl.errors import NotFoundError
 from vmctl.registry.client import RegistryClient
@@ -69,10 +69,7 @@ def hostile():
 @pytest.fixture
 def cfg(tmp_path, monkeypatch, vmctl_root):
     """Private credentials; `cfg.mirrors(host, urls)` writes vmctl's config with those mirrors."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "containers-auth.json"))
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    private_credentials(tmp_path, monkeypatch)
 
     class Cfg:
         @staticmethod

@@ -83,9 +83,17 @@ CASES: dict[str, tuple[str, str, DomainInputs]] = {
     "volumes": (
         "vmctl create share --image debian:12 -v /usr/share/doc:/doc:ro --mount type=bind,source=/srv,target=/srv/data --print-xml   # virtio-fs host",
         "hosted",
+        # root may bind-mount: the read-only volume is virtio-fs over a read-only bind mount
         _inputs("share", "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e", volumes=(
-            VolumeMount("/usr/share/doc", "/doc", True, "9p", "vmctl0"),
+            VolumeMount("/usr/share/doc", "/doc", True, "virtiofs", "vmctl0", f"{ROOT}/instances/share/volumes/vmctl0"),
             VolumeMount("/srv", "/srv/data", False, "virtiofs", "vmctl1"))),
+    ),
+    "volumes-9p": (
+        "vmctl create nine --image debian:12 -v /usr/share/doc:/doc:ro -v /srv:/srv/data --print-xml   # no virtio-fs",
+        "hosted",
+        _inputs("nine", "2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a", volumes=(
+            VolumeMount("/usr/share/doc", "/doc", True, "9p", "vmctl0"),
+            VolumeMount("/srv", "/srv/data", False, "9p", "vmctl1"))),
     ),
     "limits": (
         "vmctl create capped --image debian:12 --max-cpus 2 --cpu-shares 512 --cpu-quota 50 --memory-limit 1600M --io-weight 300 --io-read-bps 20M/s --io-write-bps 10M/s --print-xml",

@@ -114,14 +114,19 @@ def _virt_type(session: Session, profile) -> str:
     return "kvm" if probe_kvm().usable else "qemu"
 
 
-def _virtiofs_supported(session: Session) -> bool:
-    choice = session.settings.volume_transport
+def _supported(choice: str, yes: str, probe) -> bool:
+    """A setting's explicit choice (`yes` or another), else -- on "auto" -- what the daemon says
+    (False when it cannot say)."""
     if choice != "auto":
-        return choice == "virtiofs"
+        return choice == yes
     try:
-        return session.backend.supports_virtiofs()
+        return probe()
     except VmctlError:
         return False
+
+
+def _virtiofs_supported(session: Session) -> bool:
+    return _supported(session.settings.volume_transport, "virtiofs", session.backend.supports_virtiofs)
 
 
 def _volumes(session: Session, request: CreateRequest, seed: bool) -> tuple[VolumeMount, ...]:
@@ -138,13 +143,7 @@ def _volumes(session: Session, request: CreateRequest, seed: bool) -> tuple[Volu
 
 
 def _passt_supported(session: Session) -> bool:
-    choice = session.settings.user_network
-    if choice != "auto":
-        return choice == "passt"
-    try:
-        return session.backend.supports_passt()
-    except VmctlError:
-        return False
+    return _supported(session.settings.user_network, "passt", session.backend.supports_passt)
 
 
 def _network(request: CreateRequest, profile, ssh_port: int | None) -> dict:

@@ -163,6 +163,9 @@ def test_system_mode_run_reach_stop_rm(ns_vmctl, private_libvirt):
     assert lv.virsh("domifaddr", "s1", "--source", "agent", check=False).returncode != 0
 
     assert vm("exec", "s1", "--", "cat", "/etc/hostname").stdout.strip() == "s1"
+    # on a libvirt network the VM has a tap libvirt counts: stats has its network traffic
+    (row,) = json.loads(vm("stats", "--no-stream", "--json", "s1").stdout)
+    assert row["net_rx_bytes"] > 0 and row["net_tx_bytes"] > 0, row
     (info,) = json.loads(vm("inspect", "s1").stdout)
     assert info["mode"] == "system" and info["uri"] == lv.uri and info["profile"] == profile
     assert info["ssh"]["address"] == ip and info["ssh"]["port"] == 22

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.figures import record
+
 pytestmark = pytest.mark.e2e
 
 CG = Path("/sys/fs/cgroup")
@@ -38,8 +40,9 @@ class VmCgroup:
         for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
             _, controllers, path = line.split(":", 2)
             vm_level = path.rsplit("/emulator", 1)[0] if path.endswith("/emulator") else path
-            if self.v2 and controllers == "":
-                self.paths["unified"] = CG / vm_level.lstrip("/")
+            if controllers == "":
+                # v2, or v1's companion cgroup2 hierarchy ("hybrid", /sys/fs/cgroup/unified)
+                self.paths["unified"] = (CG if self.v2 else CG / "unified") / vm_level.lstrip("/")
             for c in controllers.split(","):
                 if c in ("cpu", "cpuacct", "memory", "blkio"):
                     self.paths[c] = CG / c / vm_level.lstrip("/")
@@ -61,10 +64,16 @@ class VmCgroup:
         return int(self.read("memory", "memory.limit_in_bytes", "memory.max"))
 
     def usage_ns(self) -> int:
-        if self.v2:
-            usage = dict(line.split() for line in self.read("cpu", "", "cpu.stat").splitlines())
+        """The VM cgroup's CPU usage counter: cgroup2's cpu.stat (every cgroup2 has it, also the
+        hybrid hierarchy's beside v1), else v1's cpuacct -- never the root's, which counts the
+        whole host (libvirt leaves QEMU in cpuacct's root when cpuacct is not mounted with cpu)."""
+        stat = self.paths.get("unified", Path("/nonexistent")) / "cpu.stat"
+        if stat.exists() and self.paths["unified"] not in (CG, CG / "unified"):
+            usage = dict(line.split() for line in stat.read_text().splitlines())
             return int(usage["usage_usec"]) * 1000
-        return int((self.paths["cpuacct"] / "cpuacct.usage").read_text())
+        acct = self.paths["cpuacct"]
+        assert acct != CG / "cpuacct", "QEMU is in no cgroup of its own that counts CPU use"
+        return int((acct / "cpuacct.usage").read_text())
 
     def io_weight_supported(self) -> bool:
         if self.v2:
@@ -103,6 +112,7 @@ def test_limits_are_the_cgroups_and_update_changes_them_live(e2e_vmctl):
         # a CPU-bound guest: about half of one host CPU under the 50 % quota
         vm("exec", "capped", "--", "sh", "-c", "(while :; do :; done) >/dev/null 2>&1 </dev/null &")
         half = _cpu_ratio(cg)
+        record("limits: host CPUs used by a busy guest under --cpu-quota 50", half, how="max")
         assert 0.3 < half < 0.7, half
 
         # live: quota, shares, memory limit, throttles -- in the cgroup at once, and kept
@@ -114,6 +124,7 @@ def test_limits_are_the_cgroups_and_update_changes_them_live(e2e_vmctl):
         assert cg.memory_limit() == 800 << 20
         assert _throttle("capped")["read_bytes_sec"] == 5 << 20
         quarter = _cpu_ratio(cg)
+        record("limits: host CPUs used by a busy guest after update --cpu-quota 25", quarter, how="max")
         assert 0.1 < quarter < 0.4 and quarter < half, (quarter, half)
         persistent = subprocess.run(["virsh", "-c", "qemu:///session", "dumpxml", "--inactive", "capped"],
                                     capture_output=True, text=True, check=True).stdout

@@ -149,6 +149,7 @@ def _life(vm, name: str, image: str, firmware: str, login: str, tmp: Path) -> No
     # read-only one by 9p
     shared, readonly = shared_dir("vmctl-cloud-rw-"), shared_dir("vmctl-cloud-ro-")
     (readonly / "hello.txt").write_text("read only\n")
+    os.chmod(readonly, 0o755)   # uids pass through: a directory any user may read, as shared data is
     volumes = ["-v", f"{shared}:/srv/shared", "-v", f"{readonly}:/srv/ro:ro"]
     failed = vm("run", second, "--image", committed, "--user-data", str(user_data), "--wait", "cloud-init",
                 "--timeout", BOOT, *extra, *volumes, check=False, timeout=1000)

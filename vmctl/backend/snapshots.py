@@ -86,6 +86,18 @@ def create(backend, name: str, xml: str) -> str:
         return dom.snapshotCreateXML(xml, flags).getName()
 
 
+def switch_to_overlay(backend, name: str, xml: str) -> None:
+    """An external disk-only snapshot into overlays made by the caller (``REUSE_EXT``), with no
+    libvirt metadata: the running VM writes to the new files from now on and the old ones stay as
+    they were at this instant (a Vmfile build cuts a layer from each)."""
+    dom = _domain(backend, name)
+    flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
+             | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+             | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_VALIDATE)
+    with libvirt_errors(f"switch {name} to a new overlay"):
+        dom.snapshotCreateXML(xml, flags)
+
+
 def redefine(backend, name: str, xml: str, *, current: bool = True) -> str:
     """Record metadata for a snapshot whose data already exists (``CREATE_REDEFINE``)."""
     dom = _domain(backend, name)

@@ -20,6 +20,7 @@ MODES = ("hosted", "system")   # vmctl.config.MODES (a test keeps them equal)
 # `vmctl --help` stays fast); tests/cli/test_cli_frame.py checks that this table is what the
 # commands themselves say.
 COMMANDS: dict[str, tuple[str, str]] = {
+    'build': ('buildfile', 'Build an image from a Vmfile: every RUN/COPY step a cached layer (a rebuild reruns only'),
     'commit': ('snapshots', "Turn VM NAME's disk (or one of its snapshots) into image IMAGE[:TAG]; the VM keeps running."),
     'completion': ('complete', 'Print the shell completion script: eval "$(vmctl completion bash)" (or zsh, fish).'),
     'config': ('config_cmd', "Show vmctl's settings."),

@@ -89,10 +89,11 @@ class ProgressView:
     # -- rich --------------------------------------------------------------------------------
     def _progress(self):
         if self._live is None:
+            # lazy: rich loads only when a terminal shows progress (scripts and --json never pay for it)
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, \
-                TimeRemainingColumn
-            from rich.text import Text
+            from rich.progress import (  # lazy: as above
+                BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeRemainingColumn)
+            from rich.text import Text  # lazy: as above
 
             class Figures(ProgressColumn):
                 """Bytes done/total and speed on a transfer row, the percentage on a phase row."""

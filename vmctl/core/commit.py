@@ -42,6 +42,8 @@ from vmctl.core.instance import Instance
 from vmctl.core.session import Session
 from vmctl.core.states import LIVE, guard
 from vmctl.errors import IntegrityError, VmctlError
+from vmctl.guest.keys import ensure_client_key
+from vmctl.guest.ssh import GuestSession
 from vmctl.names import check_name
 from vmctl.storage import qemu_img
 from vmctl.storage.manifest import RECIPE_LABEL
@@ -79,7 +81,7 @@ def _temporary_snapshot(inst: Instance):
     snap = f"{records.TEMP_PREFIX}commit-{os.urandom(4).hex()}"
     with bsnap.frozen(backend, inst.name) as frozen:   # the guest agent flushes and freezes, when there is one
         if not frozen:
-            _flush_over_ssh(inst)
+            flush_guest(inst)
         bsnap.internal_disk_snapshot(backend, inst.name, [node], snap)
     try:
         yield snap
@@ -92,14 +94,11 @@ def _temporary_snapshot(inst: Instance):
             inst.session.warn(f"could not delete the temporary snapshot {snap} of {inst.name}: {exc}")
 
 
-def _flush_over_ssh(inst: Instance) -> None:
+def flush_guest(inst: Instance) -> None:
     """Without a guest agent, ask the guest over SSH to write back its dirty pages before the
     snapshot is cut, so what was just written in it (``echo built > file``, then commit) is in
     the image, as ``docker commit`` would have it. Best effort: an unreachable guest is committed
     crash-consistent, with a warning."""
-    from vmctl.guest.keys import ensure_client_key
-    from vmctl.guest.ssh import GuestSession
-
     try:
         host, port = inst.address()
         with GuestSession(host, port, user=inst.record.ssh_user, client_key=ensure_client_key(inst.session.paths.keys),

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from vmctl import faults
 from vmctl.backend.kvm_probe import probe_kvm
-from vmctl.core.hostports import pick_free_port
+from vmctl.core.hostports import pick_free_port, port_free
+from vmctl.core.ports import PortForward
 from vmctl.core.instance import Instance
 from vmctl.core.limits import Limits, apply_after_start
 from vmctl.core.namelock import name_lock
@@ -112,6 +113,18 @@ def _virt_type(session: Session, profile) -> str:
         return "kvm"
 
     return "kvm" if probe_kvm().usable else "qemu"
+
+
+def _exposed_forwards(exposed: list[dict], taken: set[int]) -> tuple[PortForward, ...]:
+    """Forwards for the ports an image EXPOSEs, when `run` names none (``-p`` replaces them):
+    the same host port on 127.0.0.1 when it is free, another free one when it is not."""
+    out = []
+    for e in exposed:
+        host = e["port"] if e["port"] >= 1024 and e["port"] not in taken and port_free(e["port"]) \
+            else pick_free_port(taken)
+        taken = taken | {host}
+        out.append(PortForward(host, e["port"], e["proto"]))
+    return tuple(out)
 
 
 def _supported(choice: str, yes: str, probe) -> bool:
@@ -249,10 +262,15 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
     directory = settings.paths.instance_dir(name)
     user_mode = not (request.bridge or request.network) and profile.network_kind == "user"
     ssh_port = None
+    ports = tuple(request.ports)
     if user_mode:
-        taken = {r.ssh_port for r in list_records(settings.paths.instances) if r.ssh_port}
+        records = list_records(settings.paths.instances)
+        taken = {r.ssh_port for r in records if r.ssh_port}
+        taken |= {p["host_port"] for r in records for p in r.ports}
         taken |= {p.host_port for p in request.ports}
         ssh_port = request.ssh_port or pick_free_port(taken)
+        if not ports and defaults.get("ports"):
+            ports = _exposed_forwards(defaults["ports"], taken | {ssh_port})
     network = _network(request, profile, ssh_port)
     restrict = settings.restrict_network if request.restrict is None else request.restrict
     host_key = generate_host_key()
@@ -287,7 +305,7 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         network=network["kind"],
         network_name=network.get("name"),
         ssh_host_port=ssh_port,
-        ports=tuple(request.ports),
+        ports=ports,
         restrict=bool(restrict),
         passt_supported=_passt_supported(session),
         ssh_host_key=host_key.public,
@@ -302,7 +320,7 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         image_ref=str(request.image), image_id=image.id, created=created,
         ssh_user=login, host_key=host_key.public, ssh_port=ssh_port,
         ports=[{"host": "127.0.0.1", "host_port": p.host_port, "guest_port": p.guest_port, "proto": p.proto}
-               for p in request.ports],
+               for p in ports],
         network=network, restrict=bool(restrict), cpus=cpus, memory_mib=memory_mib,
         disk_bytes=request.disk_bytes, static_ip=static.host if static else None,
         boot={"kind": inputs.boot_kind, "firmware": firmware if inputs.boot_kind == "firmware" else None,

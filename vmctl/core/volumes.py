@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmctl.errors import UsageError
+from vmctl.hostmount import bind_read_only
 
 MAX_VOLUMES = 16
 TRANSPORTS = ("virtiofs", "9p")
@@ -174,8 +175,6 @@ def plan_mounts(specs: tuple[VolumeSpec, ...], virtiofs: bool,
 def ensure_binds(recorded: list[dict]) -> None:
     """Make the read-only bind mounts a VM's volumes share, before QEMU starts (they do not
     survive a host reboot; an existing one is kept)."""
-    from vmctl.hostmount import bind_read_only
-
     for d in recorded:
         m = VolumeMount.from_json(d)
         if m.bind:

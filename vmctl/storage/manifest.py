@@ -59,9 +59,22 @@ def normalize_created(value) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _exposed(ports) -> list[dict]:
+    """A build file's EXPOSE list: [{"port": 1-65535, "proto": "tcp" | "udp"}], at most 64."""
+    if not isinstance(ports, list) or len(ports) > 64:
+        raise UsageError("invalid image default ports: a list of at most 64")
+    out = []
+    for p in ports:
+        if not isinstance(p, dict) or not isinstance(p.get("port"), int) or isinstance(p.get("port"), bool) \
+                or not 1 <= p["port"] <= 65535 or p.get("proto", "tcp") not in ("tcp", "udp"):
+            raise UsageError(f"invalid image default port {str(p)[:60]}")
+        out.append({"port": p["port"], "proto": p.get("proto", "tcp")})
+    return out
+
+
 def normalize_defaults(defaults: dict | None, *, disk_bytes: int) -> dict:
     d = dict(defaults or {})
-    unknown = set(d) - {"cpus", "memory_mib", "disk_bytes"}
+    unknown = set(d) - {"cpus", "memory_mib", "disk_bytes", "ports"}
     if unknown:
         raise UsageError(f"unknown image default(s): {', '.join(sorted(unknown))}")
     out = {
@@ -69,6 +82,8 @@ def normalize_defaults(defaults: dict | None, *, disk_bytes: int) -> dict:
         "memory_mib": int(d.get("memory_mib") or DEFAULT_MEMORY_MIB),
         "disk_bytes": max(int(d.get("disk_bytes") or 0), int(disk_bytes)),
     }
+    if d.get("ports"):
+        out["ports"] = _exposed(d["ports"])
     if not 1 <= out["cpus"] <= MAX_CPUS or not MIN_MEMORY_MIB <= out["memory_mib"] <= MAX_MEMORY_MIB:
         raise UsageError(f"invalid image defaults {out}")
     return out
@@ -236,9 +251,14 @@ def validate_config(config, parsed: ParsedManifest) -> dict:
     else:
         raise IntegrityError(f"image config: unknown boot kind {str(boot.get('kind'))[:40]!r}")
     defaults = config["defaults"]
-    unknown = set(defaults) - {"cpus", "memory_mib", "disk_bytes"}
+    unknown = set(defaults) - {"cpus", "memory_mib", "disk_bytes", "ports"}
     if unknown:
         raise IntegrityError(f"image config: unknown defaults {', '.join(sorted(map(str, unknown)))[:80]}")
+    if "ports" in defaults:
+        try:
+            _exposed(defaults["ports"])
+        except UsageError as exc:
+            raise IntegrityError(f"image config: {exc}") from None
     if "cpus" in defaults:
         _int(defaults["cpus"], "defaults.cpus", 1, MAX_CPUS)
     if "memory_mib" in defaults:

@@ -55,6 +55,9 @@ from vmctl.storage.refs import id_prefix_candidate, parse_name, parse_reference
 from vmctl.storage.usage import disk_usage
 
 
+BUILD_KEY_LABEL = "vmctl.build.key"   # a Vmfile step's cache key, on the image that step made
+
+
 class ImageStore(StoreGC, StoreIngest):
     """The images under ``<data root>/images``.
 
@@ -175,6 +178,8 @@ class ImageStore(StoreGC, StoreIngest):
         rows = []
         for im in self.images():
             held = tuple(holds.get(im.id, ()))
+            if not im.repo_tags and BUILD_KEY_LABEL in im.labels:
+                continue   # a build step's intermediate image, as Docker hides its own
             if not im.repo_tags:
                 rows.append(ImageRow(im.id, im.short_id, None, None, im.size, im.created, held))
             for ref in im.repo_tags:
@@ -188,6 +193,11 @@ class ImageStore(StoreGC, StoreIngest):
             im for im in self.images()
             if key in im.labels and (value is None or im.labels[key] == str(value))
         ]
+
+    def find_build_step(self, key: str) -> Image | None:
+        """The image a Vmfile build made for the step whose cache key is `key`, if any."""
+        found = self.find_by_label(BUILD_KEY_LABEL, key)
+        return found[0] if found else None
 
     def find_build(self, recipe_digest: str) -> Image | None:
         found = self.find_by_label(RECIPE_LABEL, recipe_digest)
@@ -444,7 +454,7 @@ class ImageStore(StoreGC, StoreIngest):
         )
 
     def add_layer(
-        self, parent_ref: str, overlay: Path, ref: str, message: str = "", *,
+        self, parent_ref: str, overlay: Path, ref: str | None, message: str = "", *,
         created=None, created_by: str = "vmctl commit", labels: dict | None = None,
         defaults: dict | None = None, cloud_init: bool | None = None, user: str | None = None,
         progress: Progress | None = None,
@@ -452,9 +462,10 @@ class ImageStore(StoreGC, StoreIngest):
         """``vmctl commit``: a new image = the parent's layers + the top of `overlay` (an instance
         disk whose backing file is the parent's top layer). The instance should be stopped.
 
-        `created` defaults to now. Labels are the parent's, updated with `labels`.
+        `created` defaults to now. Labels are the parent's, updated with `labels`. `ref` None: an
+        untagged image (a build step's, found again by its cache label).
         """
-        repo, tag = parse_name(ref)
+        repo, tag = parse_name(ref) if ref is not None else (None, None)
         parent = self.resolve(parent_ref)
         created_s = normalize_created(created if created is not None else _now())
         with self.session("commit") as work:
@@ -492,7 +503,7 @@ class ImageStore(StoreGC, StoreIngest):
             tmp, src, (lambda n: progress("copy", n, total)) if progress else None)
         return tmp, digest, size
 
-    def _commit(self, work: WorkDir, repo: str, tag: str, existing_layers: list[tuple[str, int]],
+    def _commit(self, work: WorkDir, repo: str | None, tag: str | None, existing_layers: list[tuple[str, int]],
                 new_layers: list, extras: list, config: dict, progress: Progress | None) -> Image:
         """Publish staged content bottom-up and tag it, under the store lock."""
         config_bytes = canonical_json(config)
@@ -529,7 +540,8 @@ class ImageStore(StoreGC, StoreIngest):
             faults.point("store.publish.after-blobs")
             index = self._index()
             index.add_image(image_id)
-            index.tag(repo, tag, image_id)
+            if repo is not None:
+                index.tag(repo, tag, image_id)
             index.save(self.layout.index)
             image = self._image(image_id, index)
         if progress:

@@ -37,8 +37,13 @@ class SnapshotDisk(XMLNode):
 
     TAG = "disk"
 
+    ORDER = {"": ("driver", "source")}
+
     name = Prop("@name", doc="target device name (vda) or source path")
     snapshot = Prop("@snapshot", doc="no | internal | external | manual")
+    type = Prop("@type", doc="external: file")
+    driver_type = Prop("driver/@type", doc="external: the new overlay's format (qcow2)")
+    source_file = Prop("source/@file", doc="external: the new overlay QEMU writes to from now on")
 
 
 class DomainSnapshot(XMLNode):

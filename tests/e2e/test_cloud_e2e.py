@@ -145,31 +145,33 @@ def _life(vm, name: str, image: str, firmware: str, login: str, tmp: Path) -> No
     second = f"{name}-2"
     # by UEFI the second VM also has secure boot (Debian's signed shim and GRUB) and a vTPM
     extra = ["--secure-boot", "--tpm"] if firmware == "uefi" else []
-    # volumes: the image's own cloud-init mounts them (bootcmd), a writable one by virtio-fs, a
-    # read-only one by 9p
+    # volumes: the image's own cloud-init mounts them (bootcmd); by virtio-fs here (root's session),
+    # the read-only one over a read-only bind mount (Debian's cloud kernel has no 9p)
     shared, readonly = shared_dir("vmctl-cloud-rw-"), shared_dir("vmctl-cloud-ro-")
-    (readonly / "hello.txt").write_text("read only\n")
-    os.chmod(readonly, 0o755)   # uids pass through: a directory any user may read, as shared data is
-    volumes = ["-v", f"{shared}:/srv/shared", "-v", f"{readonly}:/srv/ro:ro"]
-    failed = vm("run", second, "--image", committed, "--user-data", str(user_data), "--wait", "cloud-init",
-                "--timeout", BOOT, *extra, *volumes, check=False, timeout=1000)
-    assert failed.returncode == 8, failed.stderr
-    assert "cloud-init finished with status 'error'" in failed.stderr
-    assert "runcmd" in failed.stderr or "scripts-user" in failed.stderr, failed.stderr
-    assert len(failed.stderr.strip().splitlines()) >= 1 and "Traceback" not in failed.stderr
-    # the VM itself is up (the wait reports, the run keeps the VM): the commit's content is there
-    assert _out(vm, "exec", second, "--", "cat", f"{home}/committed.txt") == "committed"
-    assert _out(vm, "exec", second, "--", "cat", "/srv/ro/hello.txt") == "read only"
-    uid = int(_out(vm, "exec", second, "--", "id", "-u"))
-    os.chown(shared, uid, uid)   # the host directory is the login user's: uids pass through
-    vm("exec", second, "--", "sh", "-c", "echo by-login > /srv/shared/by-login.txt")
-    assert (shared / "by-login.txt").stat().st_uid == uid
-    assert vm("exec", "--root", second, "--", "sh", "-c", "echo x > /srv/ro/x", check=False).returncode != 0
-    shutil.rmtree(shared, ignore_errors=True)
-    shutil.rmtree(readonly, ignore_errors=True)
-    if extra:
-        assert "SecureBoot enabled" in vm("exec", second, "--", "mokutil", "--sb-state").stdout
-        assert vm("exec", second, "--", "test", "-c", "/dev/tpm0", check=False).returncode == 0
+    try:
+        (readonly / "hello.txt").write_text("read only\n")
+        os.chmod(readonly, 0o755)   # uids pass through: a directory any user may read, as shared data is
+        volumes = ["-v", f"{shared}:/srv/shared", "-v", f"{readonly}:/srv/ro:ro"]
+        failed = vm("run", second, "--image", committed, "--user-data", str(user_data), "--wait", "cloud-init",
+                    "--timeout", BOOT, *extra, *volumes, check=False, timeout=1000)
+        assert failed.returncode == 8, failed.stderr
+        assert "cloud-init finished with status 'error'" in failed.stderr
+        assert "runcmd" in failed.stderr or "scripts-user" in failed.stderr, failed.stderr
+        assert len(failed.stderr.strip().splitlines()) >= 1 and "Traceback" not in failed.stderr
+        # the VM itself is up (the wait reports, the run keeps the VM): the commit's content is there
+        assert _out(vm, "exec", second, "--", "cat", f"{home}/committed.txt") == "committed"
+        assert _out(vm, "exec", second, "--", "cat", "/srv/ro/hello.txt") == "read only"
+        uid = int(_out(vm, "exec", second, "--", "id", "-u"))
+        os.chown(shared, uid, uid)   # the host directory is the login user's: uids pass through
+        vm("exec", second, "--", "sh", "-c", "echo by-login > /srv/shared/by-login.txt")
+        assert (shared / "by-login.txt").stat().st_uid == uid
+        assert vm("exec", "--root", second, "--", "sh", "-c", "echo x > /srv/ro/x", check=False).returncode != 0
+        if extra:
+            assert "SecureBoot enabled" in vm("exec", second, "--", "mokutil", "--sb-state").stdout
+            assert vm("exec", second, "--", "test", "-c", "/dev/tpm0", check=False).returncode == 0
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        shutil.rmtree(readonly, ignore_errors=True)
 
     vm("rm", "-f", name, second, timeout=300)
     assert name not in _out(vm, "ls", "-a", "-q").split()

@@ -24,7 +24,7 @@ demo: deps venv services
 
 # Every tier: model, contract (libvirt test driver) and end-to-end (real libvirtd + QEMU/TCG guests).
 test: deps venv services
-	$(PY) -m pytest -v -p no:cacheprovider tests
+	$(PY) -m pytest -v -p no:cacheprovider --durations=25 tests
 
 # Model and contract tiers only (seconds).
 test-fast: venv

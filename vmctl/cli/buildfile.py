@@ -8,18 +8,9 @@ from pathlib import Path
 import click
 
 from vmctl.cli.context import App, pass_app
+from vmctl.cli.options import key_values
 from vmctl.cli.output import emit_json
-from vmctl.errors import NotFoundError, UsageError
-
-
-def _build_args(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for v in values:
-        key, sep, value = v.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--build-arg takes NAME=VALUE, not {v!r}")
-        out[key] = value
-    return out
+from vmctl.errors import NotFoundError
 
 
 @click.command()
@@ -41,7 +32,7 @@ def build(app: App, context, vmfile, ref, build_args, no_cache, as_json):
     parse_name(ref)
     path = Path(vmfile) if vmfile else Path(context) / "Vmfile"
     text = read_text(str(path), "build file")
-    parsed = parse(text, path=str(path), build_args=_build_args(build_args))
+    parsed = parse(text, path=str(path), build_args=key_values(build_args, "--build-arg"))
     try:
         app.store.resolve(parsed.base)
     except NotFoundError:

@@ -9,6 +9,7 @@ import click
 from vmctl.cli.context import App, pass_app
 from vmctl.cli.output import emit_json, human_size, table
 from vmctl.cli.complete import complete_images
+from vmctl.cli.options import key_values
 from vmctl.errors import UsageError
 
 
@@ -99,12 +100,7 @@ def image_import(app: App, args, disk, kernel, initrd, cmdline, firmware, fmt, c
         ref = args[0]
     else:
         raise UsageError("usage: vmctl image import FILE NAME[:TAG]  (or --disk D [--kernel K ...] NAME[:TAG])")
-    label_map = {}
-    for item in labels:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise UsageError(f"invalid label {item!r}: use KEY=VALUE")
-        label_map[key] = value
+    label_map = key_values(labels, "--label")
     image = app.store.import_image(
         disk, ref, kernel=kernel, initrd=initrd, cmdline=cmdline, firmware=firmware, fmt=fmt,
         cloud_init=cloud_init, user=user, labels=label_map, progress=app.byte_progress(),

@@ -148,11 +148,12 @@ class BuildVM:
                             client_key=ensure_client_key(self.session.paths.keys),
                             host_key_line=self.inst.record.host_key)
 
-    def sh(self, script: str, *, root: bool, stdin: bytes | None = None, quiet: bool = False) -> int:
+    def sh(self, script: str, *, root: bool, stdin: bytes | None = None) -> int:
+        """Run `script` in the guest (as root through sudo when the login is not root), its output
+        streamed to the build's output; its exit status."""
         command = as_root(["sh", "-c", script], self.inst.record.ssh_user) if root else ["sh", "-c", script]
-        sink = io.BytesIO() if quiet else self.output
         with self.guest() as guest:
-            return guest.run(command, stdin=stdin, stdout=sink, stderr=sink)
+            return guest.run(command, stdin=stdin, stdout=self.output, stderr=self.output)
 
     def cut(self, parent, key: str, created_by: str, *, labels: dict, defaults: dict, user: str | None):
         """Make the image of the step just run: its writes, on `parent`."""
@@ -210,7 +211,8 @@ def _command_text(command) -> str:
     return shlex.join(command) if isinstance(command, tuple) else command
 
 
-def run_step(vm: BuildVM, step: Step, context: Path, files: list[tuple[Path, str]] | None) -> None:
+def run_step(vm: BuildVM, step: Step, files: list[tuple[Path, str]] | None) -> None:
+    """Run one layer step in the build VM; StepFailed with the command's status when it fails."""
     login = vm.inst.record.ssh_user
     workdir = shlex.quote(step.workdir)
     if step.keyword == "RUN":
@@ -290,7 +292,7 @@ def build(session: Session, vmfile: Vmfile, context: Path, ref: str, *, no_cache
             if vm is None:
                 vm = BuildVM(session, current, output)
                 result.vm_boots += 1
-            run_step(vm, step, context, files)
+            run_step(vm, step, files)
             say(f"step {n}/{total}: committing")
             current = vm.cut(current, key, f"{step.keyword} {step.text.split(' ', 1)[-1]}"[:300],
                              labels=labels, defaults=_defaults(current, ports), user=user or current.user)

@@ -49,8 +49,10 @@ class Vm:
         self.env = {**os.environ, "VMCTL_ROOT": str(self.root), "VMCTL_CONFIG": str(config)}
 
     def __call__(self, *args: str, timeout: float = 900) -> str:
-        return subprocess.run([*VMCTL, *args], env=self.env, check=True, capture_output=True, text=True,
-                              timeout=timeout).stdout
+        proc = subprocess.run([*VMCTL, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise SystemExit(f"vmctl {' '.join(args[:3])}: {proc.stderr.strip()}")
+        return proc.stdout
 
     def sh(self, script: str) -> float:
         t0 = time.perf_counter()
@@ -59,8 +61,7 @@ class Vm:
 
     def start(self) -> None:
         self("image", "build", "tiny", timeout=3600)
-        self("run", self.name, "--image", "tiny", "--memory", "256M", "--disk", "2G",
-             "-v", f"{self.share}:/vol", timeout=900)
+        self("run", self.name, "--image", "tiny", "--memory", "256M", "-v", f"{self.share}:/vol", timeout=900)
 
     def stop(self) -> None:
         subprocess.run([*VMCTL, "rm", "-f", self.name], env=self.env, capture_output=True)
@@ -122,6 +123,8 @@ def main() -> None:
     args = ap.parse_args()
     print(describe("volume bench"))
     scratch = Path(tempfile.mkdtemp(prefix="vmctl-volbench-", dir="/var/tmp"))
+    # 9p is served by QEMU as its own user: let it through the scratch directory
+    subprocess.run(["setfacl", "-m", "u:libvirt-qemu:x", str(scratch)], capture_output=True)
     tar = scratch / "tree.tar"
     small_tree_tar(tar, args.files)
     results: dict[str, dict[str, list[float]]] = {}

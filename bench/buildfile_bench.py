@@ -35,15 +35,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     print(describe("Vmfile build bench"))
-    root = Path(tempfile.mkdtemp(prefix="vmctl-buildbench-", dir="/var/tmp"))
-    ctx = root / "ctx"
-    ctx.mkdir()
+    root = Path(tempfile.mkdtemp(prefix="vmctl-buildbench-", dir="/var/tmp"))   # the data root itself
+    ctx = Path(tempfile.mkdtemp(prefix="vmctl-buildbench-ctx-", dir="/var/tmp"))
     (ctx / "index.html").write_text("<h1>bench</h1>\n")
-    env = {**os.environ, "VMCTL_ROOT": str(root / "store"), "VMCTL_CONFIG": "/dev/null"}
+    env = {**os.environ, "VMCTL_ROOT": str(root), "VMCTL_CONFIG": "/dev/null"}
 
     def vmctl(*a: str) -> float:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "vmctl", "-q", *a], env=env, check=True, capture_output=True)
+        proc = subprocess.run([sys.executable, "-m", "vmctl", "-q", *a], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"vmctl {' '.join(a[:3])}: {proc.stderr.strip()[-400:]}")
         return time.perf_counter() - t0
 
     times: dict[str, list[float]] = {}
@@ -70,6 +71,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "vmctl", "rm", "-f", *[f"byhand{r}" for r in range(args.runs)]],
                        env=env, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(ctx, ignore_errors=True)
     for label, xs in times.items():
         print(f"{label:<48}{statistics.median(xs):8.2f} s  (runs: {', '.join(f'{x:.2f}' for x in xs)})")
     cold, noop, last = (statistics.median(times[k]) for k in ("cold build (--no-cache)", "no-op rebuild", "last step changed"))

@@ -40,8 +40,9 @@ def build(app: App, context, vmfile, ref, build_args, no_cache, as_json):
 
         app.say(f"FROM {parsed.base}: pulling")
         distribution.pull(app.session, parsed.base, progress=app.byte_progress(as_json))
+    quiet = app.quiet or as_json or app.json
     result = run_build(app.session, parsed, Path(context), ref, no_cache=no_cache,
-                       output=sys.stderr.buffer, say=app.say)
+                       output=sys.stderr.buffer, say=(lambda _line: None) if quiet else app.say)
     if as_json or app.json:
         emit_json(result.to_json())
     else:

@@ -25,6 +25,8 @@ import shutil
 import ssl
 import tempfile
 import threading
+import time
+import urllib.request
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -216,3 +218,42 @@ def test_import_detects_the_firmware_and_a_uefi_vm_lives_its_whole_life(cloud_vm
     assert "never" not in _out(vm, "ls", "-a", "-q").split()
     vm("image", "rm", "cloud-bios:1")
     _life(vm, "deb-uefi", "cloud-uefi:1", "uefi", "vmctl", tmp_path)  # an image that names none
+
+
+CLOUD_VMFILE = """\
+FROM cloud-build:1
+COPY index.html /srv/www/
+RUN --root chown -R vmctl /srv/www
+RUN echo "built as $(id -un)" > /srv/www/who.txt
+EXPOSE 8000
+CMD ["python3", "-m", "http.server", "8000", "--directory", "/srv/www"]
+"""
+
+
+def test_a_vmfile_builds_on_the_cloud_image_and_its_service_answers(cloud_vmctl, cloud_guest, tmp_path):
+    """The build tier on a guest vmctl did not make: systemd runs the image's command at boot."""
+
+    vm = cloud_vmctl
+    vm("image", "import", str(cloud_guest.bios), "cloud-build:1", timeout=600)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "index.html").write_text("cloud build\n")
+    (ctx / "Vmfile").write_text(CLOUD_VMFILE)
+    built = json.loads(_out(vm, "build", "-t", "cloud-web:1", "--json", str(ctx), timeout=1500))
+    assert built["vm_boots"] == 1 and not any(s["cached"] for s in built["steps"] if "EXPOSE" not in s["instruction"])
+    vm("run", "cloud-web", "--image", "cloud-web:1", "--timeout", BOOT, timeout=1000)
+    try:
+        (forward,) = [p for p in json.loads(_out(vm, "inspect", "cloud-web"))[0]["ports"] if p["guest_port"] == 8000]
+        body = None
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{forward['host_port']}/who.txt", timeout=5) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                time.sleep(2)
+        assert body == "built as vmctl\n"
+        assert _out(vm, "exec", "cloud-web", "--", "systemctl", "is-enabled", "vmctl-cmd.service") == "enabled"
+    finally:
+        vm("rm", "-f", "cloud-web", timeout=300)
+    vm("rmi", "cloud-web:1", "cloud-build:1")

@@ -338,9 +338,12 @@ class ImageStore(StoreGC, StoreIngest):
                         users.append("holders " + ", ".join(holders))
                     if children:
                         users.append("child images " + ", ".join(self._describe(c, index) for c in children))
+                    cache = [c for c in children if not index.tags_of(c)
+                             and BUILD_KEY_LABEL in self._image(c, index).labels]
+                    hint = "; build cache images among them go with 'vmctl image prune'" if cache else ""
                     raise InUseError(
                         f"image {ref} ({short_id(image_id)}) is in use by {'; '.join(users)}; "
-                        "remove those first (--force only untags it)"
+                        f"remove those first (--force only untags it){hint}"
                     )
                 untagged = [named] if named else tags
                 for t in untagged:

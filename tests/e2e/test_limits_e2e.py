@@ -101,7 +101,8 @@ def test_limits_are_the_cgroups_and_update_changes_them_live(e2e_vmctl):
        timeout=600)
     try:
         cg = VmCgroup(_qemu_pid("capped"))
-        assert cg.shares() == (512 if not cg.v2 else cg.shares())   # v2: libvirt maps shares to cpu.weight
+        # v2: the kernel's cpu.weight for libvirt's shares (1 + (shares - 2) * 9999 / 262142)
+        assert cg.shares() == (512 if not cg.v2 else 1 + (512 - 2) * 9999 // 262142)
         assert cg.quota() == (50_000, 100_000)
         assert cg.memory_limit() == 900 << 20
         assert _throttle("capped")["read_bytes_sec"] == 20 << 20
@@ -119,8 +120,7 @@ def test_limits_are_the_cgroups_and_update_changes_them_live(e2e_vmctl):
         vm("update", "capped", "--cpu-quota", "25", "--cpu-shares", "256", "--memory-limit", "800M",
            "--io-read-bps", "5M/s")
         assert cg.quota() == (25_000, 100_000)
-        if not cg.v2:
-            assert cg.shares() == 256
+        assert cg.shares() == (256 if not cg.v2 else 1 + (256 - 2) * 9999 // 262142)
         assert cg.memory_limit() == 800 << 20
         assert _throttle("capped")["read_bytes_sec"] == 5 << 20
         quarter = _cpu_ratio(cg)

@@ -176,6 +176,13 @@ def _prefix(text: str, where: str) -> str | None:
     return "/".join(p for p in (host, namespace) if p)
 
 
+def _tables(value, refusal: str) -> list[dict]:
+    """`value` when it is an array of TOML tables, else UsageError(`refusal`)."""
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise UsageError(refusal)
+    return value
+
+
 def read_registries_conf(path: Path) -> list[MirrorRule]:
     """The rules of one containers-registries.conf(5) file ([] if it does not exist).
 
@@ -185,9 +192,7 @@ def read_registries_conf(path: Path) -> list[MirrorRule]:
     if not path.is_file():
         return []
     doc = read_toml(path, "registries.conf")
-    entries = doc.get("registry", [])
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise UsageError(f"{path}: registry must be [[registry]] tables")
+    entries = _tables(doc.get("registry", []), f"{path}: registry must be [[registry]] tables")
     rules = []
     for i, entry in enumerate(entries, 1):
         where = f"{path}: [[registry]] {i}"
@@ -195,9 +200,7 @@ def read_registries_conf(path: Path) -> list[MirrorRule]:
         prefix = _prefix(_string(entry, "prefix", where, location), where)
         insecure = _bool(entry, "insecure", where)
         digest_only = _bool(entry, "mirror-by-digest-only", where)
-        raw = entry.get("mirror", [])
-        if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
-            raise UsageError(f"{where}: mirror must be [[registry.mirror]] tables")
+        raw = _tables(entry.get("mirror", []), f"{where}: mirror must be [[registry.mirror]] tables")
         mirrors = []
         for j, table in enumerate(raw, 1):
             mwhere = f"{where}, [[registry.mirror]] {j}"

@@ -118,6 +118,11 @@ class Paths:
     def locks(self) -> Path:
         return self.root / "locks"
 
+    @property
+    def stacks(self) -> Path:
+        """What each stack was given (networks, addresses, MACs): ``stacks/<name>.json``."""
+        return self.root / "stacks"
+
     def instance_dir(self, name: str) -> Path:
         return self.instances / check_name(name, "VM name")
 

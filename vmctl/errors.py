@@ -118,8 +118,15 @@ class ResourceError(VmctlError):
     kind = "resource"
 
 
+class Unhealthy(VmctlError):
+    """A stack VM's healthcheck did not pass within its retries."""
+
+    exit_code = 16
+    kind = "unhealthy"
+
+
 ALL_ERRORS = (
     VmctlError, UsageError, NotFoundError, ConflictError, InUseError, LibvirtUnreachable,
     LibvirtError, GuestNotReady, HostKeyMismatch, ExternalToolError, IntegrityError,
-    RegistryError, AuthError, ResourceError,
+    RegistryError, AuthError, ResourceError, Unhealthy,
 )

@@ -89,6 +89,18 @@ def private_dir(path: Path, user: str | None, *, traverse_only: bool = True) -> 
     return path
 
 
+def volume_dir(path: Path, user: str | None) -> Path:
+    """Create a stack's named volume directory (vmctl's own, under the stack's ``.vmctl/``): 0700,
+    with read, write and search for QEMU's `user` (virtio-9p runs as that user) and search on the
+    ``.vmctl`` directories above it that vmctl made; an existing one is left as it is."""
+    if Path(path).is_dir():
+        return path
+    private_dir(path, user)
+    if user:
+        _setfacl(["-m", f"u:{user}:rwx,m::rwx", "-d", "-m", f"u:{user}:rwx,m::rwx", str(path)])
+    return path
+
+
 def _acl_allows(d: Path, user: str, bits: str) -> bool | None:
     """What `d`'s POSIX ACL says about `user` having every permission in `bits` ("rwx" letters;
     None: no entry for that user)."""

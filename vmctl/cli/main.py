@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'cp': ('vms', 'Copy files between the host and a VM: one side is NAME:PATH.'),
     'create': ('vms', 'Create a VM from an image (a copy-on-write disk, a cloud-init seed, a libvirt domain).'),
     'df': ('images', 'Show disk space used by images, VMs and snapshots.'),
+    'down': ('stack', "Remove the stack's VMs (disks, seeds) and networks; images are kept."),
     'doctor': ('system', 'Find leftovers of killed vmctl processes (half-made VMs, stale holds).'),
     'events': ('monitor', "Print VMs' lifecycle events (started, stopped, paused, ...) as they happen, until Ctrl-C."),
     'exec': ('vms', 'Run COMMAND in the VM as its login user; its exit status, stdout and stderr are passed through.'),
@@ -43,7 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'logs': ('vms', "Print a VM's serial console log."),
     'ls': ('vms', 'List VMs (running ones; -a for all).'),
     'pause': ('vms', "Freeze VMs' CPUs (memory stays allocated)."),
-    'ps': ('vms', 'List VMs (running ones; -a for all).'),
+    'ps': ('stack', "List the stack's VMs (in a stack's directory or with -f); elsewhere, VMs as ls does."),
     'pull': ('registry', 'Pull an image: HOST[:PORT]/REPO[:TAG|@sha256:…] from a registry (vmctl images and KubeVirt'),
     'push': ('registry', 'Push image REF to a registry: to DEST (HOST[:PORT]/REPO[:TAG]), or to REF itself when'),
     'restart': ('vms', 'Stop and start VMs again.'),
@@ -62,6 +63,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'unpause': ('vms', 'Unfreeze paused VMs.'),
     'update': ('update', "Change a VM's limits, memory or vCPUs: live when it runs, and for its next boots."),
     'version': ('system', "Show vmctl's version and its bindings'."),
+    'up': ('stack', "Create and start the stack's VMs (and networks) in dependency order; idempotent."),
     'wait': ('vms', "Wait until VMs answer on SSH with their pinned host key and accept vmctl's key."),
 }
 

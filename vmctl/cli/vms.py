@@ -9,6 +9,7 @@ import sys
 import click
 
 from vmctl.cli.context import App, pass_app
+from vmctl.cli.stack import short_name
 from vmctl.cli.output import emit_json, human_size, table
 from vmctl.cli.complete import complete_images, complete_vms
 from vmctl.errors import UsageError, VmctlError
@@ -29,17 +30,10 @@ def _limit_options() -> list:
 
 
 def limits_from_options(cpu_shares, cpu_quota_percent, memory_limit, io_weight, io_read_bps, io_write_bps):
-    """The Limits the limit options name (sizes and rates parsed here)."""
-    from vmctl.core.limits import Limits
-    from vmctl.units import parse_rate, parse_size
+    """The Limits the limit options name (sizes and rates parsed by the core)."""
+    from vmctl.core.limits import parse_limits
 
-    return Limits(
-        cpu_shares=cpu_shares, cpu_quota_percent=cpu_quota_percent,
-        memory_limit_bytes=parse_size(memory_limit, "memory limit", default_unit="m", maximum=16 << 40) if memory_limit else None,
-        io_weight=io_weight,
-        io_read_bps=parse_rate(io_read_bps, "read rate") if io_read_bps else None,
-        io_write_bps=parse_rate(io_write_bps, "write rate") if io_write_bps else None,
-    )
+    return parse_limits(cpu_shares, cpu_quota_percent, memory_limit, io_weight, io_read_bps, io_write_bps)
 
 
 def _create_options(f):
@@ -286,6 +280,7 @@ def inspect(app: App, names, as_json):
 @pass_app
 def logs(app: App, name, follow, tail):
     """Print a VM's serial console log."""
+    name = short_name(name)
     from vmctl.core import listing
 
     listing.logs(app.session, name, follow=follow, tail=tail, out=sys.stdout.buffer)
@@ -296,6 +291,7 @@ def logs(app: App, name, follow, tail):
 @pass_app
 def console(app: App, name):
     """Attach to a VM's serial console (detach with Ctrl-])."""
+    name = short_name(name)
     from vmctl.core import listing
 
     sys.exit(subprocess.call(listing.console_command(app.session, name)))
@@ -319,6 +315,7 @@ def wait(app: App, names, timeout, wait_for):
 @pass_app
 def ip(app: App, name):
     """Print the address vmctl reaches the VM's SSH server on (HOST or HOST:PORT)."""
+    name = short_name(name)
     from vmctl.core import reach
 
     host, port = reach.address(app.session, name)
@@ -332,6 +329,7 @@ def ip(app: App, name):
 @pass_app
 def ssh(app: App, name, command, print_command):
     """Open a shell in the VM, or run COMMAND (after --)."""
+    name = short_name(name)
     from vmctl.core import reach
 
     if print_command:
@@ -349,6 +347,7 @@ def ssh(app: App, name, command, print_command):
 @pass_app
 def exec_(app: App, name, command, root):
     """Run COMMAND in the VM as its login user; its exit status, stdout and stderr are passed through."""
+    name = short_name(name)
     from vmctl.core import reach
 
     argv = _command_argv(command)
@@ -375,4 +374,3 @@ def register(group: click.Group) -> None:
                     console, wait, ip, ssh, exec_, cp):
         group.add_command(command)
     group.add_command(resume, name="unpause")
-    group.add_command(ls, name="ps")

@@ -39,7 +39,7 @@ from vmctl.names import check_name
 from vmctl.perms import private_dir, qemu_readable, qemu_user, require_path_search, require_shared_dir
 from vmctl.profiles import load_profile
 from vmctl.seed.hostkeys import generate_host_key
-from vmctl.seed.netconfig import StaticAddress, parse_static
+from vmctl.seed.netconfig import StaticAddress, address_command, hosts_command, parse_static
 from vmctl.seed.writer import write_seed
 from vmctl.storage.manifest import check_user
 from vmctl.storage import qemu_img
@@ -78,6 +78,13 @@ class CreateRequest:
     volumes: tuple[VolumeSpec, ...] = ()   # -v / --mount, not yet checked
     limits: Limits = Limits()              # --cpu-shares, --cpu-quota, --memory-limit, --io-*
     max_cpus: int | None = None            # --max-cpus: vCPU hotplug up to this
+    # A stack's VM (vmctl.stack): NICs on its private networks as (Segment, "ADDR/PREFIX" the seed
+    # sets, or None when the network's DHCP gives it), the /etc/hosts entries the seed writes at
+    # every boot, the primary NIC's MAC (a DHCP reservation names it) and the stack's labels.
+    segments: tuple = ()
+    hosts: tuple[str, ...] = ()
+    mac: str | None = None
+    stack: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -94,6 +101,7 @@ class CreatePlan:
     seed: bool
     static: StaticAddress | None = None
     volumes: tuple[VolumeMount, ...] = ()
+    bootcmd: tuple = ()                  # the seed's every-boot commands (volumes, stack networks)
 
     @property
     def xml(self) -> str:
@@ -240,6 +248,19 @@ def _static_address(request: CreateRequest, network: dict, seed: bool, vm_uuid: 
     return parse_static(mac_from_uuid(vm_uuid), request.ip, request.gateway, tuple(request.dns))
 
 
+def _boot_commands(request: CreateRequest, name: str, mounts: tuple[VolumeMount, ...], seed: bool) -> tuple:
+    """The seed's every-boot commands: the volumes' mounts, a stack VM's addresses and hosts."""
+    commands = list(boot_commands(mounts))
+    for seg, address in request.segments:
+        if address:
+            commands.append(address_command(seg.mac, address))
+    if request.hosts:
+        commands.append(hosts_command(name, list(request.hosts)))
+    if commands and not seed:
+        raise UsageError("volumes and stack networks are set up by the VM's cloud-init seed, and this image reads none")
+    return tuple(commands)
+
+
 def plan(session: Session, request: CreateRequest, *, print_only: bool = False) -> CreatePlan:
     """Decide everything about a new VM and build its domain; writes nothing."""
     settings = session.settings
@@ -313,6 +334,8 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         volumes=mounts,
         limits=request.limits,
         max_cpus=request.max_cpus,
+        segments=tuple(seg for seg, _ in request.segments),
+        mac=request.mac,
     )
     domain = plan_domain(profile, inputs)   # the one check of the request's values
     record = InstanceRecord(
@@ -326,11 +349,12 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         boot={"kind": inputs.boot_kind, "firmware": firmware if inputs.boot_kind == "firmware" else None,
               "secure_boot": request.secure_boot, "tpm": request.tpm},
         volumes=[m.to_json() for m in mounts],
-        limits=request.limits.to_json(), max_cpus=request.max_cpus,
+        limits=request.limits.to_json(), max_cpus=request.max_cpus, stack=dict(request.stack),
     )
     return CreatePlan(record=record, directory=directory, image=image, host_key=host_key,
                       authorized_keys=list(request.ssh_keys), user_data=request.user_data, domain=domain,
-                      disk_bytes=request.disk_bytes, seed=seed, static=static, volumes=mounts)
+                      disk_bytes=request.disk_bytes, seed=seed, static=static, volumes=mounts,
+                      bootcmd=_boot_commands(request, name, mounts, seed))
 
 
 def print_xml(session: Session, request: CreateRequest) -> str:
@@ -383,7 +407,7 @@ def _build(session: Session, request: CreateRequest, tx: Transaction) -> Instanc
         write_seed(staging / SEED, instance_id=rec.uuid, hostname=name,
                    authorized_keys=[client_key.public_line, *the_plan.authorized_keys],
                    host_keys=[the_plan.host_key], user_data=the_plan.user_data, login=rec.ssh_user,
-                   network=the_plan.static, bootcmd=boot_commands(the_plan.volumes))
+                   network=the_plan.static, bootcmd=the_plan.bootcmd, manage_etc_hosts=not request.hosts)
         qemu_readable(staging / SEED, user)
     faults.point("create.after-disk")
     rec.save(staging)

@@ -115,12 +115,12 @@ def _staging(session: Session, fix: bool) -> list[Finding]:
     return found
 
 
-def _unfinished(session: Session, fix: bool) -> list[Finding]:
-    """Instance dirs whose create or rm a killed process left half done."""
+def _unfinished(session: Session, fix: bool, only: set[str] | None = None) -> list[Finding]:
+    """Instance dirs whose create or rm a killed process left half done (of `only` VMs)."""
     found = []
     for entry in _dirs(session):
         creating, removing = (entry / CREATING_MARK).exists(), (entry / REMOVING_MARK).exists()
-        if entry.name.startswith(".") or not (creating or removing):
+        if entry.name.startswith(".") or not (creating or removing) or (only is not None and entry.name not in only):
             continue
         with _quiet_lock(session, entry.name) as locked:
             if not locked:
@@ -141,13 +141,13 @@ def _unfinished(session: Session, fix: bool) -> list[Finding]:
     return found
 
 
-def _creating_domains(session: Session, fix: bool) -> list[Finding]:
+def _creating_domains(session: Session, fix: bool, only: set[str] | None = None) -> list[Finding]:
 
     found = []
     known = {p.name for p in _dirs(session)}
     states = session.backend.list_states()
     for name in sorted(states):
-        if name in known:
+        if name in known or (only is not None and name not in only):
             continue
         try:
             state = Domain.from_xml(session.backend.xml(name, inactive=True)).metadata.state
@@ -299,6 +299,11 @@ def _stale_locks(session: Session, fix: bool) -> list[Finding]:
                 continue
         found.append(Finding("stale-lock", str(lock), "left by a vmctl process that was killed", True, fix))
     return found
+
+
+def mend(session: Session, names: set[str]) -> list[Finding]:
+    """Finish what killed creates and removes of VMs `names` left (``vmctl up`` resumes with it)."""
+    return _unfinished(session, True, names) + _creating_domains(session, True, names)
 
 
 def diagnose(session: Session, *, fix: bool = False) -> list[Finding]:

@@ -45,6 +45,21 @@ class Limits:
         return not self.to_json()
 
 
+def parse_limits(cpu_shares=None, cpu_quota_percent=None, memory_limit=None, io_weight=None,
+                 io_read_bps=None, io_write_bps=None) -> Limits:
+    """The Limits of create's limit options as given (sizes and rates as text, parsed here)."""
+    from vmctl.units import parse_rate, parse_size
+
+    return Limits(
+        cpu_shares=cpu_shares, cpu_quota_percent=cpu_quota_percent,
+        memory_limit_bytes=parse_size(str(memory_limit), "memory limit", default_unit="m", maximum=16 << 40)
+        if memory_limit else None,
+        io_weight=io_weight,
+        io_read_bps=parse_rate(io_read_bps, "read rate") if io_read_bps else None,
+        io_write_bps=parse_rate(io_write_bps, "write rate") if io_write_bps else None,
+    )
+
+
 def check_limits(limits: Limits, memory_mib: int, cpus: int) -> Limits:
     """Refuse values libvirt or the kernel would refuse or that would kill the VM (one line)."""
     if limits.cpu_shares is not None and not 2 <= limits.cpu_shares <= 262_144:

@@ -46,6 +46,7 @@ class InstanceRecord:
     volumes: list[dict] = field(default_factory=list)  # VolumeMount.to_json(): source, target, readonly, transport, tag
     limits: dict = field(default_factory=dict)   # vmctl.core.limits.Limits.to_json(), as last set
     max_cpus: int | None = None
+    stack: dict = field(default_factory=dict)   # a stack's VM: {"name", "vm", "definition"} (vmctl.stack)
 
     def save(self, directory: Path) -> None:
         """Write the record atomically, readable by its owner only."""

@@ -67,3 +67,31 @@ def parse_static(mac: str, ip: str, gateway: str | None = None, dns: tuple[str, 
         except ValueError:
             raise UsageError(f"invalid --dns {d!r}") from None
     return StaticAddress(mac, str(iface), gw, tuple(servers))
+
+
+# The guest side of a stack's networks, as seed bootcmd argv lists (run at every boot by cloud-init
+# and by vmctl's tiny guest alike): the shell text is fixed, the MAC, address and host lines are its
+# arguments ("$1", "$@"), never part of it. The NIC is found by its MAC, not by a name.
+_ADDRESS_SCRIPT = ('for d in /sys/class/net/*; do read -r a <"$d/address" || continue; [ "$a" = "$1" ] || continue; '
+                   'n=${d##*/}; ip link set "$n" up; ip addr add "$2" dev "$n" 2>/dev/null || true; done')
+_HOSTS_SCRIPT = 'printf "%s\\n" "$@" >/etc/hosts.vmctl && mv /etc/hosts.vmctl /etc/hosts'
+_HOSTS_ENTRY = re.compile(r"[0-9.]{7,15}( [a-z0-9][a-z0-9.-]{0,252})+")
+
+
+def address_command(mac: str, address: str) -> list[str]:
+    """The bootcmd that puts ``ADDR/PREFIX`` `address` on the NIC with `mac`."""
+    if not _MAC.fullmatch(mac):
+        raise UsageError(f"invalid MAC address {mac!r}")
+    iface = ipaddress.ip_interface(address)
+    return ["sh", "-c", _ADDRESS_SCRIPT, "vmctl-address", mac, str(iface)]
+
+
+def hosts_command(hostname: str, entries: list[str]) -> list[str]:
+    """The bootcmd that writes the guest's whole ``/etc/hosts``: localhost, `hostname` on
+    127.0.1.1 (as cloud-init's template does) and `entries` ("ADDRESS NAME..." lines)."""
+    for e in entries:
+        if not _HOSTS_ENTRY.fullmatch(e):
+            raise UsageError(f"invalid hosts entry {e!r}")
+    lines = ["127.0.0.1 localhost", f"127.0.1.1 {hostname}", *entries,
+             "::1 localhost ip6-localhost ip6-loopback"]
+    return ["sh", "-c", _HOSTS_SCRIPT, "vmctl-hosts", *lines]

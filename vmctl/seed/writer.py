@@ -52,17 +52,18 @@ def vmctl_cloud_config(hostname: str, authorized_keys: Sequence[str],
                        host_keys: Sequence[HostKey] | None,
                        extra_runcmd: Sequence[str | Sequence[str]] | None,
                        login: str = "root",
-                       bootcmd: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
+                       bootcmd: Sequence[Sequence[str]] = (), manage_etc_hosts: bool = True) -> dict[str, Any]:
     """Return the cloud-config keys vmctl sets: hostname (and ``/etc/hosts``), the login user
     with vmctl's keys, host keys, runcmd, and bootcmd (argv lists run at every boot: vmctl mounts
-    the VM's volumes with them).
+    the VM's volumes with them). Without `manage_etc_hosts` cloud-init leaves ``/etc/hosts`` alone
+    (a stack VM's bootcmd writes it, with its peers; cloud-init would rewrite it after bootcmd).
 
     The login rule (cloud-init's own semantics): ``root`` is allowed in with ``disable_root:
     false`` and the keys at the top level (cloud-init gives those to root then); any other login
     becomes an entry of ``users:`` after ``default`` (so the image's own default user still
     exists and gets the keys too).
     """
-    data: dict[str, Any] = {"hostname": check_hostname(hostname), "manage_etc_hosts": True}
+    data: dict[str, Any] = {"hostname": check_hostname(hostname), "manage_etc_hosts": manage_etc_hosts}
     keys = [check_authorized_key(k) for k in authorized_keys]
     if keys:
         data["ssh_authorized_keys"] = keys
@@ -95,10 +96,11 @@ def vmctl_cloud_config(hostname: str, authorized_keys: Sequence[str],
 def seed_files(*, instance_id: str, hostname: str, authorized_keys: Sequence[str],
                host_keys: Sequence[HostKey] | None = None, user_data: str | None = None,
                extra_runcmd: Sequence[str | Sequence[str]] | None = None, login: str = "root",
-               network: StaticAddress | None = None, bootcmd: Sequence[Sequence[str]] = ()) -> dict[str, str]:
+               network: StaticAddress | None = None, bootcmd: Sequence[Sequence[str]] = (),
+               manage_etc_hosts: bool = True) -> dict[str, str]:
     """Return ``{"meta-data": ..., "user-data": ...[, "network-config": ...]}`` as ``write_seed``
     would write them."""
-    ours = vmctl_cloud_config(hostname, authorized_keys, host_keys, extra_runcmd, login, bootcmd)
+    ours = vmctl_cloud_config(hostname, authorized_keys, host_keys, extra_runcmd, login, bootcmd, manage_etc_hosts)
     files = {"meta-data": meta_data(instance_id, hostname),
              "user-data": combine_user_data(ours, user_data)}
     if network is not None:
@@ -109,7 +111,8 @@ def seed_files(*, instance_id: str, hostname: str, authorized_keys: Sequence[str
 def write_seed(path: Path, *, instance_id: str, hostname: str, authorized_keys: Sequence[str],
                host_keys: Sequence[HostKey] | None = None, user_data: str | None = None,
                extra_runcmd: Sequence[str | Sequence[str]] | None = None, login: str = "root",
-               network: StaticAddress | None = None, bootcmd: Sequence[Sequence[str]] = ()) -> None:
+               network: StaticAddress | None = None, bootcmd: Sequence[Sequence[str]] = (),
+               manage_etc_hosts: bool = True) -> None:
     """Write a NoCloud seed ISO (label ``cidata``) at ``path``, atomically, mode 0600.
 
     ``user_data`` is the user's own (``#cloud-config``, a ``#!`` script or MIME multipart): a
@@ -118,5 +121,5 @@ def write_seed(path: Path, *, instance_id: str, hostname: str, authorized_keys: 
     """
     files = seed_files(instance_id=instance_id, hostname=hostname, authorized_keys=authorized_keys,
                        host_keys=host_keys, user_data=user_data, extra_runcmd=extra_runcmd, login=login,
-                       network=network, bootcmd=bootcmd)
+                       network=network, bootcmd=bootcmd, manage_etc_hosts=manage_etc_hosts)
     write_iso(path, {name: text.encode() for name, text in files.items()}, SEED_LABEL)

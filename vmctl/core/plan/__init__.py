@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from vmctl.core.plan import boot, console, cpu, devices, disks, identity, network, tuning, volumes
 from vmctl.core.plan.edits import move_ssh_port
-from vmctl.core.plan.inputs import DomainInputs, mac_from_uuid, validate
+from vmctl.core.plan.inputs import DomainInputs, Segment, mac_from_uuid, validate
 from vmctl.core.plan.network import user_netdev_args
 from vmctl.profiles import Profile
 from vmctl.xml.domain import Domain
 
-__all__ = ["DomainInputs", "mac_from_uuid", "move_ssh_port", "plan_domain",
+__all__ = ["DomainInputs", "Segment", "mac_from_uuid", "move_ssh_port", "plan_domain",
            "user_netdev_args"]
 
 # The order of the sections is the order of the XML the golden files pin down.

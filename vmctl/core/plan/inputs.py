@@ -8,6 +8,7 @@ request is turned into inputs and validated by it, nowhere else.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -26,6 +27,19 @@ NETWORK_KINDS = ("user", "network", "bridge")
 _MAC = re.compile(r"52:54:00(:[0-9a-f]{2}){3}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A further NIC, on a stack's private network: hosted, a QEMU multicast socket netdev bound to
+    127.0.0.1 (`group`:`port`); system, an interface on the libvirt network `network`."""
+    mac: str
+    group: str | None = None
+    port: int | None = None
+    network: str | None = None
+
+
+MAX_SEGMENTS = 4   # QEMU functions 1-4 of the user NIC's multifunction slot (vmctl.core.plan.network)
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,7 @@ class DomainInputs:
     volumes: tuple[VolumeMount, ...] = ()   # checked and resolved by vmctl.core.volumes
     limits: Limits = Limits()               # over the profile's tuning
     max_cpus: int | None = None             # vCPU hotplug maximum (`cpus` online at boot)
+    segments: tuple[Segment, ...] = ()      # NICs on a stack's private networks
 
     @property
     def user_net(self) -> bool:
@@ -79,7 +94,9 @@ class DomainInputs:
     @property
     def use_passt(self) -> bool:
         """passt only when libvirt takes it and no restriction was asked (passt has none)."""
-        return self.user_net and self.passt_supported and not self.restrict
+        # A stack VM's segment NICs share the user NIC's multifunction slot, which only the
+        # command-line NIC has (see vmctl.core.plan.network).
+        return self.user_net and self.passt_supported and not self.restrict and not self.segments
 
     @property
     def nic_mac(self) -> str:
@@ -157,7 +174,29 @@ def validate(i: DomainInputs) -> DomainInputs:
         if m.target in targets:
             raise UsageError(f"two volumes are mounted on {m.target}")
         targets.add(m.target)
+    _check_segments(i)
     if i.ports and i.network != "user":
         raise UsageError("port forwards need user-mode networking (hosted mode); on a libvirt network or "
                          "bridge the guest has its own address")
     return i
+
+
+def _check_segments(i: DomainInputs) -> None:
+    if len(i.segments) > MAX_SEGMENTS:
+        raise UsageError(f"a VM joins at most {MAX_SEGMENTS} stack networks")
+    macs = {i.nic_mac}
+    for s in i.segments:
+        if not _MAC.fullmatch(s.mac) or s.mac in macs:
+            raise UsageError(f"invalid or repeated MAC address {s.mac!r} for a stack network")
+        macs.add(s.mac)
+        if s.group is not None:
+            if i.network != "user":
+                raise UsageError("a multicast segment goes with user-mode networking (hosted mode)")
+            try:
+                group = ipaddress.IPv4Address(s.group)
+            except ValueError:
+                raise UsageError(f"invalid multicast group {s.group!r}") from None
+            if not group.is_multicast or s.port is None or not 1024 <= s.port <= 65535:
+                raise UsageError(f"invalid multicast segment {s.group}:{s.port}")
+        else:
+            check_name(s.network or "", "network name")

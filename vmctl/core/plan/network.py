@@ -38,16 +38,24 @@ def _pci_bus(machine: str) -> str:
 
 
 def user_netdev_args(profile: Profile, i: DomainInputs, mac: str) -> list[str]:
-    """QEMU arguments for user-mode networking with forwards on 127.0.0.1 (no passt)."""
+    """QEMU arguments for user-mode networking with forwards on 127.0.0.1 (no passt), and for the
+    VM's stack segments: multicast socket netdevs bound to 127.0.0.1 in functions 1.. of the same
+    slot (the user NIC is function 0, so it probes first and keeps the first interface name)."""
     netdev = [f"user,id={NETDEV_ID}"]
     if i.restrict:
         netdev.append("restrict=on")
     netdev.append(f"hostfwd=tcp:{LOOPBACK}:{i.ssh_host_port}-:22")
     for fwd in i.ports:
         netdev.append(f"hostfwd={fwd.proto}:{fwd.host_address}:{fwd.host_port}-:{fwd.guest_port}")
-    device = (f"{_MODELS[profile.network.model]},netdev={NETDEV_ID},bus={_pci_bus(profile.machine.machine)},"
-              f"addr=0x{profile.network.user_pci_slot:02x},mac={mac},romfile=")
-    return ["-netdev", ",".join(netdev), "-device", device]
+    bus, slot, model = _pci_bus(profile.machine.machine), profile.network.user_pci_slot, _MODELS[profile.network.model]
+    multi = ".0,multifunction=on" if any(s.group for s in i.segments) else ""
+    device = f"{model},netdev={NETDEV_ID},bus={bus},addr=0x{slot:02x}{multi},mac={mac},romfile="
+    args = ["-netdev", ",".join(netdev), "-device", device]
+    for n, seg in enumerate(s for s in i.segments if s.group):
+        sid = f"vmctls{n + 1}"
+        args += ["-netdev", f"socket,id={sid},mcast={seg.group}:{seg.port},localaddr={LOOPBACK}",
+                 "-device", f"{model},netdev={sid},bus={bus},addr=0x{slot:02x}.{n + 1},mac={seg.mac},romfile="]
+    return args
 
 
 def _interface(p: Profile, i: DomainInputs) -> Interface:
@@ -78,3 +86,8 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
         d.qemu_commandline.args = user_netdev_args(p, i, i.nic_mac)
     else:
         d.devices.add(_interface(p, i))
+    for seg in i.segments:
+        if seg.network:
+            iface = Interface()
+            iface.type, iface.source_network, iface.mac, iface.model = "network", seg.network, seg.mac, p.network.model
+            d.devices.add(iface)

@@ -1,0 +1,48 @@
+"""``vmctl down``: the stack's VMs (found by the stack label in their records, whether or not the
+file still names them), its libvirt networks and its state removed; images are kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vmctl.backend import networks as libvirt_networks
+from vmctl.core import doctor, remove
+from vmctl.core.namelock import name_lock
+from vmctl.core.session import Session
+from vmctl.errors import NotFoundError
+from vmctl.stack import state as stack_state
+from vmctl.stack.up import stack_vm_names
+
+
+@dataclass
+class DownReport:
+    vms: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"vms_removed": self.vms, "networks_removed": self.networks}
+
+
+def down(session: Session, stack: str) -> DownReport:
+    """Remove stack `stack`'s VMs (powered off first), networks and state."""
+    report = DownReport()
+    with name_lock(session.paths.locks, stack, what="stack"):
+        st = stack_state.StackState.load(session.paths.stacks, stack)
+        names = set(stack_vm_names(session, stack))
+        if st is not None:
+            names |= {f"{stack}-{short}" for short in st.vms}
+        doctor.mend(session, names)   # half-made ones first: a killed up's leftovers
+        for name in sorted(names):
+            try:
+                remove.remove(session, name, force=True)
+            except NotFoundError:
+                continue
+            session.progress(f"{name}: removed", None)
+            report.vms.append(name)
+        if st is not None:
+            for net in st.networks.values():
+                if net.libvirt and libvirt_networks.exists(session.backend, net.libvirt):
+                    libvirt_networks.remove(session.backend, net.libvirt)
+                    report.networks.append(net.libvirt)
+            stack_state.remove(session.paths.stacks, stack)
+    return report

@@ -1,0 +1,221 @@
+"""``vmctl up``: make what is missing, start what is stopped, in dependency order; resumable.
+
+Each VM of the file is found by its name (``<stack>-<vm>``) and carries, in its record, the digest
+of the definition it was made from (`spec.definition_hash`): equal means nothing to do (start it if
+it is stopped), different means the file changed it: reported, and replaced with ``recreate``. A
+VM is made by `vmctl.core.create.run` (one transaction: nothing half-made), then waited for as
+far as its dependants ask (``started``, ``ready``: SSH lets vmctl in, ``healthy``: the
+healthcheck passes). The stack's allocations are saved before anything is made and the whole
+``up`` holds the stack's lock, so an ``up`` killed at any point leaves what it made findable, and
+the next ``up`` mends a half-made VM (`vmctl.core.doctor.mend`) and goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from vmctl import faults
+from vmctl.backend import networks as libvirt_networks
+from vmctl.core import create, doctor, lifecycle, reach, remove
+from vmctl.core.instance import instance_dir
+from vmctl.core.namelock import name_lock
+from vmctl.core.records import RECORD, InstanceRecord
+from vmctl.core.session import Session
+from vmctl.perms import qemu_user
+from vmctl.errors import ConflictError, Unhealthy, VmctlError
+from vmctl.stack.networks import host_xml, network_xml, reservations
+from vmctl.stack.request import create_request
+from vmctl.stack.spec import Healthcheck, StackSpec, definition_hash
+from vmctl.stack.state import StackState, all_states, allocate
+
+
+@dataclass
+class UpReport:
+    """What `up` did to each VM: created, recreated, started, unchanged, changed (not replaced)."""
+    actions: dict[str, str] = field(default_factory=dict)
+    networks_created: list[str] = field(default_factory=list)
+    health: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"vms": self.actions, "networks_created": self.networks_created, "health": self.health}
+
+
+class _Tail:
+    """A write-only sink keeping the last `limit` bytes (a guest's answer is hostile: bounded)."""
+
+    def __init__(self, limit: int = 2048):
+        self.data, self.limit = b"", limit
+
+    def write(self, b: bytes) -> int:
+        self.data = (self.data + bytes(b))[-self.limit:]
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+    def text(self) -> str:
+        last = self.data.decode("utf-8", "replace").strip().splitlines()
+        return last[-1][:200] if last else ""
+
+
+def stack_record(session: Session, name: str) -> InstanceRecord | None:
+    """The record of VM `name` when it exists (finished), else None."""
+    d = instance_dir(session, name)
+    return InstanceRecord.load(d) if (d / RECORD).is_file() else None
+
+
+def _timeout_argv(hc: Healthcheck) -> list[str]:
+    # `timeout` where the guest has it (coreutils, busybox); the command alone where it does not
+    return ["sh", "-c", 'if command -v timeout >/dev/null 2>&1; then exec timeout "$0" "$@"; fi; exec "$@"',
+            str(max(1, int(hc.timeout))), *hc.command]
+
+
+def check_health(session: Session, name: str, hc: Healthcheck, say: Callable[[str], None]) -> None:
+    """Run `hc` in the guest (as root) until it exits 0, at most `hc.retries` times."""
+    if hc.start_period:
+        time.sleep(hc.start_period)
+    code, sink = None, _Tail()
+    for attempt in range(1, hc.retries + 1):
+        sink = _Tail()
+        try:
+            code = reach.exec_(session, name, _timeout_argv(hc), stdout=sink, stderr=sink, root=True)
+        except VmctlError as exc:   # SSH not (yet) answering counts as a failed check
+            code, sink.data = -1, str(exc).encode()
+        if code == 0:
+            return
+        if attempt == 1 or attempt % 10 == 0:
+            say(f"{name}: healthcheck {attempt}/{hc.retries} exited {code}")
+        time.sleep(hc.interval)
+    raise Unhealthy(f"{name} is unhealthy: its healthcheck failed {hc.retries} times (last exit status "
+                    f"{code}: {sink.text() or 'no output'})")
+
+
+class _Up:
+    def __init__(self, session: Session, spec: StackSpec, *, recreate: bool, timeout: float, wait: bool,
+                 build: Callable[[str, Path, Path | None, dict], str] | None):
+        self.session, self.spec, self.recreate, self.timeout, self.wait = session, spec, recreate, timeout, wait
+        self.build = build
+        self.say = lambda text: session.progress(text, None)
+        self.report = UpReport()
+        self.reached: dict[str, set[str]] = {}
+
+    # ---- networks ---------------------------------------------------------------------------
+    def networks(self, st: StackState) -> None:
+        if st.mode != "system":
+            return   # hosted segments are multicast groups QEMU joins: nothing to make
+        backend = self.session.backend
+        for name, net in st.networks.items():
+            if name not in self.spec.networks:
+                continue
+            hosts = reservations(self.spec, st, name)
+            existing = libvirt_networks.xml(backend, net.libvirt)
+            if existing is None:
+                self.say(f"network {net.libvirt}: creating ({net.subnet})")
+                libvirt_networks.define_and_start(backend, net.libvirt, network_xml(self.spec.networks[name], net, hosts))
+                self.report.networks_created.append(net.libvirt)
+                continue
+            for mac, address, hostname in hosts:
+                if f"mac='{mac}'" not in existing and f'mac="{mac}"' not in existing:
+                    libvirt_networks.add_dhcp_host(backend, net.libvirt, host_xml(mac, address, hostname))
+            libvirt_networks.start(backend, net.libvirt)
+
+    # ---- images -----------------------------------------------------------------------------
+    def image(self, short: str) -> tuple[str, str]:
+        """(ref, id) of the image VM `short` is made from (built first when it has ``build:``)."""
+        vm = self.spec.vms[short]
+        if vm.build is not None:
+            ref = f"{self.spec.vm_name(short)}:latest"
+            self.say(f"{short}: building {vm.build.context}")
+            self.build(ref, vm.build.context, vm.build.file, dict(vm.build.args))
+        else:
+            ref = vm.image
+        return ref, self.session.store.resolve(ref).id
+
+    # ---- conditions -------------------------------------------------------------------------
+    def reach(self, short: str, condition: str) -> None:
+        """Block until VM `short` is `condition` (started < ready < healthy, each implying the last)."""
+        done = self.reached.setdefault(short, set())
+        name = self.spec.vm_name(short)
+        if condition in ("ready", "healthy") and "ready" not in done:
+            self.say(f"{short}: waiting for SSH")
+            reach.wait(self.session, name, self.timeout)
+            done.add("ready")
+        if condition == "healthy" and "healthy" not in done:
+            self.say(f"{short}: waiting until healthy")
+            check_health(self.session, name, self.spec.vms[short].healthcheck, self.say)
+            done.add("healthy")
+            self.report.health[short] = "healthy"
+
+    # ---- one VM -----------------------------------------------------------------------------
+    def vm(self, st: StackState, short: str) -> None:
+        spec, session = self.spec, self.session
+        for dep, condition in spec.vms[short].depends_on:
+            self.reach(dep, condition)
+        name = spec.vm_name(short)
+        ref, image_id = self.image(short)
+        vs = st.vms[short]
+        digest = definition_hash(spec.vms[short], image_id, vs.addresses, {"mode": st.mode, "macs": vs.macs})
+        rec = stack_record(session, name)
+        if rec is not None and rec.stack.get("name") != spec.name:
+            raise ConflictError(f"VM {name} exists and is not stack {spec.name}'s: rename the stack (name:) or remove it")
+        if rec is not None and rec.stack.get("definition") != digest:
+            if not self.recreate:
+                self.report.actions[short] = "changed"
+                self.say(f"{short}: the file changes it: 'vmctl up --recreate' replaces it")
+                self._ensure_started(short, name)
+                return
+            self.say(f"{short}: replacing it (its definition changed)")
+            remove.remove(session, name, force=True)
+            faults.point("stack.after-remove")
+            rec = None
+            action = "recreated"
+        else:
+            action = "created"
+        if rec is None:
+            self.say(f"{short}: creating from {ref}")
+            request = create_request(spec, st, short, ref, digest, qemu_user(session.settings.uri))
+            create.run(session, request, wait=None)
+            self.report.actions[short] = action
+            faults.point("stack.after-create")
+            return
+        self._ensure_started(short, name)
+
+    def _ensure_started(self, short: str, name: str) -> None:
+        started = lifecycle.start(self.session, name)
+        self.report.actions.setdefault(short, "started" if started else "unchanged")
+
+
+def up(session: Session, spec: StackSpec, *, recreate: bool = False, timeout: float = 600, wait: bool = True,
+       build: Callable[[str, Path, Path | None, dict], str] | None = None) -> UpReport:
+    """Bring the stack of `spec` up (see the module doc); with `wait`, until every VM lets vmctl
+    in over SSH and every VM with a healthcheck is healthy. `build(ref, context, file, args)`
+    builds an image for ``build:`` VMs."""
+    paths = session.paths
+    session.backend.versions()   # libvirt reachable before anything is written
+    with name_lock(paths.locks, spec.name, what="stack"):
+        previous = StackState.load(paths.stacks, spec.name)
+        others = [s for s in all_states(paths.stacks) if s.name != spec.name]
+        st = allocate(spec, session.settings.mode, previous, others)
+        st.save(paths.stacks)
+        doctor.mend(session, {spec.vm_name(s) for s in spec.vms})
+        job = _Up(session, spec, recreate=recreate, timeout=timeout, wait=wait, build=build)
+        job.networks(st)
+        for short in spec.order():
+            job.vm(st, short)
+        if wait:
+            for short in spec.order():
+                vm = spec.vms[short]
+                job.reach(short, "healthy" if vm.healthcheck else "ready")
+        return job.report
+
+
+def stack_vm_names(session: Session, stack: str) -> list[str]:
+    """Every VM of this store that stack `stack` made (by the label in its record), finished or not."""
+    from vmctl.core.records import list_records
+
+    return [r.name for r in list_records(session.paths.instances, include_unfinished=True)
+            if r.stack.get("name") == stack]
+

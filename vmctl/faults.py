@@ -26,8 +26,8 @@ POINTS = (
     "load.after-ingest",
 )
 
-# `vmctl up` between VMs: exercised by tests/stack/test_stack_contract.py (libvirt's test driver
-# shows it: no guest is needed to see that an up resumes).
+# `vmctl up` between VMs: killed by tests/e2e/test_stack_e2e.py (an up must resume on a real daemon:
+# the test driver forgets everything when its process dies).
 STACK_POINTS = ("stack.after-create", "stack.after-remove")
 
 _KNOWN = frozenset(POINTS + STACK_POINTS)

@@ -25,11 +25,12 @@ class Vmctl:
 
     root: Path
     env: dict
+    cwd: Path | None = None     # where it runs (a stack's directory: short names)
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 300, input: str | None = None):
         proc = subprocess.run(
             [sys.executable, "-m", "vmctl", *args], env=self.env, capture_output=True, text=True,
-            timeout=timeout, input=input,
+            timeout=timeout, input=input, cwd=self.cwd,
         )
         if check and proc.returncode != 0:
             raise AssertionError(

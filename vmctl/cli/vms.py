@@ -146,7 +146,7 @@ def _each(app: App, names, action) -> None:
     failed: VmctlError | None = None
     for name in names:
         try:
-            action(name)
+            action(short_name(name))
         except VmctlError as exc:
             if len(names) == 1:
                 raise
@@ -270,7 +270,7 @@ def inspect(app: App, names, as_json):
     """Show VMs' details as JSON: image, state, addresses, ports, disk usage, profile."""
     from vmctl.core import listing
 
-    emit_json([listing.inspect(app.session, n) for n in names])
+    emit_json([listing.inspect(app.session, short_name(n)) for n in names])
 
 
 @click.command()

@@ -28,9 +28,12 @@ def down(session: Session, stack: str) -> DownReport:
     report = DownReport()
     with name_lock(session.paths.locks, stack, what="stack"):
         st = stack_state.StackState.load(session.paths.stacks, stack)
+        # only what carries the stack's label is the stack's (a VM of the same name made otherwise
+        # is left alone); a domain a killed create left without its directory is mended too
         names = set(stack_vm_names(session, stack))
         if st is not None:
-            names |= {f"{stack}-{short}" for short in st.vms}
+            names |= {n for n in (f"{stack}-{short}" for short in st.vms)
+                      if not (session.paths.instances / n).exists()}
         doctor.mend(session, names)   # half-made ones first: a killed up's leftovers
         for name in sorted(names):
             try:

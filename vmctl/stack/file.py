@@ -22,6 +22,7 @@ ALTERNATIVES = ("vmctl.yaml", "vmctl.yml")
 MAX_FILE = 256 << 10     # a stack of 64 VMs with inline user-data fits many times over
 MAX_DEPTH = 32
 
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 _VALIDATOR = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
@@ -64,13 +65,15 @@ def _check_nodes(node: yaml.Node, where: str, seen: set[int], depth: int = 0) ->
     seen.add(id(node))
     if depth > MAX_DEPTH:
         raise UsageError(f"{where}:{node.start_mark.line + 1}: nested too deep")
+    if node.tag not in _PLAIN_TAGS:
+        raise UsageError(f"{where}:{node.start_mark.line + 1}: YAML tag {node.tag[:60]} is not supported in a stack file")
     if isinstance(node, yaml.MappingNode):
         keys: set[str] = set()
         for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == "<<":
+                raise UsageError(f"{where}:{k.start_mark.line + 1}: YAML merge keys (<<) are not supported")
             if not isinstance(k, yaml.ScalarNode) or k.tag != "tag:yaml.org,2002:str":
                 raise UsageError(f"{where}:{k.start_mark.line + 1}: keys must be plain strings")
-            if k.value == "<<":
-                raise UsageError(f"{where}:{k.start_mark.line + 1}: YAML merge keys (<<) are not supported")
             if k.value in keys:
                 raise UsageError(f"{where}:{k.start_mark.line + 1}: {k.value} is given twice")
             keys.add(k.value)
@@ -84,9 +87,14 @@ def _dotted(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
+_SIZES = ("memory", "disk", "memory-limit")
+
+
 def _message(error) -> str:
     """Schema errors in words a user of the file understands."""
     v, path = error.validator, list(error.absolute_path)
+    if path and path[-1] in _SIZES and len(path) == 3:
+        return f"{error.instance!r} is not a size (e.g. 512M, 2G)"
     if v == "oneOf" and len(path) == 2 and path[0] == "vms":
         return "give exactly one of image: or build:"
     if v == "additionalProperties":
@@ -94,13 +102,19 @@ def _message(error) -> str:
         return f"unknown key {', '.join(extra)}"
     if v == "pattern" and path and path[-1] in ("interval", "timeout", "start_period"):
         return f"{error.instance!r} is not a duration (e.g. 2s, 500ms, 1m)"
-    if v == "pattern" or (v == "propertyNames"):
-        return (f"{error.instance!r} is not a valid name: lower-case letters, digits and inner dashes"
-                if v == "pattern" else error.message)
-    if v == "anyOf" and error.context:
-        best = min(error.context, key=lambda e: len(list(e.absolute_path)))
-        return best.message
+    if v == "pattern":
+        return f"{error.instance!r} is not a valid name: lower-case letters, digits and inner dashes"
     return error.message
+
+
+def _deepest(error):
+    """For anyOf/oneOf, the alternative's error that got furthest into the value (a wrong type
+    at the top is the least telling); the error itself otherwise."""
+    while error.validator in ("anyOf", "oneOf") and error.context and not (
+            error.validator == "oneOf" and len(error.absolute_path) == 2 and error.absolute_path[0] == "vms") \
+            and not (error.absolute_path and error.absolute_path[-1] in _SIZES):
+        error = max(error.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
+    return error
 
 
 def load(path: Path) -> dict:
@@ -117,17 +131,14 @@ def load(path: Path) -> dict:
     if root is None:
         raise UsageError(f"{where}: the file is empty: it needs a vms: mapping")
     _check_nodes(root, where, set())
-    data = yaml.SafeLoader(text).get_single_data()   # safe: no aliases, bounded size and depth
+    data = yaml.SafeLoader(text).get_single_data()   # safe: plain tags, no aliases, bounded size and depth
     lines = _Lines(root)
     errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: (lines.line(e.absolute_path), e.path))
     if errors:
-        e = errors[0]
-        # a key's own error is reported at the key; "propertyNames" errors are about the key itself
+        e = _deepest(errors[0])
         path = list(e.absolute_path)
-        if e.validator == "propertyNames":
-            e2 = e.context[0] if e.context else e
-            return _raise(where, lines, path + [e2.instance], f"{e2.instance!r} is not a valid name: "
-                          "lower-case letters, digits and inner dashes")
+        if "propertyNames" in e.schema_path:   # about a key itself: reported at the key
+            path.append(e.instance)
         _raise(where, lines, path, _message(e))
     return data
 

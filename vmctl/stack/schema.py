@@ -8,9 +8,11 @@ from __future__ import annotations
 
 # A VM's or network's name in the file: it becomes part of a libvirt name and a guest hostname, so
 # DNS label rules (lower case, digits, inner dashes), short enough for "<stack>-<name>".
-SHORT_NAME = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
-STACK_NAME = r"^[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?$"
-DURATION = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m)?$"
+# The patterns end in \Z, not $: jsonschema matches with Python's re, where $ also matches before a
+# final newline ("web\n" would pass).
+SHORT_NAME = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?\Z"
+STACK_NAME = r"^[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?\Z"
+DURATION = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m)?\Z"
 SIZE = {"anyOf": [{"type": "string", "maxLength": 32}, {"type": "integer", "minimum": 1}]}
 CONDITIONS = ("started", "ready", "healthy")
 

@@ -22,9 +22,10 @@ services:
 demo: deps venv services
 	bash demo.sh
 
-# Every tier: model, contract (libvirt test driver) and end-to-end (real libvirtd + QEMU/TCG guests).
+# Every tier: model, contract (libvirt test driver) and end-to-end (real libvirtd + QEMU/TCG guests);
+# the cloud-guest and system-mode tiers run alongside the rest (tests/tiers.py).
 test: deps venv services
-	$(PY) -m pytest -v -p no:cacheprovider --durations=25 tests
+	$(PY) -m tests.tiers
 
 # Model and contract tiers only (seconds).
 test-fast: venv

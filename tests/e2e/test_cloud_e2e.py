@@ -25,7 +25,6 @@ import shutil
 import ssl
 import tempfile
 import threading
-import time
 import urllib.request
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -230,33 +229,58 @@ CMD ["python3", "-m", "http.server", "8000", "--directory", "/srv/www"]
 """
 
 
-def test_a_vmfile_builds_on_the_cloud_image_and_its_service_answers(cloud_vmctl, cloud_guest, tmp_path):
-    """The build tier on a guest vmctl did not make: systemd runs the image's command at boot."""
+CLOUD_STACK = """\
+name: cloudstack
+vms:
+  web:
+    build: ctx            # the Vmfile above: cached, so up boots no build VM
+    memory: 1G
+    healthcheck:
+      test: ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/who.txt')"]
+      interval: 2s
+      retries: 300
+  client:
+    image: tiny
+    depends_on:
+      web: {condition: healthy}
+"""
+
+
+def test_a_vmfile_builds_on_the_cloud_image_and_serves_a_stack_peer(cloud_vmctl, cloud_guest, tmp_path):
+    """The build tier on a guest vmctl did not make (systemd runs the image's command at boot),
+    and that guest in a stack: brought up from ``build:`` (every step cached), healthy by its
+    healthcheck, reached by name from a tiny guest over the stack's segment; its cloud-init
+    wrote the stack's /etc/hosts (not its own template)."""
 
     vm = cloud_vmctl
     vm("image", "import", str(cloud_guest.bios), "cloud-build:1", timeout=600)
-    ctx = tmp_path / "ctx"
+    vm("image", "build", "tiny", timeout=1800)
+    stack = Path(tempfile.mkdtemp(prefix="vmctl-cloud-stack-", dir="/var/tmp"))
+    ctx = stack / "ctx"
     ctx.mkdir()
     (ctx / "index.html").write_text("cloud build\n")
     (ctx / "Vmfile").write_text(CLOUD_VMFILE)
+    (stack / "vmctl.yaml").write_text(CLOUD_STACK)
     built = json.loads(_out(vm, "build", "-t", "cloud-web:1", "--json", str(ctx), timeout=1500))
     assert built["vm_boots"] == 1 and not any(s["cached"] for s in built["steps"] if "EXPOSE" not in s["instruction"])
-    vm("run", "cloud-web", "--image", "cloud-web:1", "--timeout", BOOT, timeout=1000)
+    vm.cwd = stack
     try:
-        (forward,) = [p for p in json.loads(_out(vm, "inspect", "cloud-web"))[0]["ports"] if p["guest_port"] == 8000]
-        body = None
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{forward['host_port']}/who.txt", timeout=5) as r:
-                    body = r.read().decode()
-                break
-            except OSError:
-                time.sleep(2)
-        assert body == "built as vmctl\n"
-        assert _out(vm, "exec", "cloud-web", "--", "systemctl", "is-enabled", "vmctl-cmd.service") == "enabled"
+        report = json.loads(_out(vm, "up", "-d", "--json", "--timeout", BOOT, timeout=1800))
+        assert report["vms"] == {"web": "created", "client": "created"} and report["health"] == {"web": "healthy"}
+        assert _out(vm, "exec", "client", "--", "wget", "-qO-", "http://web:8000/who.txt") == "built as vmctl"
+        assert "cloudstack-client" in _out(vm, "exec", "web", "--", "getent", "hosts", "client")
+        # EXPOSE gave the stack VM its forward, as it does to `vmctl run`
+        (forward,) = [p for p in json.loads(_out(vm, "inspect", "web"))[0]["ports"] if p["guest_port"] == 8000]
+        with urllib.request.urlopen(f"http://127.0.0.1:{forward['host_port']}/who.txt", timeout=30) as r:
+            assert r.read().decode() == "built as vmctl\n"
+        assert _out(vm, "exec", "web", "--", "systemctl", "is-enabled", "vmctl-cmd.service") == "enabled"
+        down = json.loads(_out(vm, "down", "--json", timeout=600))
+        assert sorted(down["vms_removed"]) == ["cloudstack-client", "cloudstack-web"]
     finally:
-        vm("rm", "-f", "cloud-web", timeout=300)
-    vm("rmi", "cloud-web:1")
+        vm("down", check=False, timeout=600)
+        vm.cwd = None
+        shutil.rmtree(stack, ignore_errors=True)
+    vm("rmi", "cloud-web:1", "cloudstack-web:latest")
     held = vm("rmi", "cloud-build:1", check=False)   # the build's cached steps are its children
     assert held.returncode == 5 and "vmctl image prune" in held.stderr, held.stderr
     vm("image", "prune")

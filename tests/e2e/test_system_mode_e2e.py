@@ -216,3 +216,44 @@ def test_system_mode_cloud_guest_with_a_static_address(ns_vmctl, private_libvirt
     vm("rm", "-f", "c1", timeout=300)
     vm("image", "rm", "cloud:sys")
     assert lv.virsh("list", "--all", "--name").stdout.split() == []
+
+
+def test_system_mode_stack_on_its_own_libvirt_network(ns_vmctl, private_libvirt):
+    """The README's stack in system mode: its network "back" becomes a libvirt network (bridge,
+    dnsmasq and NAT inside the namespace) with a DHCP reservation per VM; web reaches db by name
+    there; a second ``up`` changes nothing; ``down`` leaves no VM, network, disk or seed."""
+    from tests.stack.test_stack_file import readme_stack
+
+    vm, lv = ns_vmctl, private_libvirt
+    vm("image", "build", "tiny", timeout=1800)
+    cap = _has_capability(lv.libvirtd.pid, CAP_SYS_RESOURCE)
+    # no forwarded ports in system mode (the VMs have their own addresses); the profile without
+    # the hard limit where the daemon cannot raise RLIMIT_MEMLOCK (see the module doc)
+    # named "shopsys": the hosted stack test may run "shop" on the machine's daemon at the same
+    # time, and QEMU's cgroups are named after the domain
+    text = readme_stack().replace('    ports: ["18080:80"]\n', "").replace("name: shop\n", "name: shopsys\n")
+    if not cap:
+        text = text.replace("    image: tiny\n", "    image: tiny\n    profile: kvm-no-hard-limit\n")
+    stack = vm.root.parent / "stack"
+    stack.mkdir()
+    stack.chmod(0o755)
+    (stack / "vmctl.yaml").write_text(text)
+    f = str(stack / "vmctl.yaml")
+    report = json.loads(vm("up", "-d", "-f", f, "--json", timeout=900).stdout)
+    assert report["vms"] == {"db": "created", "web": "created"} and report["networks_created"] == ["vmctl-shopsys-back"]
+    net = lv.virsh("net-dumpxml", "vmctl-shopsys-back").stdout
+    assert "<forward mode='nat'" in net and "ip='10.213.0.10'" in net and "name='shopsys-db'" in net
+    assert "type='network'" in lv.virsh("dumpxml", "shopsys-web").stdout
+    assert vm("exec", "shopsys-web", "--", "cat", "/srv/www/index.html").stdout.strip() == "hello from db"
+    assert vm("exec", "shopsys-web", "--", "wget", "-qO-", "http://db:8080/").stdout.strip() == "hello from db"
+    assert vm("ip", "shopsys-db").stdout.strip() == "10.213.0.10"   # the lease is the reservation
+    # the bridge is the namespace's, not the machine's
+    bridge = next(line.split("'")[1] for line in net.splitlines() if "<bridge name=" in line)
+    assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
+    assert json.loads(vm("up", "-d", "-f", f, "--json").stdout)["vms"] == {"db": "unchanged", "web": "unchanged"}
+    down = json.loads(vm("down", "-f", f, "--json", timeout=300).stdout)
+    assert sorted(down["vms_removed"]) == ["shopsys-db", "shopsys-web"]
+    assert down["networks_removed"] == ["vmctl-shopsys-back"]
+    assert lv.virsh("list", "--all", "--name").stdout.split() == []
+    assert lv.virsh("net-list", "--all", "--name").stdout.split() == [NETWORK]
+    assert not list((vm.root / "instances").iterdir())

@@ -6,43 +6,20 @@ Inside a stack's directory ``ps`` lists the stack's VMs and ``logs``, ``exec``, 
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import click
 
 from vmctl.cli.context import App, pass_app
+from vmctl.cli.listing_view import show_listing
 from vmctl.cli.output import emit_json, table
-from vmctl.errors import NotFoundError, UsageError, VmctlError
+from vmctl.cli.stackfile import load_spec
+from vmctl.errors import NotFoundError
 
 _FILE = click.option("--file", "-f", "file", type=click.Path(dir_okay=False),
                      help="The stack file (default: vmctl.yaml in the current directory).")
-
-
-def load_spec(file: str | None):
-    """The stack of `file`, else of the current directory's vmctl.yaml (UsageError when none)."""
-    from vmctl.stack.file import find_file, load
-    from vmctl.stack.spec import from_data
-
-    path = Path(file) if file else find_file(Path.cwd())
-    if path is None:
-        raise UsageError("no vmctl.yaml in this directory (give one with -f FILE)")
-    return from_data(load(path), path)
-
-
-def short_name(name: str) -> str:
-    """`name` as the current directory's stack knows it: ``web`` is ``<stack>-web`` when the
-    stack file here names a VM ``web``; any other name (or no readable stack file) is itself."""
-    from vmctl.stack.file import find_file
-
-    path = find_file(Path.cwd())
-    if path is None:
-        return name
-    try:
-        spec = load_spec(str(path))
-    except VmctlError:
-        return name
-    return spec.vm_name(name) if name in spec.vms else name
 
 
 def _builder(app: App):
@@ -142,8 +119,6 @@ def down(app: App, file, volumes, as_json):
 
 def _remove_volumes(spec) -> list[str]:
     """The stack's own volume directories (``.vmctl/volumes/*`` in its directory), never others."""
-    import shutil
-
     base = spec.directory / ".vmctl" / "volumes"
     removed = []
     if base.is_dir() and not base.is_symlink():
@@ -161,13 +136,11 @@ def _remove_volumes(spec) -> list[str]:
 @click.pass_context
 def ps(ctx: click.Context, file, show_all, as_json, quiet):
     """List the stack's VMs (in a stack's directory or with -f); elsewhere, VMs as ls does."""
-    from vmctl.stack.file import find_file
+    from vmctl.stack.locate import find_file
 
     app: App = ctx.obj
     if file is None and find_file(Path.cwd()) is None:
-        from vmctl.cli.vms import ls
-
-        return ctx.invoke(ls, show_all=show_all, as_json=as_json, quiet=quiet)
+        return show_listing(app, show_all=show_all, as_json=as_json, quiet=quiet)
     from vmctl.stack.status import rows as stack_rows
 
     spec = load_spec(file)

@@ -9,8 +9,9 @@ import sys
 import click
 
 from vmctl.cli.context import App, pass_app
-from vmctl.cli.stack import short_name
-from vmctl.cli.output import emit_json, human_size, table
+from vmctl.cli.listing_view import show_listing
+from vmctl.cli.stackfile import short_name
+from vmctl.cli.output import emit_json
 from vmctl.cli.complete import complete_images, complete_vms
 from vmctl.errors import UsageError, VmctlError
 
@@ -242,24 +243,7 @@ def rm(app: App, names, force):
 @pass_app
 def ls(app: App, show_all, as_json, quiet):
     """List VMs (running ones; -a for all)."""
-    from vmctl.core import listing
-
-    rows = listing.listing(app.session, show_all=show_all)
-    if as_json or app.json:
-        emit_json(rows)
-        return
-    if quiet:
-        for row in rows:
-            click.echo(row["name"])
-        return
-    table(
-        [
-            (r["name"], r["image"], r["state"], r["cpus"], human_size(r["memory_mib"] * 1024 * 1024),
-             ", ".join(r["ports_text"]), r["created"])
-            for r in rows
-        ],
-        ["NAME", "IMAGE", "STATE", "CPUS", "MEMORY", "PORTS", "CREATED"],
-    )
+    show_listing(app, show_all=show_all, as_json=as_json, quiet=quiet)
 
 
 @click.command()

@@ -150,10 +150,15 @@ def _creating_domains(session: Session, fix: bool, only: set[str] | None = None)
         if name in known or (only is not None and name not in only):
             continue
         try:
-            state = Domain.from_xml(session.backend.xml(name, inactive=True)).metadata.state
+            dom = Domain.from_xml(session.backend.xml(name, inactive=True))
         except VmctlError:
             continue
-        if state != "creating":
+        if dom.metadata.state != "creating":
+            continue
+        # another store's create on the same daemon (its disks are under its own data root) is
+        # that store's business, and its name lock is not in this store
+        mine = str(session.paths.instances) + os.sep
+        if not any((d.source_file or "").startswith(mine) for d in dom.devices.disks):
             continue
         with _quiet_lock(session, name) as locked:
             if not locked:

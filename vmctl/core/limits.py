@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 
 from vmctl.errors import UsageError
 from vmctl.limits import MAX_CPUS
+from vmctl.units import parse_rate, parse_size
 
 CPU_PERIOD_US = 100_000          # the CFS period a quota is a share of
 MIN_HEADROOM_MIB = 64            # a hard limit below guest RAM + QEMU's own gets QEMU OOM-killed
@@ -48,8 +49,6 @@ class Limits:
 def parse_limits(cpu_shares=None, cpu_quota_percent=None, memory_limit=None, io_weight=None,
                  io_read_bps=None, io_write_bps=None) -> Limits:
     """The Limits of create's limit options as given (sizes and rates as text, parsed here)."""
-    from vmctl.units import parse_rate, parse_size
-
     return Limits(
         cpu_shares=cpu_shares, cpu_quota_percent=cpu_quota_percent,
         memory_limit_bytes=parse_size(str(memory_limit), "memory limit", default_unit="m", maximum=16 << 40)

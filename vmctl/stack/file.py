@@ -17,8 +17,6 @@ from vmctl.errors import UsageError
 from vmctl.stack.schema import SCHEMA
 from vmctl.userfiles import read_text
 
-DEFAULT_FILE = "vmctl.yaml"
-ALTERNATIVES = ("vmctl.yaml", "vmctl.yml")
 MAX_FILE = 256 << 10     # a stack of 64 VMs with inline user-data fits many times over
 MAX_DEPTH = 32
 
@@ -48,14 +46,6 @@ class _Lines:
             else:
                 return line
         return line
-
-
-def find_file(directory: Path) -> Path | None:
-    """The stack file of `directory` (vmctl.yaml, else vmctl.yml), or None."""
-    for name in ALTERNATIVES:
-        if (directory / name).is_file():
-            return directory / name
-    return None
 
 
 def _check_nodes(node: yaml.Node, where: str, seen: set[int], depth: int = 0) -> None:

@@ -22,7 +22,7 @@ from vmctl.backend import networks as libvirt_networks
 from vmctl.core import create, doctor, lifecycle, reach, remove
 from vmctl.core.instance import instance_dir
 from vmctl.core.namelock import name_lock
-from vmctl.core.records import RECORD, InstanceRecord
+from vmctl.core.records import RECORD, InstanceRecord, list_records
 from vmctl.core.session import Session
 from vmctl.perms import qemu_user
 from vmctl.errors import ConflictError, Unhealthy, VmctlError
@@ -214,8 +214,6 @@ def up(session: Session, spec: StackSpec, *, recreate: bool = False, timeout: fl
 
 def stack_vm_names(session: Session, stack: str) -> list[str]:
     """Every VM of this store that stack `stack` made (by the label in its record), finished or not."""
-    from vmctl.core.records import list_records
-
     return [r.name for r in list_records(session.paths.instances, include_unfinished=True)
             if r.stack.get("name") == stack]
 

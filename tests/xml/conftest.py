@@ -24,3 +24,19 @@ def test_profiles(monkeypatch):
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(TEST_CONFIG_HOME))
     return TEST_CONFIG_HOME / "vmctl" / "profiles"
+
+
+@pytest.fixture
+def hosted(test_profiles):
+    """The hosted profile (with the test profile directory)."""
+    from vmctl.profiles import load_profile
+
+    return load_profile("hosted")
+
+
+@pytest.fixture
+def inputs():
+    """The inputs of the golden case ``hosted-tcg-forwards``."""
+    from golden_cases import CASES
+
+    return CASES["hosted-tcg-forwards"][2]

@@ -6,21 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from golden_cases import CASES
 from vmctl.core.plan import mac_from_uuid, plan_domain, user_netdev_args
 from vmctl.core.ports import parse_port
 from vmctl.errors import UsageError
 from vmctl.profiles import load_profile
-
-
-@pytest.fixture
-def hosted(test_profiles):
-    return load_profile("hosted")
-
-
-@pytest.fixture
-def inputs():
-    return CASES["hosted-tcg-forwards"][2]
 
 
 def test_commandline_network_when_no_passt(hosted, inputs):

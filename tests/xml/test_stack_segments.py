@@ -7,22 +7,11 @@ from dataclasses import replace
 import pytest
 from lxml import etree
 
-from golden_cases import CASES
 from vmctl.core.plan import Segment, plan_domain
 from vmctl.errors import UsageError
 from vmctl.profiles import load_profile
 
 SEG = Segment("52:54:00:0a:0b:0c", group="239.255.10.20", port=42100)
-
-
-@pytest.fixture
-def hosted(test_profiles):
-    return load_profile("hosted")
-
-
-@pytest.fixture
-def inputs():
-    return CASES["hosted-tcg-forwards"][2]
 
 
 def test_hosted_segments_are_multicast_netdevs_on_loopback_after_the_user_nic(hosted, inputs, domain_rng):

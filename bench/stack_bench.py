@@ -1,0 +1,79 @@
+"""Stacks on vmctl's tiny guest: ``vmctl up -d`` of a two-VM stack (both on one private network,
+each waited for until SSH lets vmctl in) against the same two VMs made by two sequential
+``vmctl run``s, a no-op ``up`` (nothing changed), ``up --recreate`` of one changed VM, and
+``down``. Whole CLI processes, wall clock, medians of `--runs`. No assertions.
+
+    python bench/stack_bench.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchhost import describe  # noqa: E402
+
+STACK = """name: bench
+vms:
+  a:
+    image: tiny
+    memory: {memory}
+  b:
+    image: tiny
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    print(describe("stack bench"))
+    root = Path(tempfile.mkdtemp(prefix="vmctl-stackbench-", dir="/var/tmp"))
+    stack = Path(tempfile.mkdtemp(prefix="vmctl-stackbench-dir-", dir="/var/tmp"))
+    env = {**os.environ, "VMCTL_ROOT": str(root), "VMCTL_CONFIG": "/dev/null"}
+
+    def vmctl(*a: str) -> float:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "vmctl", "-q", *a], env=env, capture_output=True, text=True,
+                              cwd=stack)
+        if proc.returncode != 0:
+            raise SystemExit(f"vmctl {' '.join(a[:3])}: {proc.stderr.strip()[-400:]}")
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {}
+    try:
+        vmctl("image", "build", "tiny")
+        for _ in range(args.runs):
+            (stack / "vmctl.yaml").write_text(STACK.format(memory="256M"))
+            times.setdefault("up -d, two VMs (to SSH ready)", []).append(vmctl("up", "-d"))
+            times.setdefault("up -d again (nothing to do)", []).append(vmctl("up", "-d"))
+            (stack / "vmctl.yaml").write_text(STACK.format(memory="288M"))
+            times.setdefault("up -d --recreate (one VM changed)", []).append(vmctl("up", "-d", "--recreate"))
+            times.setdefault("down", []).append(vmctl("down"))
+            t0 = time.perf_counter()
+            vmctl("run", "seq-a", "--image", "tiny")
+            vmctl("run", "seq-b", "--image", "tiny")
+            times.setdefault("two sequential runs (to SSH ready)", []).append(time.perf_counter() - t0)
+            vmctl("rm", "-f", "seq-a", "seq-b")
+    finally:
+        subprocess.run([sys.executable, "-m", "vmctl", "down"], env=env, cwd=stack, capture_output=True)
+        subprocess.run([sys.executable, "-m", "vmctl", "rm", "-f", "seq-a", "seq-b"], env=env, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(stack, ignore_errors=True)
+    for label, xs in times.items():
+        print(f"{label:<40}{statistics.median(xs):8.2f} s  (runs: {', '.join(f'{x:.2f}' for x in xs)})")
+    up, seq = statistics.median(times["up -d, two VMs (to SSH ready)"]), statistics.median(times["two sequential runs (to SSH ready)"])
+    print(f"up of two VMs / two sequential runs: {up / seq:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,8 +5,9 @@ One flow, each step something only real guests on a real daemon show: an ``up`` 
 first VM resumes (and the made VM is kept); db becomes healthy by its healthcheck before web is
 made; web fetched db's page by name over the stack network at its first boot and serves it on its
 forwarded port; a second ``up`` changes nothing (same domains); a changed memory is reported, and
-``up --recreate`` -- killed after removing web, then resumed -- replaces only web; ``down
---volumes`` leaves no VM, disk, seed, state, volume or socket. The system-mode run of a stack is in
+``up --recreate`` -- killed after removing web, then resumed -- replaces only web; web taken out
+of the file is an orphan, removed by ``up --remove-orphans``, and db's /etc/hosts loses it (also
+after a reboot); ``down --volumes`` leaves no VM, disk, seed, state, volume or socket. The system-mode run of a stack is in
 test_system_mode_e2e.py; the cloud guest in a stack (built from a Vmfile) in test_cloud_e2e.py.
 """
 
@@ -125,8 +126,20 @@ def test_stack_up_resumes_reaches_by_name_is_idempotent_recreates_one_and_down_l
     assert json.loads(vm("inspect", "web").stdout)[0]["memory_mib"] == 288
     assert _get(f"http://127.0.0.1:{port}/").strip() == "hello from db"
 
+    # web leaves the file: reported, then removed by --remove-orphans, and db's /etc/hosts loses it
+    # (pushed over SSH, and kept for db's next boots instead of its seed's list)
+    (stack_dir / "vmctl.yaml").write_text(text[:text.index("  web:\n")])
+    assert json.loads(vm("up", "-d", "--json").stdout)["orphans"] == ["shop-web"]
+    pruned = json.loads(vm("up", "-d", "--remove-orphans", "--json").stdout)
+    assert pruned["removed"] == ["shop-web"] and pruned["hosts_updated"] == ["db"], pruned
+    assert " web " not in vm("exec", "db", "--", "cat", "/etc/hosts").stdout
+    vm("restart", "db")
+    vm("wait", "db")
+    after_boot = vm("exec", "db", "--", "cat", "/etc/hosts").stdout
+    assert " db shop-db" in after_boot and " web " not in after_boot, after_boot
+
     down = json.loads(vm("down", "--volumes", "--json").stdout)
-    assert sorted(down["vms_removed"]) == ["shop-db", "shop-web"]
+    assert down["vms_removed"] == ["shop-db"]
     assert vm("ls", "-a", "-q").stdout.split() == []
     assert not [p for p in (e2e_vmctl.root / "instances").iterdir()]
     assert not (e2e_vmctl.root / "stacks" / "shop.json").exists()

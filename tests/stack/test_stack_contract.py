@@ -133,6 +133,9 @@ def test_allocation_is_stable_and_refuses_what_cannot_be(tmp_path):
                      "hosted", None, [st])
     assert other.networks["front"].subnet != st.networks["front"].subnet
     assert {(n.group, n.port) for n in other.networks.values()}.isdisjoint({(n.group, n.port) for n in st.networks.values()})
+    # a stack of the same name in another store (data root) gets other groups: no shared segment
+    elsewhere = allocate(spec, "hosted", None, [], salt="/another/root")
+    assert {n.group for n in elsewhere.networks.values()}.isdisjoint({n.group for n in st.networks.values()})
     for bad, words in [("10.77.0.1", "not a host address"), ("10.78.0.5", "not a host address")]:
         with pytest.raises(UsageError, match=words):
             allocate(_spec(tmp_path, FILE.replace("10.77.0.50", bad)), "hosted", None, [])
@@ -151,3 +154,27 @@ def test_system_networks_are_valid_libvirt_networks(tmp_path):
         assert rng.validate(doc), rng.error_log
         assert (doc.find("forward") is None) == (name == "back")   # internal: no forward
     assert st.networks["back"].libvirt == "vmctl-st-back" and len(st.networks["back"].bridge) <= 15
+
+
+def test_orphans_are_reported_then_removed_on_request(session, tmp_path):
+    up(session, _spec(tmp_path), wait=False)
+    only_db = FILE[:FILE.index("  web:")].replace("    networks: {back: {ipv4_address: 10.77.0.50}}\n",
+                                                "    networks: {back: {ipv4_address: 10.77.0.50}}\n")
+    spec = _spec(tmp_path, only_db.replace("  front:\n", ""))
+    kept = up(session, spec, wait=False)
+    assert kept.orphans == ["st-web"] and session.backend.exists("st-web")
+    gone = up(session, spec, wait=False, remove_orphans=True)
+    assert gone.removed == ["st-web"] and not session.backend.exists("st-web")
+    assert not (session.paths.instances / "st-web").exists()
+
+
+def test_system_mode_keeps_clear_of_the_daemons_other_networks(tmp_path):
+    from vmctl.stack.networks import subnets_in_use
+
+    others = {"default": "<network><name>default</name><ip address='10.213.0.1' netmask='255.255.255.0'/></network>",
+              "v6": "<network><name>v6</name><ip family='ipv6' address='fd00::1' prefix='64'/></network>",
+              "vmctl-st-front": "<network><name>vmctl-st-front</name><ip address='10.213.1.1' prefix='24'/></network>"}
+    used = subnets_in_use(others, {"vmctl-st-front"})
+    assert [str(n) for n in used] == ["10.213.0.0/24"]
+    st = allocate(_spec(tmp_path), "system", None, [], in_use=used)
+    assert st.networks["front"].subnet == "10.213.1.0/24" and st.networks["back"].subnet == "10.77.0.0/24"

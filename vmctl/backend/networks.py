@@ -84,3 +84,9 @@ def remove(backend: Backend, name: str) -> None:
         if net.isActive():
             net.destroy()
         net.undefine()
+
+
+def definitions(backend: Backend) -> dict[str, str]:
+    """Every network of the daemon (active or not): name -> its XML."""
+    with libvirt_errors("list networks"):
+        return {n.name(): n.XMLDesc(0) for n in backend.raw.listAllNetworks(0)}

@@ -53,11 +53,12 @@ def _ensure_image(app: App, ref: str) -> None:
 @_FILE
 @click.option("--detach", "-d", is_flag=True, help="Return once the stack is up (else follow its consoles until Ctrl-C, then stop it).")
 @click.option("--recreate", is_flag=True, help="Replace VMs whose definition in the file changed.")
+@click.option("--remove-orphans", is_flag=True, help="Remove the stack's VMs the file no longer names.")
 @click.option("--no-wait", is_flag=True, help="Do not wait for SSH and healthchecks beyond what depends_on asks.")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait for each VM.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 @pass_app
-def up(app: App, file, detach, recreate, no_wait, timeout, as_json):
+def up(app: App, file, detach, recreate, remove_orphans, no_wait, timeout, as_json):
     """Create and start the stack's VMs (and networks) in dependency order; idempotent."""
     from vmctl.stack.up import up as run_up
 
@@ -65,7 +66,8 @@ def up(app: App, file, detach, recreate, no_wait, timeout, as_json):
     for vm in spec.vms.values():
         if vm.image:
             _ensure_image(app, vm.image)
-    report = run_up(app.session, spec, recreate=recreate, timeout=timeout, wait=not no_wait, build=_builder(app))
+    report = run_up(app.session, spec, recreate=recreate, timeout=timeout, wait=not no_wait, build=_builder(app),
+                    remove_orphans=remove_orphans)
     if as_json or app.json:
         emit_json({"stack": spec.name, **report.to_json()})
     elif not app.quiet:
@@ -75,6 +77,9 @@ def up(app: App, file, detach, recreate, no_wait, timeout, as_json):
     if changed:
         app.say(f"vmctl: warning: changed in the file and kept as they were: {', '.join(changed)} "
                 "(vmctl up --recreate replaces them)")
+    if report.orphans:
+        app.say(f"vmctl: warning: the stack's VMs {', '.join(report.orphans)} are no longer in the file "
+                "(vmctl up --remove-orphans removes them)")
     if not detach and not (as_json or app.json):
         _foreground(app, spec)
 

@@ -74,7 +74,13 @@ def parse_static(mac: str, ip: str, gateway: str | None = None, dns: tuple[str, 
 # arguments ("$1", "$@"), never part of it. The NIC is found by its MAC, not by a name.
 _ADDRESS_SCRIPT = ('for d in /sys/class/net/*; do read -r a <"$d/address" || continue; [ "$a" = "$1" ] || continue; '
                    'n=${d##*/}; ip link set "$n" up; ip addr add "$2" dev "$n" 2>/dev/null || true; done')
-_HOSTS_SCRIPT = 'printf "%s\\n" "$@" >/etc/hosts.vmctl && mv /etc/hosts.vmctl /etc/hosts'
+# /etc/hosts of a stack VM: the list `vmctl up` last pushed (kept under the VM's hostname, so a VM
+# made from a commit of this one does not take it), else the seed's own. $0 is the hostname.
+HOSTS_KEPT = "/var/lib/vmctl-stack"
+_HOSTS_SCRIPT = (f'k={HOSTS_KEPT}/"$0".hosts; if [ -s "$k" ]; then cp "$k" /etc/hosts.vmctl; '
+                 'else printf "%s\\n" "$@" >/etc/hosts.vmctl; fi && mv /etc/hosts.vmctl /etc/hosts')
+_PUSH_SCRIPT = (f'k={HOSTS_KEPT}/"$0".hosts; mkdir -p {HOSTS_KEPT} && printf "%s\\n" "$@" >"$k.new" && '
+                'mv "$k.new" "$k" && cp "$k" /etc/hosts.vmctl && mv /etc/hosts.vmctl /etc/hosts')
 _HOSTS_ENTRY = re.compile(r"[0-9.]{7,15}( [a-z0-9][a-z0-9.-]{0,252})+")
 
 
@@ -86,12 +92,16 @@ def address_command(mac: str, address: str) -> list[str]:
     return ["sh", "-c", _ADDRESS_SCRIPT, "vmctl-address", mac, str(iface)]
 
 
-def hosts_command(hostname: str, entries: list[str]) -> list[str]:
-    """The bootcmd that writes the guest's whole ``/etc/hosts``: localhost, `hostname` on
-    127.0.1.1 (as cloud-init's template does) and `entries` ("ADDRESS NAME..." lines)."""
+def hosts_command(hostname: str, entries: list[str], *, push: bool = False) -> list[str]:
+    """The bootcmd that writes the guest's whole ``/etc/hosts`` at every boot: localhost,
+    `hostname` on 127.0.1.1 (as cloud-init's template does) and `entries` ("ADDRESS NAME..."
+    lines) -- or, once `up` has pushed a newer list (`push`: the command that does, run over SSH),
+    that list."""
     for e in entries:
         if not _HOSTS_ENTRY.fullmatch(e):
             raise UsageError(f"invalid hosts entry {e!r}")
     lines = ["127.0.0.1 localhost", f"127.0.1.1 {hostname}", *entries,
              "::1 localhost ip6-localhost ip6-loopback"]
-    return ["sh", "-c", _HOSTS_SCRIPT, "vmctl-hosts", *lines]
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,62}", hostname):
+        raise UsageError(f"invalid hostname {hostname!r}")
+    return ["sh", "-c", _PUSH_SCRIPT if push else _HOSTS_SCRIPT, hostname, *lines]

@@ -11,6 +11,7 @@ address there.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 
 from lxml import etree
@@ -22,6 +23,27 @@ from vmctl.stack.state import NetworkState, StackState
 def host_xml(mac: str, address: str, hostname: str) -> str:
     """A ``<host>`` DHCP reservation (for `vmctl.backend.networks.add_dhcp_host`)."""
     return etree.tostring(etree.Element("host", mac=mac, name=hostname, ip=address), encoding="unicode")
+
+
+def subnets_in_use(definitions: dict[str, str], own: set[str]) -> set[ipaddress.IPv4Network]:
+    """The IPv4 subnets of the daemon's networks other than `own` (a new one must not overlap them)."""
+    out = set()
+    for name, xml in definitions.items():
+        if name in own:
+            continue
+        for ip in etree.fromstring(xml.encode()).iterfind("ip"):
+            try:
+                prefix = ip.get("prefix") or ip.get("netmask")
+                out.add(ipaddress.ip_network(f"{ip.get('address')}/{prefix}", strict=False))
+            except ValueError:
+                continue   # IPv6 or a form we do not read: it cannot clash with an IPv4 /24
+    return {n for n in out if n.version == 4}
+
+
+def reserved_macs(definition: str) -> set[str]:
+    """The MACs a libvirt network's XML has DHCP reservations for."""
+    root = etree.fromstring(definition.encode())
+    return {h.get("mac", "").lower() for h in root.iterfind("ip/dhcp/host")}
 
 
 def network_xml(spec: NetworkSpec, net: NetworkState, hosts: list[tuple[str, str, str]]) -> str:
@@ -61,3 +83,8 @@ def hosts_entries(spec: StackSpec, st: StackState, short: str) -> list[str]:
         if shared is not None:
             out.append(f"{st.vms[other].addresses[shared]} {other} {spec.vm_name(other)}")
     return out
+
+
+def hosts_digest(entries: list[str]) -> str:
+    """What a VM's record keeps of the hosts list it has (`up` pushes a changed one)."""
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]

@@ -13,7 +13,7 @@ from vmctl.core.ports import parse_port
 from vmctl.core.volumes import VolumeSpec, parse_volume
 from vmctl.errors import UsageError
 from vmctl.perms import volume_dir
-from vmctl.stack.networks import hosts_entries
+from vmctl.stack.networks import hosts_digest, hosts_entries
 from vmctl.stack.spec import StackSpec, VmSpec
 from vmctl.stack.state import StackState
 from vmctl.units import parse_size
@@ -82,5 +82,6 @@ def create_request(spec: StackSpec, st: StackState, short: str, image: str, defi
         limits=limits,
         segments=tuple(segments),
         hosts=tuple(hosts_entries(spec, st, short)),
-        stack=(("name", spec.name), ("vm", short), ("definition", definition), ("file", str(spec.file))),
+        stack=(("name", spec.name), ("vm", short), ("definition", definition), ("file", str(spec.file)),
+               ("hosts", hosts_digest(hosts_entries(spec, st, short)))),
     )

@@ -95,11 +95,12 @@ def _mac(taken: set[str]) -> str:
             return mac
 
 
-def _group(stack: str, net: str, taken: set[tuple[str, int]]) -> tuple[str, int]:
+def _group(salt: str, stack: str, net: str, taken: set[tuple[str, int]]) -> tuple[str, int]:
     """A multicast group in the organization-local 239.255/16 scope and a port: from a digest of
-    the names (stable), moved on while another stack of this store has it."""
+    the store (`salt`: its data root, so two stores' stacks of one name do not share a segment)
+    and the names, moved on while another stack of this store has it."""
     for attempt in range(1000):
-        d = hashlib.sha256(f"{stack}/{net}/{attempt}".encode()).digest()
+        d = hashlib.sha256(f"{salt}/{stack}/{net}/{attempt}".encode()).digest()
         group = f"239.255.{1 + d[0] % 254}.{1 + d[1] % 254}"
         port = MCAST_PORTS[0] + int.from_bytes(d[2:4], "big") % (MCAST_PORTS[1] - MCAST_PORTS[0])
         if (group, port) not in taken:
@@ -119,11 +120,14 @@ def _check_subnet(text: str, where: str) -> str:
     return str(net)
 
 
-def allocate(spec: StackSpec, mode: str, previous: StackState | None, others: list[StackState]) -> StackState:
-    """The stack's state: `previous` kept where it still fits the file, the rest given now."""
+def allocate(spec: StackSpec, mode: str, previous: StackState | None, others: list[StackState],
+             salt: str = "", in_use: set | None = None) -> StackState:
+    """The stack's state: `previous` kept where it still fits the file, the rest given now
+    (`salt`: the store's data root, see `_group`; `in_use`: subnets a new default one must not
+    overlap, such as the daemon's other networks in system mode)."""
     st = previous or StackState(name=spec.name, file=str(spec.file), mode=mode)
     st.file, st.mode = str(spec.file), mode
-    taken_nets = {ipaddress.ip_network(n.subnet) for o in others for n in o.networks.values()}
+    taken_nets = {ipaddress.ip_network(n.subnet) for o in others for n in o.networks.values()} | set(in_use or ())
     taken_groups = {(n.group, n.port) for o in others for n in o.networks.values() if n.group}
     for name, net in spec.networks.items():
         want = _check_subnet(net.subnet, f"networks.{name}.subnet") if net.subnet else None
@@ -133,7 +137,7 @@ def allocate(spec: StackSpec, mode: str, previous: StackState | None, others: li
         subnet = want or _free_subnet(taken_nets | {ipaddress.ip_network(n.subnet) for n in st.networks.values()})
         new = NetworkState(subnet=subnet)
         if mode == "hosted":
-            new.group, new.port = _group(spec.name, name, taken_groups)
+            new.group, new.port = _group(salt, spec.name, name, taken_groups)
         else:
             digest = hashlib.sha256(f"{spec.name}/{name}".encode()).hexdigest()
             new.libvirt, new.bridge = f"vmctl-{spec.name}-{name}", f"vmst{digest[:8]}"

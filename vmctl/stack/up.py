@@ -26,7 +26,9 @@ from vmctl.core.records import RECORD, InstanceRecord, list_records
 from vmctl.core.session import Session
 from vmctl.perms import qemu_user
 from vmctl.errors import ConflictError, Unhealthy, VmctlError
-from vmctl.stack.networks import host_xml, network_xml, reservations
+from vmctl.seed.netconfig import hosts_command
+from vmctl.stack.networks import (host_xml, hosts_digest, hosts_entries, network_xml, reservations,
+                                  reserved_macs, subnets_in_use)
 from vmctl.stack.request import create_request
 from vmctl.stack.spec import Healthcheck, StackSpec, definition_hash
 from vmctl.stack.state import StackState, all_states, allocate
@@ -38,9 +40,13 @@ class UpReport:
     actions: dict[str, str] = field(default_factory=dict)
     networks_created: list[str] = field(default_factory=list)
     health: dict[str, str] = field(default_factory=dict)
+    hosts_updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)   # the stack's VMs the file no longer names, kept
 
     def to_json(self) -> dict:
-        return {"vms": self.actions, "networks_created": self.networks_created, "health": self.health}
+        return {"vms": self.actions, "networks_created": self.networks_created, "health": self.health,
+                "hosts_updated": self.hosts_updated, "removed": self.removed, "orphans": self.orphans}
 
 
 class _Tail:
@@ -101,6 +107,7 @@ class _Up:
         self.say = lambda text: session.progress(text, None)
         self.report = UpReport()
         self.reached: dict[str, set[str]] = {}
+        self.stale_hosts: list[str] = []
 
     # ---- networks ---------------------------------------------------------------------------
     def networks(self, st: StackState) -> None:
@@ -117,8 +124,9 @@ class _Up:
                 libvirt_networks.define_and_start(backend, net.libvirt, network_xml(self.spec.networks[name], net, hosts))
                 self.report.networks_created.append(net.libvirt)
                 continue
+            have = reserved_macs(existing)
             for mac, address, hostname in hosts:
-                if f"mac='{mac}'" not in existing and f'mac="{mac}"' not in existing:
+                if mac not in have:   # a VM the file gained since the network was made
                     libvirt_networks.add_dhcp_host(backend, net.libvirt, host_xml(mac, address, hostname))
             libvirt_networks.start(backend, net.libvirt)
 
@@ -165,7 +173,7 @@ class _Up:
             if not self.recreate:
                 self.report.actions[short] = "changed"
                 self.say(f"{short}: the file changes it: 'vmctl up --recreate' replaces it")
-                self._ensure_started(short, name)
+                self._ensure_started(short, name, rec, st)
                 return
             self.say(f"{short}: replacing it (its definition changed)")
             remove.remove(session, name, force=True)
@@ -181,27 +189,69 @@ class _Up:
             self.report.actions[short] = action
             faults.point("stack.after-create")
             return
-        self._ensure_started(short, name)
+        self._ensure_started(short, name, rec, st)
 
-    def _ensure_started(self, short: str, name: str) -> None:
+    def _ensure_started(self, short: str, name: str, rec: InstanceRecord, st: StackState) -> None:
         started = lifecycle.start(self.session, name)
         self.report.actions.setdefault(short, "started" if started else "unchanged")
+        if rec.stack.get("hosts") != hosts_digest(hosts_entries(self.spec, st, short)):
+            self.stale_hosts.append(short)   # the file gained or lost a peer: pushed once it is ready
+
+    # ---- peers ------------------------------------------------------------------------------
+    def push_hosts(self, st: StackState) -> None:
+        """Give running VMs whose peers changed their new /etc/hosts (kept in the guest for its
+        next boots too; see vmctl.seed.netconfig) and record it."""
+        for short in self.stale_hosts:
+            name, entries = self.spec.vm_name(short), hosts_entries(self.spec, st, short)
+            self.reach(short, "ready")
+            sink = _Tail()
+            code = reach.exec_(self.session, name, hosts_command(name, entries, push=True), stdout=sink,
+                               stderr=sink, root=True)
+            if code != 0:
+                raise VmctlError(f"{name}: could not update /etc/hosts (exit {code}: {sink.text()})")
+            with name_lock(self.session.paths.locks, name):
+                d = instance_dir(self.session, name)
+                rec = InstanceRecord.load(d)
+                rec.stack = {**rec.stack, "hosts": hosts_digest(entries)}
+                rec.save(d)
+            self.say(f"{short}: /etc/hosts updated (its peers changed)")
+            self.report.hosts_updated.append(short)
+
+    def remove_orphans(self) -> None:
+        """Remove the stack's VMs the file no longer names (``--remove-orphans``)."""
+        wanted = {self.spec.vm_name(s) for s in self.spec.vms}
+        for name in stack_vm_names(self.session, self.spec.name):
+            if name not in wanted:
+                remove.remove(self.session, name, force=True)
+                self.say(f"{name}: removed (no longer in the file)")
+                self.report.removed.append(name)
 
 
 def up(session: Session, spec: StackSpec, *, recreate: bool = False, timeout: float = 600, wait: bool = True,
-       build: Callable[[str, Path, Path | None, dict], str] | None = None) -> UpReport:
+       build: Callable[[str, Path, Path | None, dict], str] | None = None,
+       remove_orphans: bool = False) -> UpReport:
     """Bring the stack of `spec` up (see the module doc); with `wait`, until every VM lets vmctl
-    in over SSH and every VM with a healthcheck is healthy. `build(ref, context, file, args)`
-    builds an image for ``build:`` VMs."""
+    in over SSH and every VM with a healthcheck is healthy, and VMs whose peers changed have the
+    new /etc/hosts. `build(ref, context, file, args)` builds an image for ``build:`` VMs; with
+    `remove_orphans`, the stack's VMs the file no longer names are removed first."""
     paths = session.paths
     session.backend.versions()   # libvirt reachable before anything is written
     with name_lock(paths.locks, spec.name, what="stack"):
         previous = StackState.load(paths.stacks, spec.name)
         others = [s for s in all_states(paths.stacks) if s.name != spec.name]
-        st = allocate(spec, session.settings.mode, previous, others)
+        in_use = None
+        if session.settings.mode == "system":
+            own = {n.libvirt for n in (previous.networks.values() if previous else ())}
+            in_use = subnets_in_use(libvirt_networks.definitions(session.backend), own)
+        st = allocate(spec, session.settings.mode, previous, others, salt=str(paths.root.resolve()), in_use=in_use)
         st.save(paths.stacks)
         doctor.mend(session, {spec.vm_name(s) for s in spec.vms})
         job = _Up(session, spec, recreate=recreate, timeout=timeout, wait=wait, build=build)
+        if remove_orphans:
+            job.remove_orphans()
+        else:
+            wanted = {spec.vm_name(s) for s in spec.vms}
+            job.report.orphans = [n for n in stack_vm_names(session, spec.name) if n not in wanted]
         job.networks(st)
         for short in spec.order():
             job.vm(st, short)
@@ -209,6 +259,7 @@ def up(session: Session, spec: StackSpec, *, recreate: bool = False, timeout: fl
             for short in spec.order():
                 vm = spec.vms[short]
                 job.reach(short, "healthy" if vm.healthcheck else "ready")
+            job.push_hosts(st)
         return job.report
 
 

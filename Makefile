@@ -31,8 +31,10 @@ test: deps venv services
 test-fast: venv
 	$(PY) -m pytest -q -m "not e2e" tests
 
+# Every bench/*_bench.py, peers in the same run, into BENCHMARKS.md; e.g. BENCH_ARGS="--runs 5 --skip cloud"
+# (python -m bench --help).
 bench: venv services
-	for b in bench/*.py; do $(PY) $$b || exit 1; done
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

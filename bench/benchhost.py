@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 from pathlib import Path
+
+# The tools BENCHMARKS.md names with their versions: (label, argv)
+TOOLS = (
+    ("qemu-system-x86_64", ["qemu-system-x86_64", "--version"]),
+    ("qemu-img", ["qemu-img", "--version"]),
+    ("libvirtd", ["libvirtd", "--version"]),
+    ("virt-install", ["virt-install", "--version"]),
+    ("skopeo", ["skopeo", "--version"]),
+)
 
 
 def cpu_model() -> str:
@@ -33,3 +44,60 @@ def make_disk(path: Path, size: int, data_mib: int) -> None:
         for i in range(8):
             fh.seek(i * (size // 8))
             fh.write(os.urandom(chunk))
+
+
+def memory_total() -> str:
+    """MemTotal of /proc/meminfo in GiB, or "?"."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return "?"
+
+
+def kvm() -> str:
+    if not os.path.exists("/dev/kvm"):
+        return "absent (TCG only)"
+    usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    return "present" + ("" if usable else " (not read-write for this user)")
+
+
+def machine_facts() -> dict[str, str]:
+    """The host as BENCHMARKS.md describes it: CPU, cores, memory, kernel, /dev/kvm, load."""
+    return {
+        "host": platform.node(),
+        "CPU": f"{cpu_model()} ({platform.machine()})",
+        "cores": f"{os.cpu_count()} (usable by this process: {len(os.sched_getaffinity(0))})",
+        "memory": memory_total(),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "/dev/kvm": kvm(),
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def tool_version(argv: list[str], timeout: float = 5) -> str:
+    """First line of `argv`'s output; "not installed" when the program is not found."""
+    # daemons (libvirtd) live in sbin, which an ordinary user's PATH may lack
+    path = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
+    exe = shutil.which(argv[0], path=path)
+    if exe is None:
+        return "not installed"
+    try:
+        proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"unknown (no answer in {timeout:g} s)"
+    except OSError as e:
+        return f"unknown ({e.strerror})"
+    lines = [ln.strip() for ln in (proc.stdout or proc.stderr).splitlines() if ln.strip()]
+    if proc.returncode != 0 or not lines:
+        return f"unknown (exit {proc.returncode}{': ' + lines[0] if lines else ''})"
+    return lines[0]
+
+
+def tool_versions(timeout: float = 5) -> dict[str, str]:
+    """Python's version and each of TOOLS' (see ``tool_version``)."""
+    return {"python": platform.python_version(), **{label: tool_version(argv, timeout) for label, argv in TOOLS}}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the ``tiny`` image build and boot; prints figures, asserts nothing.
 
-    python3 bench/build_bench.py [--runs N] [--no-cold-download]
+    python3 bench/build_bench.py [--runs N] [--no-cold-download] [--json-out FILE]
 
 Measures, on this machine, in one run:
   * build time: fully cold (empty package cache), cold image with cached packages, cached (no-op);
@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from figures import Figures  # noqa: E402
 from vmctl.build import build
 from vmctl.guest import contract as guest_contract  # noqa: E402
 from vmctl.build.testing import DirectBoot, test_cache_dir  # noqa: E402
@@ -93,36 +94,56 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-cold-download", action="store_true", help="skip the empty-package-cache build")
+    ap.add_argument("--json-out", help="also write the figures as JSON here (for python -m bench)")
     args = ap.parse_args()
-    print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}, qemu TCG, q35, 256 MiB, 1 vCPU")
+    figs = Figures("build", f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}, qemu TCG, q35, 256 MiB, 1 vCPU",
+                   params=vars(args))
+    print(f"machine: {figs.machine}")
     with tempfile.TemporaryDirectory(prefix="vmctl-bench-") as tmp:
         tmp = Path(tmp)
         if not args.no_cold_download:
             t, _ = timed(lambda: build("tiny", tmp / "c0", tmp / "w", packages_cache=tmp / "pkgs"))
             print(f"build, empty package cache (apt-get download + build): {t:6.2f} s")
+            figs.value("build, empty package cache (apt-get download + build)", t, "s")
         t, result = timed(lambda: build("tiny", tmp / "c1", tmp / "w", packages_cache=test_cache_dir()))
         print(f"build, packages cached:                                {t:6.2f} s")
+        figs.value("build, packages cached", t, "s")
         t, again = timed(lambda: build("tiny", tmp / "c1", tmp / "w", packages_cache=test_cache_dir()))
         print(f"build, cached (no-op, cached={again.cached}):                 {t:6.3f} s")
+        figs.value("build, cached (no-op)", t, "s")
         disk_on_disk = result.disk.stat().st_blocks * 512
         print(f"image: disk {disk_on_disk / 2**20:.1f} MiB on disk ({result.defaults['disk_bytes'] / 2**20:.0f} MiB virtual), "
               f"kernel {result.kernel.stat().st_size / 2**20:.1f} MiB ({result.kernel.name}), "
               f"initrd {result.initrd.stat().st_size / 2**20:.2f} MiB")
         print(f"cmdline: {result.cmdline}")
+        figs.value("image disk, on disk", disk_on_disk / 2**20, "MiB")
+        figs.value("image disk, virtual", result.defaults["disk_bytes"] / 2**20, "MiB")
+        figs.value(f"kernel ({result.kernel.name})", result.kernel.stat().st_size / 2**20, "MiB")
+        figs.value("initrd", result.initrd.stat().st_size / 2**20, "MiB")
 
         runs = [boot_once(result, tmp) for _ in range(args.runs)]
         ready = statistics.median(r[0] for r in runs)
         banner = statistics.median(r[1] for r in runs)
         uptime = statistics.median(r[2] for r in runs)
-        floor_pvh = statistics.median(bare_boot(result.kernel) for _ in range(args.runs))
+        pvh_runs = [bare_boot(result.kernel) for _ in range(args.runs)]
+        floor_pvh = statistics.median(pvh_runs)
         bz = bzimage_of(result)
-        floor_bz = statistics.median(bare_boot(bz) for _ in range(args.runs)) if bz else float("nan")
+        bz_runs = [bare_boot(bz) for _ in range(args.runs)] if bz else []
+        floor_bz = statistics.median(bz_runs) if bz else float("nan")
         print(f"boot to '{guest_contract.READY_LINE}': median {ready:5.2f} s  (runs: {', '.join(f'{r[0]:.2f}' for r in runs)})")
         print(f"boot to SSH banner:             median {banner:5.2f} s")
         print(f"guest uptime at ready:          median {uptime:5.2f} s")
         print(f"floor, bare kernel to first serial line: PVH ELF {floor_pvh:5.2f} s, bzImage {floor_bz:5.2f} s")
         print(f"ratio ready / floor(PVH):       {ready / floor_pvh:5.2f}x")
         print(f"load after: {os.getloadavg()[0]:.2f}")
+        floor = "floor: bare PVH ELF kernel to first serial line"
+        figs.add(f"boot to '{guest_contract.READY_LINE}'", [r[0] for r in runs], peer=floor)
+        figs.add("boot to SSH banner", [r[1] for r in runs])
+        figs.add("guest uptime at ready", [r[2] for r in runs])
+        figs.add(floor, pvh_runs)
+        figs.add("floor: bare bzImage kernel to first serial line", bz_runs)
+    if args.json_out:
+        figs.save(args.json_out)
 
 
 if __name__ == "__main__":

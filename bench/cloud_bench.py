@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run-to-ready of a real cloud guest: ``vmctl run`` against plain QEMU with a ``cloud-localds`` seed.
 
-    python bench/cloud_bench.py [--runs 3] [--firmware bios|uefi]
+    python bench/cloud_bench.py [--runs 3] [--firmware bios|uefi] [--json-out FILE]
 
 The guest is the Debian 12 cloud-style disk of ``tests/cloudguest`` (systemd, cloud-init 22.4,
 OpenSSH, GRUB; built once and cached), booted by its firmware under TCG with 1 vCPU and 1 GiB:
@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+import figure_names as names  # noqa: E402
+from figures import Figures  # noqa: E402
 from instances_bench import fmt, machine, ratio, run, vmctl, vmctl_env  # noqa: E402
 from tests.cloudguest.build import DEFAULT_USER, build_cloud_guest  # noqa: E402
 
@@ -89,12 +91,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--firmware", choices=("bios", "uefi"), default="bios")
+    ap.add_argument("--json-out", help="also write the figures as JSON here (for python -m bench)")
     args = ap.parse_args()
     from vmctl.build.testing import test_cache_dir
 
     guest = build_cloud_guest(test_cache_dir() / "cloudguest")
     disk = guest.bios if args.firmware == "bios" else guest.uefi
-    print(f"cloud_bench on {machine()}")
+    figs = Figures("cloud", machine(), params=vars(args))
+    print(f"cloud_bench on {figs.machine}")
     print(f"{run(['qemu-system-x86_64', '--version']).stdout.splitlines()[0]}; guest: Debian 12 cloud-style "
           f"({args.firmware}, recipe {guest.recipe_hash}), TCG, 1 vCPU, 1 GiB")
     work = Path(tempfile.mkdtemp(prefix="vmctl-cloud-bench-", dir=BASE))
@@ -116,6 +120,10 @@ def main() -> None:
             plain_t.append(plain_qemu(disk, work, args.firmware, i))
         print(f"  vmctl run (until SSH accepts the key)           {fmt(vm_t)}")
         print(f"  plain qemu + cloud-localds (same test of SSH)   {fmt(plain_t)}   vmctl/plain = {ratio(vm_t, plain_t)}")
+        figs.add(names.CLOUD_RUN, vm_t, peer=names.CLOUD_PLAIN)
+        figs.add(names.CLOUD_PLAIN, plain_t)
+        if args.json_out:
+            figs.save(args.json_out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

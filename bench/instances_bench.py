@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What do vmctl's instances cost next to the tools people would otherwise use? Prints, asserts nothing.
 
-    python bench/instances_bench.py [--runs 3] [--domains 1000] [--data-mib 256] [--skip create,boot,ls]
+    python bench/instances_bench.py [--runs 3] [--domains 1000] [--data-mib 256] [--skip create,boot,ls] [--json-out FILE]
 
 1. Create latency (define, no start) for an image of 1 GiB and of 20 GiB (sparse raw with
    ``--data-mib`` of random data in 8 chunks, imported into the store as qcow2):
@@ -42,7 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import figure_names as names  # noqa: E402
 from benchhost import make_disk  # noqa: E402
+from figures import Figures  # noqa: E402
 from tests.e2e.netns import PrivateLibvirt  # noqa: E402
 
 GIB = 1 << 30
@@ -122,7 +124,7 @@ def image_layer(root: Path, uri: str, image_id: str) -> Path:
 
 # --- 1. create latency ----------------------------------------------------------------------------
 
-def bench_create(lv: PrivateLibvirt, work: Path, runs: int, data_mib: int) -> None:
+def bench_create(lv: PrivateLibvirt, work: Path, runs: int, data_mib: int, figs: Figures) -> None:
     root = work / "create-root"
     sysargs = ["--mode", "system", "--connect", lv.uri, "--root", str(root)]
     env = vmctl_env()
@@ -168,15 +170,23 @@ def bench_create(lv: PrivateLibvirt, work: Path, runs: int, data_mib: int) -> No
         print(f"    overlay + virt-install --import {fmt(vi_t)}   vmctl/this = {ratio(vm_t, vi_t)}")
         print(f"      virt-install alone            {fmt(vi_only)}")
         print(f"    qemu-img convert (full copy)    {fmt(conv_t)}   vmctl/this = {ratio(vm_t, conv_t)}")
+        gib = size // GIB
+        figs.value(f"layer on disk, {gib} GiB image", layer.stat().st_blocks * 512 / 2**20, "MiB")
+        figs.add(names.vmctl_create(gib), vm_t, peer=names.virt_install_create(gib))
+        figs.add(names.virt_install_create(gib), vi_t)
+        figs.add(f"virt-install --import alone, {gib} GiB image", vi_only)
+        # the copy is the figure here, vmctl create its peer: the ratio says how many creates one copy costs
+        figs.add(f"qemu-img convert (full copy), {gib} GiB image", conv_t, peer=names.vmctl_create(gib))
     floor = [timed(vmctl("--version"), env=env) for _ in range(runs)]
     print(f"  vmctl --version (Python start-up and imports, the CLI floor)  {fmt(floor)}")
+    figs.add("vmctl --version (the CLI floor)", floor)
     run(vmctl(*sysargs, "image", "prune"), env=env)
     shutil.rmtree(root, ignore_errors=True)
 
 
 # --- 2. run to ready ------------------------------------------------------------------------------
 
-def bench_boot(work: Path, runs: int) -> None:
+def bench_boot(work: Path, runs: int, figs: Figures) -> None:
     from vmctl.build.builder import build
     from vmctl.build.recipe import load_recipe
     from vmctl.build.testing import DirectBoot
@@ -211,12 +221,15 @@ def bench_boot(work: Path, runs: int) -> None:
     print(f"  vmctl run (until SSH accepts the key)      {fmt(vm_t)}")
     print(f"  plain qemu: '{READY_LINE}' on serial  {fmt(ready_t)}   vmctl/this = {ratio(vm_t, ready_t)}")
     print(f"  plain qemu: SSH banner on hostfwd port     {fmt(banner_t)}   vmctl/this = {ratio(vm_t, banner_t)}")
+    figs.add(names.INSTANCES_RUN, vm_t, peer=names.INSTANCES_PLAIN_BANNER)
+    figs.add(f"plain qemu, tiny: '{READY_LINE}' on serial", ready_t)
+    figs.add(names.INSTANCES_PLAIN_BANNER, banner_t)
     shutil.rmtree(root, ignore_errors=True)
 
 
 # --- 3. ls with many domains ----------------------------------------------------------------------
 
-def bench_ls(lv: PrivateLibvirt, work: Path, count: int) -> None:
+def bench_ls(lv: PrivateLibvirt, work: Path, count: int, figs: Figures) -> None:
     from vmctl.config import load_settings
     from vmctl.core.session import Session
     from vmctl.core.create import CreateRequest, create
@@ -250,6 +263,12 @@ def bench_ls(lv: PrivateLibvirt, work: Path, count: int) -> None:
         print(f"  virsh list --all, 0 VMs     {fmt(empty_virsh)}")
         print(f"  vmctl ls -a, {count} VMs       {fmt(ours)}   vmctl/virsh = {ratio(ours, virsh)}")
         print(f"  virsh list --all, {count} VMs  {fmt(virsh)}")
+        figs.value(f"create through vmctl's create path, per VM (in-process, {count} VMs)", create_s / count, "s")
+        figs.value(f"VMs listed by vmctl ls -a -q, of {count}", len(rows), "VMs", lower_is_better=False)
+        figs.add(names.vmctl_ls(0), empty_ours, peer=names.virsh_list(0))
+        figs.add(names.virsh_list(0), empty_virsh)
+        figs.add(names.vmctl_ls(count), ours, peer=names.virsh_list(count))
+        figs.add(names.virsh_list(count), virsh)
     finally:
         undefine_all(lv)
         app.close()
@@ -280,11 +299,13 @@ def main() -> None:
     ap.add_argument("--domains", type=int, default=1000)
     ap.add_argument("--data-mib", type=int, default=256)
     ap.add_argument("--skip", default="", help="comma-separated: create, boot, ls")
+    ap.add_argument("--json-out", help="also write the figures as JSON here (for python -m bench)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     if os.geteuid() != 0:
         sys.exit("instances_bench needs root (it starts a private libvirtd in its own namespaces)")
-    print(f"instances_bench on {machine()}")
+    figs = Figures("instances", machine(), params=vars(args))
+    print(f"instances_bench on {figs.machine}")
     print(f"libvirt {run(['virsh', '--version']).stdout.strip()}, "
           f"{run(['qemu-system-x86_64', '--version']).stdout.splitlines()[0]}, "
           f"virt-install {run(['virt-install', '--version']).stdout.strip()}; "
@@ -296,15 +317,17 @@ def main() -> None:
     run(vmctl("--version"), env=vmctl_env())  # warm the bytecode cache
     try:
         if "boot" not in skip:
-            bench_boot(work, args.runs)
+            bench_boot(work, args.runs, figs)
         if not {"create", "ls"} <= skip:
             with PrivateLibvirt(BASE) as lv:
                 if "create" not in skip:
-                    bench_create(lv, work, args.runs, args.data_mib)
+                    bench_create(lv, work, args.runs, args.data_mib, figs)
                 if "ls" not in skip:
-                    bench_ls(lv, work, args.domains)
+                    bench_ls(lv, work, args.domains, figs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.json_out:
+        figs.save(args.json_out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ in a temp dir) so nothing is deduplicated across runs, then times:
 
 Prints medians, throughput and ratios with the machine noted. No assertions.
 
-    python bench/registry_bench.py [--runs 3] [--data-mib 256] [--archive-gib 2] [--dir /var/tmp]
+    python bench/registry_bench.py [--runs 3] [--data-mib 256] [--archive-gib 2] [--dir /var/tmp] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "registry"))
 
+import figure_names as names  # noqa: E402
 import regserver  # noqa: E402
 from benchhost import describe  # noqa: E402
+from figures import Figures  # noqa: E402
 
 from vmctl.registry import compress, transfer  # noqa: E402
 from vmctl.registry.auth import Credentials  # noqa: E402
@@ -80,21 +82,27 @@ def main() -> None:
     ap.add_argument("--archive-gib", type=float, default=2.0, help="0 skips the save/load measurement")
     ap.add_argument("--archive-only", action="store_true", help="only the save/load measurement")
     ap.add_argument("--dir", default=tempfile.gettempdir())
+    ap.add_argument("--json-out", help="also write the figures as JSON here (for python -m bench)")
     args = ap.parse_args()
     missing = regserver.missing_tools(("skopeo", "qemu-img"))
     if missing:
         sys.exit(f"missing tools: {', '.join(missing)}")
 
     work = Path(tempfile.mkdtemp(prefix="registry-bench-", dir=args.dir))
+    figs = Figures("registry", params=vars(args))
     if args.archive_only:
         try:
-            print(f"machine: {machine()}")
-            archive_memory(work, args.archive_gib)
+            figs.machine = machine()
+            print(f"machine: {figs.machine}")
+            archive_memory(work, args.archive_gib, figs)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        if args.json_out:
+            figs.save(args.json_out)
         return
     results: dict[str, list[float]] = {k: [] for k in (
-        "vmctl push", "skopeo push", "vmctl upload", "vmctl pull", "skopeo pull", "vmctl re-push", "skopeo re-push")}
+        names.REGISTRY_PUSH, names.REGISTRY_SKOPEO_PUSH, "vmctl upload", names.REGISTRY_PULL,
+        names.REGISTRY_SKOPEO_PULL, "vmctl re-push", "skopeo re-push")}
     servers = []
     try:
         disk = work / "disk.raw"
@@ -116,19 +124,19 @@ def main() -> None:
             servers.append(server)
             client = client_for(server)
             vm_ref = parse_registry_ref(f"{server.host}/bench/vm:1")
-            results["vmctl push"].append(timed(lambda: transfer.push(store, "bench:1", vm_ref, client)))
+            results[names.REGISTRY_PUSH].append(timed(lambda: transfer.push(store, "bench:1", vm_ref, client)))
             if layout is None:
                 layout = work / "oci"
                 skopeo("copy", *server.skopeo_args("src"), f"docker://{server.host}/bench/vm:1", f"oci:{layout}:1")
             sk_dst = f"docker://{server.host}/bench/sk:1"
-            results["skopeo push"].append(timed(lambda: skopeo(
+            results[names.REGISTRY_SKOPEO_PUSH].append(timed(lambda: skopeo(
                 "copy", "--preserve-digests", *server.skopeo_args("dest"), f"oci:{layout}:1", sk_dst)))
             up = client_for(server)
             results["vmctl upload"].append(timed(lambda: up.upload_blob("bench/up", c.digest, zst, c.size)))
             fresh = ImageStore(work / f"pull-{i}", None)
-            results["vmctl pull"].append(timed(lambda: transfer.pull(fresh, vm_ref, client)))
+            results[names.REGISTRY_PULL].append(timed(lambda: transfer.pull(fresh, vm_ref, client)))
             out = work / f"sk-pull-{i}"
-            results["skopeo pull"].append(timed(lambda: skopeo(
+            results[names.REGISTRY_SKOPEO_PULL].append(timed(lambda: skopeo(
                 "copy", *server.skopeo_args("src"), f"docker://{server.host}/bench/vm:1", f"oci:{out}:1")))
             results["vmctl re-push"].append(timed(lambda: transfer.push(store, "bench:1", vm_ref, client)))
             results["skopeo re-push"].append(timed(lambda: skopeo(
@@ -141,29 +149,37 @@ def main() -> None:
             shutil.rmtree(work / f"reg-{i}", ignore_errors=True)
 
         med = {k: statistics.median(v) for k, v in results.items()}
-        print(f"machine: {machine()}")
+        figs.machine = machine()
+        print(f"machine: {figs.machine}")
         print(f"runs: {args.runs}; image: {args.disk_gib} GiB virtual, {args.data_mib} MiB random data; "
               f"layer {layer.stat().st_size >> 20} MiB qcow2 -> {c.size >> 20} MiB zstd")
         print(f"{'operation':<16} {'median':>9}  {'vs skopeo':>9}")
         for k, v in med.items():
-            peer = {"vmctl push": "skopeo push", "vmctl upload": "skopeo push", "vmctl pull": "skopeo pull",
-                    "vmctl re-push": "skopeo re-push"}.get(k)
+            peer = {names.REGISTRY_PUSH: names.REGISTRY_SKOPEO_PUSH, "vmctl upload": names.REGISTRY_SKOPEO_PUSH,
+                    names.REGISTRY_PULL: names.REGISTRY_SKOPEO_PULL, "vmctl re-push": "skopeo re-push"}.get(k)
             ratio = f"{v / med[peer]:>8.2f}x" if peer else ""
             # throughput over the bytes that travel (the compressed layer), the same for both tools
             mibs = f"{c.size / v / (1 << 20):>8.1f} MiB/s" if "re-push" not in k else ""
             print(f"{k:<16} {v:>7.3f} s  {ratio:>9}  {mibs}")
+            figs.add(k, results[k], peer=peer)
+            if mibs:
+                figs.value(f"{k} throughput", c.size / v / (1 << 20), "MiB/s", lower_is_better=False)
+        figs.value("layer, qcow2", layer.stat().st_size / 2**20, "MiB")
+        figs.value("layer, zstd", c.size / 2**20, "MiB", peer="layer, qcow2")
         print()
-        derived(work, store, image, args.child_mib)
+        derived(work, store, image, args.child_mib, figs)
         if args.archive_gib > 0:
             print()
-            archive_memory(work, args.archive_gib)
+            archive_memory(work, args.archive_gib, figs)
+        if args.json_out:
+            figs.save(args.json_out)
     finally:
         for s in servers:
             s.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def derived(work: Path, store: ImageStore, parent, child_mib: int) -> None:
+def derived(work: Path, store: ImageStore, parent, child_mib: int, figs: Figures) -> None:
     """Bytes sent for a derived image pushed after its parent, and fetched pulling it next to it."""
     overlay = work / "child-overlay.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(parent.top_layer),
@@ -193,6 +209,9 @@ def derived(work: Path, store: ImageStore, parent, child_mib: int) -> None:
     print(f"  push child after it  {ch.bytes_uploaded:>12,} bytes  ({ch.bytes_uploaded / p.bytes_uploaded:.3f} of the parent's)")
     print(f"  pull child next to the parent: {pulled.bytes_downloaded:,} bytes downloaded "
           f"({len(pulled.downloaded)} layer(s) fetched, {len(pulled.present)} present)")
+    figs.value("derived: push parent", p.bytes_uploaded, "bytes")
+    figs.value("derived: push child after it", ch.bytes_uploaded, "bytes", peer="derived: push parent")
+    figs.value("derived: pull child next to the parent", pulled.bytes_downloaded, "bytes")
 
 
 MEASURE = """
@@ -211,7 +230,7 @@ print(time.perf_counter() - t, hwm)
 """
 
 
-def archive_memory(work: Path, gib: float) -> None:
+def archive_memory(work: Path, gib: float, figs: Figures) -> None:
     """Peak RSS of save and load of an image holding `gib` GiB of random data."""
     size = int(gib * (1 << 30))
     disk = work / "archive.raw"
@@ -237,6 +256,12 @@ def archive_memory(work: Path, gib: float) -> None:
     print(f"  baseline process (imports only)  peak RSS {base_kib / 1024:7.1f} MiB")
     print(f"  vmctl save  {save_s:7.2f} s  {tar_size / save_s / (1 << 20):7.1f} MiB/s  peak RSS {save_kib / 1024:7.1f} MiB")
     print(f"  vmctl load  {load_s:7.2f} s  {tar_size / load_s / (1 << 20):7.1f} MiB/s  peak RSS {load_kib / 1024:7.1f} MiB")
+    figs.value("archive size", tar_size / (1 << 30), "GiB")
+    figs.value("baseline process (imports only), peak RSS", base_kib / 1024, "MiB")
+    for op, secs, kib in (("save", save_s, save_kib), ("load", load_s, load_kib)):
+        figs.value(f"vmctl {op}", secs, "s")
+        figs.value(f"vmctl {op} throughput", tar_size / secs / (1 << 20), "MiB/s", lower_is_better=False)
+        figs.value(f"vmctl {op}, peak RSS", kib / 1024, "MiB", peer="baseline process (imports only), peak RSS")
     out.unlink()
 
 

@@ -3,7 +3,7 @@ each waited for until SSH lets vmctl in) against the same two VMs made by two se
 ``vmctl run``s, a no-op ``up`` (nothing changed), ``up --recreate`` of one changed VM, and
 ``down``. Whole CLI processes, wall clock, medians of `--runs`. No assertions.
 
-    python bench/stack_bench.py [--runs 3]
+    python bench/stack_bench.py [--runs 3] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import figure_names as names  # noqa: E402
 from benchhost import describe  # noqa: E402
+from figures import Figures  # noqa: E402
 
 STACK = """name: bench
 vms:
@@ -35,8 +37,10 @@ vms:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json-out", help="also write the figures as JSON here (for python -m bench)")
     args = ap.parse_args()
-    print(describe("stack bench"))
+    figs = Figures("stack", describe("stack bench"), params=vars(args))
+    print(figs.machine)
     root = Path(tempfile.mkdtemp(prefix="vmctl-stackbench-", dir="/var/tmp"))
     stack = Path(tempfile.mkdtemp(prefix="vmctl-stackbench-dir-", dir="/var/tmp"))
     env = {**os.environ, "VMCTL_ROOT": str(root), "VMCTL_CONFIG": "/dev/null"}
@@ -54,7 +58,7 @@ def main() -> None:
         vmctl("image", "build", "tiny")
         for _ in range(args.runs):
             (stack / "vmctl.yaml").write_text(STACK.format(memory="256M"))
-            times.setdefault("up -d, two VMs (to SSH ready)", []).append(vmctl("up", "-d"))
+            times.setdefault(names.STACK_UP, []).append(vmctl("up", "-d"))
             times.setdefault("up -d again (nothing to do)", []).append(vmctl("up", "-d"))
             (stack / "vmctl.yaml").write_text(STACK.format(memory="288M"))
             times.setdefault("up -d --recreate (one VM changed)", []).append(vmctl("up", "-d", "--recreate"))
@@ -62,7 +66,7 @@ def main() -> None:
             t0 = time.perf_counter()
             vmctl("run", "seq-a", "--image", "tiny")
             vmctl("run", "seq-b", "--image", "tiny")
-            times.setdefault("two sequential runs (to SSH ready)", []).append(time.perf_counter() - t0)
+            times.setdefault(names.STACK_SEQUENTIAL, []).append(time.perf_counter() - t0)
             vmctl("rm", "-f", "seq-a", "seq-b")
     finally:
         subprocess.run([sys.executable, "-m", "vmctl", "down"], env=env, cwd=stack, capture_output=True)
@@ -71,8 +75,11 @@ def main() -> None:
         shutil.rmtree(stack, ignore_errors=True)
     for label, xs in times.items():
         print(f"{label:<40}{statistics.median(xs):8.2f} s  (runs: {', '.join(f'{x:.2f}' for x in xs)})")
-    up, seq = statistics.median(times["up -d, two VMs (to SSH ready)"]), statistics.median(times["two sequential runs (to SSH ready)"])
+        figs.add(label, xs, peer=names.STACK_SEQUENTIAL if label == names.STACK_UP else None)
+    up, seq = statistics.median(times[names.STACK_UP]), statistics.median(times[names.STACK_SEQUENTIAL])
     print(f"up of two VMs / two sequential runs: {up / seq:.2f}")
+    if args.json_out:
+        figs.save(args.json_out)
 
 
 if __name__ == "__main__":

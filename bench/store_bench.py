@@ -7,7 +7,7 @@ For a 1 GiB and a 20 GiB sparse raw disk (with some data written in), time:
 
 Prints medians and the ratio, with the machine noted. No assertions.
 
-    python bench/store_bench.py [--runs 5] [--data-mib 256] [--dir /var/tmp]
+    python bench/store_bench.py [--runs 5] [--data-mib 256] [--dir /var/tmp] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import figure_names as names  # noqa: E402
 from benchhost import describe, make_disk  # noqa: E402
+from figures import Figures  # noqa: E402
 from vmctl.storage import ImageStore  # noqa: E402
 from vmctl.storage import qemu_img  # noqa: E402
 
@@ -69,14 +71,20 @@ def main() -> None:
     ap.add_argument("--data-mib", type=int, default=256, help="MiB of real data in each disk")
     ap.add_argument("--dir", default=tempfile.gettempdir(), help="where to put disks and stores")
     ap.add_argument("--sizes-gib", default="1,20")
+    ap.add_argument("--json-out", help="also write the figures as JSON here (for python -m bench)")
     args = ap.parse_args()
-    print(f"machine: {machine()}")
+    figs = Figures("store", machine(), params=vars(args))
+    print(f"machine: {figs.machine}")
     print(f"runs: {args.runs}, data per disk: {args.data_mib} MiB, dir: {args.dir}")
     print(f"{'virtual size':>12}  {'qemu-img convert':>17}  {'vmctl import':>13}  {'ratio':>6}")
     for gib in [int(x) for x in args.sizes_gib.split(",")]:
         plain, store = bench(gib << 30, args.runs, args.data_mib, Path(args.dir))
         mp, ms = statistics.median(plain), statistics.median(store)
         print(f"{gib:>9} GiB  {mp:>15.3f} s  {ms:>11.3f} s  {ms / mp:>6.2f}")
+        figs.add(names.store_convert(gib), plain)
+        figs.add(names.store_import(gib), store, peer=names.store_convert(gib))
+    if args.json_out:
+        figs.save(args.json_out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ Times are wall-clock around ``vmctl exec`` minus the median cost of ``vmctl exec
 round trip is not counted). Prints medians of `--runs` and each transport's ratio to the guest's
 own disk (goal: large files >= 50 % of the guest disk's throughput). No assertions.
 
-    python bench/volume_bench.py [--runs 3] [--mib 64] [--files 2000]
+    python bench/volume_bench.py [--runs 3] [--mib 64] [--files 2000] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import figure_names as names  # noqa: E402
 from benchhost import describe  # noqa: E402
+from figures import Figures  # noqa: E402
 
 VMCTL = [sys.executable, "-m", "vmctl"]
 
@@ -120,8 +122,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--json-out", help="also write the figures as JSON here (for python -m bench)")
     args = ap.parse_args()
-    print(describe("volume bench"))
+    figs = Figures("volume", describe("volume bench"), params=vars(args))
+    print(figs.machine)
     scratch = Path(tempfile.mkdtemp(prefix="vmctl-volbench-", dir="/var/tmp"))
     # 9p is served by QEMU as its own user: let it through the scratch directory
     subprocess.run(["setfacl", "-m", "u:libvirt-qemu:x", str(scratch)], capture_output=True)
@@ -154,11 +158,21 @@ def main() -> None:
     print(f"\n{'where':<28}{'write MiB/s':>12}{'read MiB/s':>12}{f'{args.files} files s':>16}")
     for label, r in med.items():
         print(f"{label:<28}{args.mib / r['write']:>12.1f}{args.mib / r['read']:>12.1f}{r['small']:>16.2f}")
+        # a volume against the guest disk of its VM, a guest disk against the host's
+        peer = {"virtiofs": "guest disk (virtiofs VM)", "9p": "guest disk (9p VM)",
+                "guest disk (virtiofs VM)": "host", "guest disk (9p VM)": "host"}.get(label)
+        for k, xs in results[label].items():
+            throughput = k in ("write", "read")
+            figs.add(names.volume(label, k), [args.mib / x if x > 0 else float("nan") for x in xs] if throughput else xs,
+                     "MiB/s" if throughput else "s", peer=names.volume(peer, k) if peer else None,
+                     lower_is_better=not throughput)
     for transport in ("virtiofs", "9p"):
         disk = med[f"guest disk ({transport} VM)"]
         vol = med[transport]
         print(f"{transport}: large write {disk['write'] / vol['write']:.0%} / read {disk['read'] / vol['read']:.0%} "
               f"of the guest disk's throughput; small files {vol['small'] / disk['small']:.1f}x its time")
+    if args.json_out:
+        figs.save(args.json_out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""Names of the figures bench/goals.py judges, shared by the scripts that record them.
+
+A goal finds its figure by exact name, so the script and the goal take the name from here; the
+literal strings are the labels the scripts already print. Names built from an option (an image
+size, a VM count) are functions. Standard library only: scripts import this as ``figure_names``.
+"""
+
+from __future__ import annotations
+
+# --- instances_bench.py --------------------------------------------------------------------------
+
+
+def vmctl_create(gib: int) -> str:
+    return f"vmctl create, {gib} GiB image"
+
+
+def virt_install_create(gib: int) -> str:
+    """The user's whole job with virt-install: the qcow2 overlay, then ``virt-install --import``."""
+    return f"overlay + virt-install --import, {gib} GiB image"
+
+
+INSTANCES_RUN = "vmctl run, tiny (until SSH accepts the key)"
+INSTANCES_PLAIN_BANNER = "plain qemu, tiny: SSH banner on hostfwd port"
+
+
+def vmctl_ls(count: int) -> str:
+    return f"vmctl ls -a, {count} VMs"
+
+
+def virsh_list(count: int) -> str:
+    return f"virsh list --all, {count} VMs"
+
+
+# --- cloud_bench.py ------------------------------------------------------------------------------
+CLOUD_RUN = "vmctl run (until SSH accepts the key)"
+CLOUD_PLAIN = "plain qemu + cloud-localds (same test of SSH)"
+
+# --- snapshot_bench.py ---------------------------------------------------------------------------
+SNAPSHOT_CREATE_DISK = "create disk-only"
+SNAPSHOT_REVERT_MEMORY = "revert memory"
+SNAPSHOT_REVERT_DISK = "revert disk-only"
+SNAPSHOT_COMMIT = "commit (layered)"
+SNAPSHOT_CONVERT = "qemu-img convert (full)"
+
+# --- registry_bench.py ---------------------------------------------------------------------------
+REGISTRY_PUSH = "vmctl push"
+REGISTRY_SKOPEO_PUSH = "skopeo push"
+REGISTRY_PULL = "vmctl pull"
+REGISTRY_SKOPEO_PULL = "skopeo pull"
+
+# --- store_bench.py ------------------------------------------------------------------------------
+
+
+def store_import(gib: int) -> str:
+    return f"vmctl import, {gib} GiB"
+
+
+def store_convert(gib: int) -> str:
+    return f"qemu-img convert, {gib} GiB"
+
+
+# --- stack_bench.py ------------------------------------------------------------------------------
+STACK_UP = "up -d, two VMs (to SSH ready)"
+STACK_SEQUENTIAL = "two sequential runs (to SSH ready)"
+
+# --- buildfile_bench.py --------------------------------------------------------------------------
+BUILDFILE_COLD = "cold build (--no-cache)"
+BUILDFILE_NOOP = "no-op rebuild"
+BUILDFILE_LAST_STEP = "last step changed"
+BUILDFILE_BY_HAND = "by hand: run+exec+cp+commit+rm (one layer)"
+
+# --- volume_bench.py -----------------------------------------------------------------------------
+VOLUME_MEASURES = {"write": "large write", "read": "large read", "small": "small files"}
+
+
+def volume(where: str, measure: str) -> str:
+    """`where` is the script's row label (``virtiofs``, ``guest disk (virtiofs VM)``, ``host``...),
+    `measure` one of VOLUME_MEASURES' keys."""
+    return f"{where}: {VOLUME_MEASURES[measure]}"
+
+
+# --- no script measures these yet (goals.py says so in BENCHMARKS.md) -----------------------------
+CLI_HELP = "vmctl --help"
+DENSITY_PSS = "QEMU PSS per idle VM"
+LIFECYCLE_STOP = "vmctl stop"
+CHAIN_READ_1 = "read through 1 layer"
+CHAIN_READ_10 = "read through 10 layers"

@@ -98,7 +98,11 @@ def test_stats_of_an_unknown_vm_is_one_line_and_not_found(vm):
 def test_events_prints_lifecycle_lines_and_ctrl_c_exits_0(vm):
     lines = Lines(vm.popen("events"))
     _listening(vm, lines, lambda line: line.endswith(f"vm {NAME} resumed (unpaused)"))
-    assert any(line.endswith(f"vm {NAME} paused (paused)") for line in lines.lines), lines.lines
+    # the stream may have started listening between a pause and its resume: once it listens,
+    # one more pause is seen for sure
+    vm("pause", NAME)
+    vm("resume", NAME)
+    assert lines.wait_for(lambda line: line.endswith(f"vm {NAME} paused (paused)"), 10), lines.lines
     code, err = lines.interrupt()
     assert code == 0 and err == "", err
 

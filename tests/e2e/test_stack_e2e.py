@@ -6,8 +6,8 @@ first VM resumes (and the made VM is kept); db becomes healthy by its healthchec
 made; web fetched db's page by name over the stack network at its first boot and serves it on its
 forwarded port; a second ``up`` changes nothing (same domains); a changed memory is reported, and
 ``up --recreate`` -- killed after removing web, then resumed -- replaces only web; web taken out
-of the file is an orphan, removed by ``up --remove-orphans``, and db's /etc/hosts loses it (also
-after a reboot); ``down --volumes`` leaves no VM, disk, seed, state, volume or socket. The system-mode run of a stack is in
+of the file is an orphan (db's /etc/hosts loses it at once, and after a reboot too), removed by
+``up --remove-orphans``; ``down --volumes`` leaves no VM, disk, seed, state, volume or socket. The system-mode run of a stack is in
 test_system_mode_e2e.py; the cloud guest in a stack (built from a Vmfile) in test_cloud_e2e.py.
 """
 
@@ -129,10 +129,11 @@ def test_stack_up_resumes_reaches_by_name_is_idempotent_recreates_one_and_down_l
     # web leaves the file: reported, then removed by --remove-orphans, and db's /etc/hosts loses it
     # (pushed over SSH, and kept for db's next boots instead of its seed's list)
     (stack_dir / "vmctl.yaml").write_text(text[:text.index("  web:\n")])
-    assert json.loads(vm("up", "-d", "--json").stdout)["orphans"] == ["shop-web"]
-    pruned = json.loads(vm("up", "-d", "--remove-orphans", "--json").stdout)
-    assert pruned["removed"] == ["shop-web"] and pruned["hosts_updated"] == ["db"], pruned
+    kept = json.loads(vm("up", "-d", "--json").stdout)
+    assert kept["orphans"] == ["shop-web"] and kept["hosts_updated"] == ["db"], kept
     assert " web " not in vm("exec", "db", "--", "cat", "/etc/hosts").stdout
+    pruned = json.loads(vm("up", "-d", "--remove-orphans", "--json").stdout)
+    assert pruned["removed"] == ["shop-web"] and pruned["hosts_updated"] == [], pruned
     vm("restart", "db")
     vm("wait", "db")
     after_boot = vm("exec", "db", "--", "cat", "/etc/hosts").stdout

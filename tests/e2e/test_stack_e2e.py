@@ -95,6 +95,9 @@ def test_stack_up_resumes_reaches_by_name_is_idempotent_recreates_one_and_down_l
     up_seconds = time.monotonic() - t0
     assert report["vms"] == {"db": "unchanged", "web": "created"} and report["health"] == {"db": "healthy"}
     assert _uuid("shop-db") == db_uuid
+    health = {r["vm"]: r["health"] for r in json.loads(vm("ps", "--json").stdout)}
+    assert health == {"db": "healthy", "web": None}
+    assert "running (healthy)" in vm("ps").stdout
 
     # web fetched db's page by name over "back" at its first boot, and serves it on the forward
     assert _get(f"http://127.0.0.1:{port}/").strip() == "hello from db"

@@ -156,8 +156,8 @@ def ps(ctx: click.Context, file, show_all, as_json, quiet):
         for r in rows:
             click.echo(r["name"])
     else:
-        table([(r["vm"], r["name"], r["state"], r["image"] or "", ", ".join(r["ports"]),
-                ", ".join(f"{n}={a}" for n, a in r["addresses"].items())) for r in rows],
+        table([(r["vm"], r["name"], r["state"] + (f" ({r['health']})" if r["health"] else ""), r["image"] or "",
+                ", ".join(r["ports"]), ", ".join(f"{n}={a}" for n, a in r["addresses"].items())) for r in rows],
               ["VM", "NAME", "STATE", "IMAGE", "PORTS", "ADDRESSES"])
 
 

@@ -40,6 +40,7 @@ class NetworkState:
 class VmState:
     macs: dict[str, str] = field(default_factory=dict)        # network -> MAC
     addresses: dict[str, str] = field(default_factory=dict)   # network -> IPv4 address
+    health: str | None = None      # "healthy" | "unhealthy": its healthcheck at the last up
 
 
 @dataclass

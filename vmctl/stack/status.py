@@ -26,6 +26,8 @@ def rows(session: Session, spec: StackSpec) -> list[dict]:
             "image": row["image"] if row else (spec.vms[short].image if short in spec.vms else None),
             "ports": row["ports_text"] if row else [],
             "addresses": addresses,
+            "health": st.vms[short].health if st and short in st.vms and spec.vms.get(short)
+            and spec.vms[short].healthcheck else None,
             "in_file": short in spec.vms,
         })
     return out

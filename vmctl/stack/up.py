@@ -108,6 +108,7 @@ class _Up:
         self.report = UpReport()
         self.reached: dict[str, set[str]] = {}
         self.stale_hosts: list[str] = []
+        self.state: StackState | None = None
 
     # ---- networks ---------------------------------------------------------------------------
     def networks(self, st: StackState) -> None:
@@ -153,9 +154,20 @@ class _Up:
             done.add("ready")
         if condition == "healthy" and "healthy" not in done:
             self.say(f"{short}: waiting until healthy")
-            check_health(self.session, name, self.spec.vms[short].healthcheck, self.say)
+            try:
+                check_health(self.session, name, self.spec.vms[short].healthcheck, self.say)
+            except Unhealthy:
+                self._health(short, "unhealthy")
+                raise
             done.add("healthy")
-            self.report.health[short] = "healthy"
+            self._health(short, "healthy")
+
+    def _health(self, short: str, verdict: str) -> None:
+        """Record `verdict` in the report and in the stack's state (what ``ps`` shows)."""
+        self.report.health[short] = verdict
+        if self.state is not None and short in self.state.vms:
+            self.state.vms[short].health = verdict
+            self.state.save(self.session.paths.stacks)
 
     # ---- one VM -----------------------------------------------------------------------------
     def vm(self, st: StackState, short: str) -> None:
@@ -247,6 +259,7 @@ def up(session: Session, spec: StackSpec, *, recreate: bool = False, timeout: fl
         st.save(paths.stacks)
         doctor.mend(session, {spec.vm_name(s) for s in spec.vms})
         job = _Up(session, spec, recreate=recreate, timeout=timeout, wait=wait, build=build)
+        job.state = st
         if remove_orphans:
             job.remove_orphans()
         else:

@@ -101,3 +101,20 @@ def tool_version(argv: list[str], timeout: float = 5) -> str:
 def tool_versions(timeout: float = 5) -> dict[str, str]:
     """Python's version and each of TOOLS' (see ``tool_version``)."""
     return {"python": platform.python_version(), **{label: tool_version(argv, timeout) for label, argv in TOOLS}}
+
+
+def timed_vmctl(env: dict, cwd=None):
+    """A function running ``vmctl -q ARGS...`` as its own process (in `cwd`, with `env`) that
+    returns its wall-clock seconds, and exits the benchmark with vmctl's error if it fails."""
+    import subprocess
+    import sys
+    import time
+
+    def vmctl(*a: str) -> float:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "vmctl", "-q", *a], env=env, capture_output=True, text=True,
+                              cwd=cwd)
+        if proc.returncode != 0:
+            raise SystemExit(f"vmctl {' '.join(a[:3])}: {proc.stderr.strip()[-400:]}")
+        return time.perf_counter() - t0
+    return vmctl

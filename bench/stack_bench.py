@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import figure_names as names  # noqa: E402
-from benchhost import describe  # noqa: E402
+from benchhost import describe, timed_vmctl  # noqa: E402
 from figures import Figures  # noqa: E402
 
 STACK = """name: bench
@@ -45,13 +45,7 @@ def main() -> None:
     stack = Path(tempfile.mkdtemp(prefix="vmctl-stackbench-dir-", dir="/var/tmp"))
     env = {**os.environ, "VMCTL_ROOT": str(root), "VMCTL_CONFIG": "/dev/null"}
 
-    def vmctl(*a: str) -> float:
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "vmctl", "-q", *a], env=env, capture_output=True, text=True,
-                              cwd=stack)
-        if proc.returncode != 0:
-            raise SystemExit(f"vmctl {' '.join(a[:3])}: {proc.stderr.strip()[-400:]}")
-        return time.perf_counter() - t0
+    vmctl = timed_vmctl(env, cwd=stack)
 
     times: dict[str, list[float]] = {}
     try:

@@ -26,3 +26,13 @@ def test_follow_prefixes_cleans_and_bounds_lines(tmp_path):
     assert seen[1].startswith("web | xxx") and len(seen[1]) <= MAX_LINE + 6
     assert seen[2] == "db  | hello \ufffd\ufffd"
     assert len(seen) == 3   # "partial" waits for its newline
+
+
+def test_a_healthchecks_output_is_kept_bounded():
+    from vmctl.stack.health import Tail
+
+    sink = Tail(64)
+    for _ in range(1000):
+        sink.write(b"\x1b[2J" + b"y" * 4096)
+    sink.write(b"last words\n")
+    assert len(sink.data) == 64 and sink.text().endswith("last words")

@@ -12,7 +12,6 @@ the next ``up`` mends a half-made VM (`vmctl.core.doctor.mend`) and goes on.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,12 +24,13 @@ from vmctl.core.namelock import name_lock
 from vmctl.core.records import RECORD, InstanceRecord, list_records
 from vmctl.core.session import Session
 from vmctl.perms import qemu_user
-from vmctl.errors import ConflictError, Unhealthy, VmctlError
+from vmctl.errors import ConflictError, Unhealthy, UsageError, VmctlError
 from vmctl.seed.netconfig import hosts_command
+from vmctl.stack.health import Tail, check_health
 from vmctl.stack.networks import (host_xml, hosts_digest, hosts_entries, network_xml, reservations,
                                   reserved_macs, subnets_in_use)
 from vmctl.stack.request import create_request
-from vmctl.stack.spec import Healthcheck, StackSpec, definition_hash
+from vmctl.stack.spec import StackSpec, definition_hash
 from vmctl.stack.state import StackState, all_states, allocate
 
 
@@ -49,66 +49,23 @@ class UpReport:
                 "hosts_updated": self.hosts_updated, "removed": self.removed, "orphans": self.orphans}
 
 
-class _Tail:
-    """A write-only sink keeping the last `limit` bytes (a guest's answer is hostile: bounded)."""
-
-    def __init__(self, limit: int = 2048):
-        self.data, self.limit = b"", limit
-
-    def write(self, b: bytes) -> int:
-        self.data = (self.data + bytes(b))[-self.limit:]
-        return len(b)
-
-    def flush(self) -> None:
-        pass
-
-    def text(self) -> str:
-        last = self.data.decode("utf-8", "replace").strip().splitlines()
-        return last[-1][:200] if last else ""
-
-
 def stack_record(session: Session, name: str) -> InstanceRecord | None:
     """The record of VM `name` when it exists (finished), else None."""
     d = instance_dir(session, name)
     return InstanceRecord.load(d) if (d / RECORD).is_file() else None
 
 
-def _timeout_argv(hc: Healthcheck) -> list[str]:
-    # `timeout` where the guest has it (coreutils, busybox); the command alone where it does not
-    return ["sh", "-c", 'if command -v timeout >/dev/null 2>&1; then exec timeout "$0" "$@"; fi; exec "$@"',
-            str(max(1, int(hc.timeout))), *hc.command]
-
-
-def check_health(session: Session, name: str, hc: Healthcheck, say: Callable[[str], None]) -> None:
-    """Run `hc` in the guest (as root) until it exits 0, at most `hc.retries` times."""
-    if hc.start_period:
-        time.sleep(hc.start_period)
-    code, sink = None, _Tail()
-    for attempt in range(1, hc.retries + 1):
-        sink = _Tail()
-        try:
-            code = reach.exec_(session, name, _timeout_argv(hc), stdout=sink, stderr=sink, root=True)
-        except VmctlError as exc:   # SSH not (yet) answering counts as a failed check
-            code, sink.data = -1, str(exc).encode()
-        if code == 0:
-            return
-        if attempt == 1 or attempt % 10 == 0:
-            say(f"{name}: healthcheck {attempt}/{hc.retries} exited {code}")
-        time.sleep(hc.interval)
-    raise Unhealthy(f"{name} is unhealthy: its healthcheck failed {hc.retries} times (last exit status "
-                    f"{code}: {sink.text() or 'no output'})")
-
-
 class _Up:
-    def __init__(self, session: Session, spec: StackSpec, *, recreate: bool, timeout: float, wait: bool,
+    """One ``up`` of stack `spec` with its allocations `state` (saved as they change)."""
+
+    def __init__(self, session: Session, spec: StackSpec, state: StackState, *, recreate: bool, timeout: float,
                  build: Callable[[str, Path, Path | None, dict], str] | None):
-        self.session, self.spec, self.recreate, self.timeout, self.wait = session, spec, recreate, timeout, wait
+        self.session, self.spec, self.state, self.recreate, self.timeout = session, spec, state, recreate, timeout
         self.build = build
         self.say = lambda text: session.progress(text, None)
         self.report = UpReport()
         self.reached: dict[str, set[str]] = {}
         self.stale_hosts: list[str] = []
-        self.state: StackState | None = None
 
     # ---- networks ---------------------------------------------------------------------------
     def networks(self, st: StackState) -> None:
@@ -136,6 +93,8 @@ class _Up:
         """(ref, id) of the image VM `short` is made from (built first when it has ``build:``)."""
         vm = self.spec.vms[short]
         if vm.build is not None:
+            if self.build is None:
+                raise UsageError(f"vms.{short}.build: this caller of up cannot build images")
             ref = f"{self.spec.vm_name(short)}:latest"
             self.say(f"{short}: building {vm.build.context}")
             self.build(ref, vm.build.context, vm.build.file, dict(vm.build.args))
@@ -165,7 +124,7 @@ class _Up:
     def _health(self, short: str, verdict: str) -> None:
         """Record `verdict` in the report and in the stack's state (what ``ps`` shows)."""
         self.report.health[short] = verdict
-        if self.state is not None and short in self.state.vms:
+        if short in self.state.vms:
             self.state.vms[short].health = verdict
             self.state.save(self.session.paths.stacks)
 
@@ -216,7 +175,7 @@ class _Up:
         for short in self.stale_hosts:
             name, entries = self.spec.vm_name(short), hosts_entries(self.spec, st, short)
             self.reach(short, "ready")
-            sink = _Tail()
+            sink = Tail()
             code = reach.exec_(self.session, name, hosts_command(name, entries, push=True), stdout=sink,
                                stderr=sink, root=True)
             if code != 0:
@@ -258,8 +217,7 @@ def up(session: Session, spec: StackSpec, *, recreate: bool = False, timeout: fl
         st = allocate(spec, session.settings.mode, previous, others, salt=str(paths.root.resolve()), in_use=in_use)
         st.save(paths.stacks)
         doctor.mend(session, {spec.vm_name(s) for s in spec.vms})
-        job = _Up(session, spec, recreate=recreate, timeout=timeout, wait=wait, build=build)
-        job.state = st
+        job = _Up(session, spec, st, recreate=recreate, timeout=timeout, build=build)
         if remove_orphans:
             job.remove_orphans()
         else:

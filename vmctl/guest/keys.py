@@ -25,7 +25,6 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -60,6 +59,8 @@ class ClientKey:
 
     def pkey(self) -> "paramiko.PKey":
         """Load the private key for paramiko."""
+        import paramiko  # lazy: 180 ms of imports (it pulls in invoke) that create and ls never need
+
         return paramiko.Ed25519Key.from_private_key_file(str(self.path))
 
 
@@ -159,14 +160,16 @@ def fingerprint(public_line_or_blob: str | bytes) -> str:
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
-def host_key_from_line(line: str) -> paramiko.PKey:
+def host_key_from_line(line: str) -> "paramiko.PKey":
     """A paramiko public key object for a pinned host key line."""
+    import paramiko  # lazy: see ClientKey.pkey
+
     keytype, blob, _ = parse_public_line(line)
     if keytype not in HOST_KEY_ALGORITHMS:
         raise UsageError(f"unsupported SSH host key type {keytype}")
     return paramiko.PKey.from_type_string(keytype, blob)
 
 
-def public_line(key: paramiko.PKey) -> str:
+def public_line(key: "paramiko.PKey") -> str:
     """``TYPE BASE64`` for a paramiko key (what a server presented)."""
     return f"{key.get_name()} {key.get_base64()}"

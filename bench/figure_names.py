@@ -82,6 +82,6 @@ def volume(where: str, measure: str) -> str:
 # --- no script measures these yet (goals.py says so in BENCHMARKS.md) -----------------------------
 CLI_HELP = "vmctl --help"
 DENSITY_PSS = "QEMU PSS per idle VM"
-LIFECYCLE_STOP = "vmctl stop"
+LIFECYCLE_STOP = "guest power-off to vmctl stop returning"
 CHAIN_READ_1 = "read through 1 layer"
 CHAIN_READ_10 = "read through 10 layers"

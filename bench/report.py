@@ -20,6 +20,7 @@ class ScriptRun:
     seconds: float
     data: dict | None = None
     stderr_tail: list[str] = field(default_factory=list)
+    earlier: str | None = None     # not run this time: the UTC date of the run its figures are from
 
     @property
     def ok(self) -> bool:
@@ -64,7 +65,8 @@ def _script_section(run: ScriptRun) -> list[str]:
                 *(run.stderr_tail or ["(nothing on stderr)"]), "```", ""]
         return out
     data = run.data
-    out.append(f"Took {run.seconds:.0f} s. Machine as the script saw it: {data.get('machine') or '?'}.")
+    when = f"Measured {run.earlier} (UTC), by an earlier run of the runner; took" if run.earlier else "Took"
+    out.append(f"{when} {run.seconds:.0f} s. Machine as the script saw it: {data.get('machine') or '?'}.")
     params = data.get("params") or {}
     if params:
         out.append("Options: " + ", ".join(f"`{k}={v}`" for k, v in params.items()) + ".")
@@ -131,8 +133,10 @@ def render(runs: list[ScriptRun], *, date: datetime, command: str, machine: dict
            "the ratio is the figure's median over its peer's. Nothing here is a timed test.", "",
            f"- Date (UTC): {date.strftime('%Y-%m-%d %H:%M:%S')}",
            f"- Command: `{command}`",
-           f"- Scripts: {', '.join(r.name for r in runs) or 'none'}"
-           f" ({sum(r.ok for r in runs)} ok, {sum(not r.ok for r in runs)} failed)", "",
+           f"- Scripts run by this command: {', '.join(r.name for r in runs if r.earlier is None) or 'none'}"
+           f" ({sum(r.ok for r in runs if r.earlier is None)} ok, {sum(not r.ok for r in runs)} failed)",
+           f"- Figures kept from earlier runs (bench/results/): "
+           f"{', '.join(f'{r.name} ({r.earlier})' for r in runs if r.earlier) or 'none'}", "",
            "## Machine", ""]
     out += [f"- {k}: {v}" for k, v in machine.items()]
     out += ["", "## Versions", ""]

@@ -282,6 +282,7 @@ def fake_scripts(tmp_path, monkeypatch):
     (tmp_path / "bad_bench.py").write_text(BAD)
     known = {"bad": tmp_path / "bad_bench.py", "good": tmp_path / "good_bench.py"}
     monkeypatch.setattr(runner, "scripts", lambda: known)
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(runner, "tool_versions", lambda: {"python": "3", "qemu-img": "not installed"})
     return known
 
@@ -306,6 +307,21 @@ def test_main_writes_the_file_and_goes_on_after_a_failure(fake_scripts, tmp_path
     assert "| vmctl push | 1.00 s | 1.00 s | 2 | skopeo push | 0.50× |" in md
     assert runner.main(["--only", "good", "--out", str(out)]) == 0
     assert "### bad" not in out.read_text()
+
+
+def test_a_partial_run_keeps_the_figures_of_the_others(fake_scripts, tmp_path, monkeypatch):
+    monkeypatch.setattr(goals, "GOALS", FAKE_GOALS[:1])
+    out = tmp_path / "BENCHMARKS.md"
+    assert runner.main(["--only", "good", "--out", str(out)]) == 0
+    kept = json.loads((tmp_path / "results" / "good.json").read_text())
+    assert kept["bench"] == "good" and "ran_at" in kept and "by_name" not in kept
+    assert runner.main(["--only", "bad", "--out", str(out)]) == 1
+    md = out.read_text()
+    assert "### bad (`bench/bad_bench.py`)" in md and "bad_bench needs root" in md   # run now, failed
+    assert f"Measured {kept['ran_at']} (UTC), by an earlier run" in md                # good, from before
+    assert "| vmctl push | 1.00 s | 1.00 s | 3 | skopeo push | 0.50× |" in md
+    assert f"- Figures kept from earlier runs (bench/results/): good ({kept['ran_at']})" in md
+    assert not (tmp_path / "results" / "bad.json").exists()   # a failure never replaces kept figures
 
 
 def test_main_refuses_unknown_names(fake_scripts, capsys):

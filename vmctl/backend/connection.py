@@ -253,13 +253,42 @@ class Backend:
                                bool(dom.isPersistent()))
 
     def wait_state(self, name: str, wanted: set[str], timeout: float) -> str:
-        """Poll until the domain is in one of `wanted` states or `timeout` passes; return the last state."""
+        """Wait until the domain is in one of `wanted` states or `timeout` passes; return the last state.
+
+        Woken by libvirt's lifecycle events (a stop is seen as it happens, not at the next poll);
+        the state is read again after every event of this domain and at least once a second, so a
+        lost event costs a second, never the whole timeout. Without events (a daemon refusing
+        them) it polls every 100 ms."""
+        from vmctl.backend.events import open_events  # the event loop thread only where a wait needs it
+
         deadline = time.monotonic() + timeout
-        while True:
-            current = self.state(name).state
-            if current in wanted or time.monotonic() >= deadline:
-                return current
-            time.sleep(0.1)
+        try:
+            stream = open_events(self.uri)
+        except (LibvirtError, LibvirtUnreachable):
+            stream = None
+        try:
+            while True:
+                # read after subscribing: a change between the two is caught either way
+                current = self.state(name).state
+                left = deadline - time.monotonic()
+                if current in wanted or left <= 0:
+                    return current
+                if stream is None:
+                    time.sleep(min(0.1, left))
+                    continue
+                until = time.monotonic() + min(1.0, left)
+                while (remaining := until - time.monotonic()) > 0:
+                    try:
+                        event = stream.next(timeout=remaining)
+                    except LibvirtUnreachable:
+                        stream.close()
+                        stream = None
+                        break
+                    if event is not None and event.name == name:
+                        break
+        finally:
+            if stream is not None:
+                stream.close()
 
     def list_states(self) -> dict[str, DomainState]:
         """All domains and their states, from one bulk libvirt call."""

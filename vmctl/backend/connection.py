@@ -14,6 +14,7 @@ import libvirt
 from lxml import etree
 
 from vmctl.backend.errors import libvirt_errors, translate
+from vmctl.backend.events import open_events
 from vmctl.backend.start_hints import MEMLOCK_DENIED, memlock_hint, swtpm_hint
 from vmctl.errors import ConflictError, LibvirtError, LibvirtUnreachable, NotFoundError
 
@@ -259,8 +260,6 @@ class Backend:
         the state is read again after every event of this domain and at least once a second, so a
         lost event costs a second, never the whole timeout. Without events (a daemon refusing
         them) it polls every 100 ms."""
-        from vmctl.backend.events import open_events  # the event loop thread only where a wait needs it
-
         deadline = time.monotonic() + timeout
         try:
             stream = open_events(self.uri)

@@ -119,6 +119,8 @@ class Features(XMLNode):
     apic = Prop("apic", "present")
     vmport = Prop("vmport/@state", "onoff", doc="VMware I/O port emulation")
     smm = Prop("smm/@state", "onoff", doc="System Management Mode: secure boot's firmware needs it")
+    tcg_tb_cache = Prop("tcg/tb-cache", "int", doc="TCG translation cache size, in tcg_tb_cache_unit")
+    tcg_tb_cache_unit = Prop("tcg/tb-cache/@unit", doc="KiB (libvirt's default) | MiB ...")
 
 
 class CPU(XMLNode):
@@ -304,6 +306,7 @@ class MemBalloon(XMLNode):
 
     model = Prop("@model", doc="virtio | none")
     stats_period = Prop("stats/@period", "int")
+    free_page_reporting = Prop("@freePageReporting", "onoff", doc="the guest gives freed pages back")
 
 
 class RNG(XMLNode):

@@ -34,3 +34,6 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
         f.vmport = m.vmport
     if i.secure_boot:
         f.smm = True
+    if i.virt_type == "qemu" and m.tcg_tb_cache_mib:
+        f.tcg_tb_cache = m.tcg_tb_cache_mib
+        f.tcg_tb_cache_unit = "MiB"

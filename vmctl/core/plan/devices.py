@@ -46,6 +46,8 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
         devices.add(usb)
     balloon = devices.memballoon
     balloon.model = "virtio" if p.devices.balloon else "none"
+    if p.devices.balloon and p.devices.free_page_reporting:
+        balloon.free_page_reporting = True
     if p.devices.balloon and p.devices.balloon_stats_period:
         balloon.stats_period = p.devices.balloon_stats_period
     if p.devices.rng:

@@ -222,6 +222,11 @@ def test_commit_layered_snapshot_and_squash_and_a_vm_from_the_new_image(vm):
     vmctl("run", other, "--image", "app:1", "--restrict-network", "--timeout", "240")
     try:
         assert _sh(vmctl, other, "cat /root/marker").strip() == marker
+        # QEMU names the top of a chain of two layers or more with a json: pseudo-filename: the
+        # live snapshot and commit of a VM of a committed image still find its disk's block node
+        vmctl("snapshot", "create", "--disk-only", other, "deeper")
+        deeper = json.loads(vmctl("image", "inspect", vmctl("commit", other, "app:2").stdout.strip()).stdout)[0]
+        assert len(deeper["layers"]) == 3 and deeper["parent"] == app
     finally:
         vmctl("rm", "-f", other)
 

@@ -145,14 +145,31 @@ def _qmp(backend, name: str, command: str, arguments: dict | None = None):
     return reply.get("return")
 
 
+def _plain_filename(name: str | None) -> str | None:
+    """The file behind a node's filename. QEMU names a format node whose backing chain was given
+    node by node (libvirt's -blockdev, for a chain of two or more layers) with a ``json:{...}``
+    pseudo-filename; the file is its ``file.filename``."""
+    if not name or not name.startswith("json:"):
+        return name
+    try:
+        spec = json.loads(name[5:])
+    except ValueError:
+        return name
+    while isinstance(spec, dict) and isinstance(spec.get("file"), dict):
+        spec = spec["file"]
+    found = spec.get("filename") if isinstance(spec, dict) else None
+    return found if isinstance(found, str) else name
+
+
 def writable_qcow2_nodes(backend, name: str) -> dict[str, str]:
     """file path -> QEMU node name of every writable qcow2 format node that is a disk's top."""
     nodes = _qmp(backend, name, "query-named-block-nodes", {"flat": True}) or []
-    backing = {n.get("backing_file") for n in nodes if n.get("backing_file")}
+    backing = {_plain_filename(n.get("backing_file")) for n in nodes if n.get("backing_file")}
     out = {}
     for n in nodes:
-        if n.get("drv") == "qcow2" and not n.get("ro") and n.get("file") not in backing:
-            out[n["file"]] = n["node-name"]
+        path = _plain_filename(n.get("file"))
+        if n.get("drv") == "qcow2" and not n.get("ro") and path not in backing:
+            out[path] = n["node-name"]
     return out
 
 

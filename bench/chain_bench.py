@@ -10,7 +10,7 @@ chain before it reads as zeros, which is where a chain's depth costs. Throughput
 the guest's own clock, medians of `--runs` reads per VM, the host's page cache warm for both
 (the first read of each is not counted). No assertions.
 
-    python bench/chain_bench.py [--runs 3] [--disk 2G] [--layer-mib 8] [--json-out FILE]
+    python bench/chain_bench.py [--runs 3] [--disk 4G] [--layer-mib 8] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from figures import Figures, median  # noqa: E402
 
 TAG = f"chainbench{os.urandom(2).hex()}"
 # /proc/uptime before and after, then the bytes read: the guest's own clock, 10 ms resolution
-READ = ("a=$(cut -d' ' -f1 /proc/uptime); "
-        "n=$(dd if=/dev/vda of=/dev/null bs=4M iflag=direct 2>&1 | sed -n 's/^\\([0-9]*\\) bytes.*/\\1/p'); "
+READ = ("n=$(($(cat /sys/block/vda/size) * 512)); a=$(cut -d' ' -f1 /proc/uptime); "
+        "dd if=/dev/vda of=/dev/null bs=4M iflag=direct 2>/dev/null || exit 1; "
         "b=$(cut -d' ' -f1 /proc/uptime); echo $a $b $n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--disk", default="2G")
+    ap.add_argument("--disk", default="4G")
     ap.add_argument("--layer-mib", type=int, default=8)
     ap.add_argument("--json-out", help="also write the figures as JSON here (for python -m bench)")
     args = ap.parse_args()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 from vmctl.core.hostports import pick_free_port, port_free
-from vmctl.core.plan.edits import move_ssh_port
 from vmctl.core.records import DISK, SEED, SERIAL_LOG, InstanceRecord, list_records
 from vmctl.core.session import Session
 from vmctl.errors import GuestNotReady, NotFoundError, UsageError
@@ -137,6 +136,9 @@ class Instance:
 
     def move_ssh_port(self, port: int) -> None:
         """Move a stopped hosted VM's SSH forward to `port` (definition and record)."""
+        # lazy: the XML model (lxml and the plan) is not loaded by `ls`, which builds instances
+        from vmctl.core.plan.edits import move_ssh_port
+
         rec = self._need_record("move the SSH forward of")
         backend = self.session.backend
         backend.define(move_ssh_port(backend.xml(self.name, inactive=True), rec.ssh_port, port))

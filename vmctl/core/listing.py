@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from vmctl.core.instance import MISSING, Instance, all_instances, resolve
-from vmctl.core.records import InstanceRecord
+from vmctl.core.instance import MISSING, Instance, resolve
+from vmctl.core.records import InstanceRecord, list_records
 from vmctl.core.session import Session
 from vmctl.core.states import ACTIVE
 from vmctl.errors import NotFoundError
@@ -19,8 +19,8 @@ def listing(session: Session, *, show_all: bool) -> list[dict]:
     """Rows for ``ls``: this store's VMs with their states, from one bulk libvirt query."""
     states = session.backend.list_states()
     rows = []
-    for inst in all_instances(session):
-        rec = inst.record
+    # records, not Instance handles: a row needs nothing else, and ls reads every one of them
+    for rec in list_records(session.paths.instances):
         dom = states.get(rec.name)
         state = dom.state if dom else MISSING
         if not show_all and state not in ACTIVE:

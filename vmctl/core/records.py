@@ -8,6 +8,7 @@ to reach its SSH server, the pinned host key, forwarded ports and its files.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,30 +57,53 @@ class InstanceRecord:
     def load(cls, directory: Path) -> "InstanceRecord":
         path = directory / RECORD
         try:
-            data = json.loads(path.read_text())
+            return cls.from_bytes(_read(os.fspath(path)), path)
         except FileNotFoundError:
             raise NotFoundError(f"no such VM: {directory.name}") from None
-        except ValueError as exc:
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, path: object) -> "InstanceRecord":
+        """The record in `raw` (the file at `path`, named in the error); IntegrityError if damaged."""
+        try:
+            data = json.loads(raw)
+            return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+        except (ValueError, TypeError, AttributeError) as exc:
             raise IntegrityError(f"{path} is damaged: {exc}") from None
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+_FIELDS = frozenset(InstanceRecord.__dataclass_fields__)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 def list_records(instances_dir: Path, *, include_unfinished: bool = False) -> list[InstanceRecord]:
     """Every complete instance record under `instances_dir` (half-made temp dirs are skipped, and
     so are VMs whose create has not finished or whose rm has begun, unless `include_unfinished`)."""
-    records = []
+    # os.scandir/listdir on plain strings, not pathlib: `ls` reads every record, and with 1,000
+    # VMs pathlib's object churn alone took 70 ms
+    base = os.fspath(instances_dir)
     try:
-        entries = sorted(instances_dir.iterdir())
+        with os.scandir(base) as it:
+            names = sorted(e.name for e in it if not e.name.startswith("."))
     except FileNotFoundError:
         return []
-    for entry in entries:
-        if entry.name.startswith(".") or not (entry / RECORD).is_file():
-            continue
-        if not include_unfinished and ((entry / CREATING_MARK).exists() or (entry / REMOVING_MARK).exists()):
-            continue  # half made or half removed: doctor's business, not a VM to show
+    records = []
+    for name in names:
+        directory = os.path.join(base, name)
         try:
-            records.append(InstanceRecord.load(entry))
-        except IntegrityError:
+            present = os.listdir(directory)   # one call answers for the record and both marks
+        except OSError:
+            continue   # not a directory, or gone meanwhile
+        if RECORD not in present:
+            continue
+        if not include_unfinished and (CREATING_MARK in present or REMOVING_MARK in present):
+            continue  # half made or half removed: doctor's business, not a VM to show
+        path = os.path.join(directory, RECORD)
+        try:
+            records.append(InstanceRecord.from_bytes(_read(path), path))
+        except (OSError, IntegrityError):
             continue
     return records

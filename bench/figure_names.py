@@ -83,5 +83,6 @@ def volume(where: str, measure: str) -> str:
 CLI_HELP = "vmctl --help"
 DENSITY_PSS = "QEMU PSS per idle VM"
 LIFECYCLE_STOP = "guest power-off to vmctl stop returning"
+LIFECYCLE_UPTIME = "tiny guest's uptime at SSH ready (read by the next exec)"
 CHAIN_READ_1 = "read through 1 layer"
 CHAIN_READ_10 = "read through 10 layers"

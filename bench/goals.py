@@ -45,6 +45,8 @@ GOALS: tuple[Goal, ...] = (
          "instances", n.vmctl_create(20), n.virt_install_create(20), "<=", 0.5),
     Goal("run-ready-tiny", "`vmctl run` to SSH ready ≤ 1.1× plain QEMU to its SSH banner (tiny image)",
          "instances", n.INSTANCES_RUN, n.INSTANCES_PLAIN_BANNER, "<=", 1.1),
+    Goal("tiny-boot", "the tiny guest's own boot (its uptime at SSH ready) ≤ 2 s",
+         "lifecycle", n.LIFECYCLE_UPTIME, None, "<=", 2.0),
     Goal("run-ready-cloud", "`vmctl run` to SSH ready ≤ 1.1× plain QEMU + cloud-localds, same SSH test (Debian cloud guest)",
          "cloud", n.CLOUD_RUN, n.CLOUD_PLAIN, "<=", 1.1),
     Goal("ls-vs-virsh", "`vmctl ls -a` with 1,000 VMs ≤ `virsh list --all`",

@@ -6,7 +6,8 @@ Per run, with this script listening to libvirt's lifecycle events on the same da
   when QEMU has exited) into the guest's own shutdown (button to power-off: the guest's time, not
   vmctl's) and **power-off to vmctl returning** (the goal: how soon vmctl notices; a 100 ms poll
   would add 50 ms on average, an event adds nothing),
-- ``vmctl start`` and then ``vmctl wait`` (until SSH lets vmctl in),
+- ``vmctl start`` and then ``vmctl wait`` (until SSH lets vmctl in), and the guest's uptime read
+  right after (its own boot to SSH ready; an upper bound, the exec's connection included),
 - ``vmctl kill`` (power cut) and its power-off to return.
 
 Medians of `--runs`. No assertions.
@@ -64,6 +65,13 @@ def main() -> None:
     def add(label: str, x: float) -> None:
         times.setdefault(label, []).append(x)
 
+    def uptime() -> float:
+        """The guest's /proc/uptime read by an exec right after `wait` returned: its own boot, from
+        the kernel's start to SSH ready, plus the exec's connection (an upper bound)."""
+        proc = subprocess.run([sys.executable, "-m", "vmctl", "exec", VM, "--", "cut", "-d", " ", "-f1",
+                               "/proc/uptime"], env=env, capture_output=True, text=True)
+        return float(proc.stdout.strip()) if proc.returncode == 0 else float("nan")
+
     def stopped_at(stream, since: float) -> float | None:
         """Epoch time of VM's "stopped" event received after `since` (already queued by now)."""
         while (ev := stream.next(timeout=2)) is not None:
@@ -85,6 +93,7 @@ def main() -> None:
                 add(names.LIFECYCLE_STOP, returned - off)
             add("vmctl start", vmctl("start", VM)[0])
             add("vmctl wait after start (SSH ready)", vmctl("wait", VM)[0])
+            add(names.LIFECYCLE_UPTIME, uptime())
             with open_events(uri) as stream:
                 began = time.time()
                 took, returned = vmctl("kill", VM)

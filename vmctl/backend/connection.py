@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 import libvirt
-from lxml import etree
 
 from vmctl.backend.errors import libvirt_errors, translate
 from vmctl.backend.events import open_events
@@ -92,6 +91,9 @@ class Backend:
         with libvirt_errors("domain capabilities"):
             caps = self._conn.getDomainCapabilities(None, None, None, None, 0)
             version = self._conn.getLibVersion()
+        # lazy: lxml (15 ms of start-up) is not loaded by commands that never read XML, as ls
+        from lxml import etree
+
         drivers = etree.fromstring(caps.encode()).xpath(
             "devices/filesystem[@supported='yes']/enum[@name='driverType']/value/text()")
         listed = "virtiofs" in drivers

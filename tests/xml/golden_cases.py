@@ -119,6 +119,11 @@ CASES: dict[str, tuple[str, str, DomainInputs]] = {
         "tcg-custom",
         _inputs("old", "738495a6-b0c1-4d23-b4e5-768798a9bacb", profile="tcg-custom"),
     ),
+    "dense": (
+        "vmctl create many --image debian:12 --profile dense --memory 256M --print-xml",
+        "dense",
+        _inputs("many", "95a6b7c8-d2e3-4f45-96a7-98a9bacbdcde", profile="dense", memory_mib=256),
+    ),
     "minimal": (
         "vmctl create plain --image debian:12 --profile minimal --print-xml",
         "minimal",

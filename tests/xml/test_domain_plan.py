@@ -57,7 +57,7 @@ def test_memory_hard_limit_headroom_depends_on_accelerator(test_profiles, inputs
     a = plan_domain(kvm, replace(inputs, virt_type="kvm", memory_mib=1024, **net))
     b = plan_domain(kvm, replace(inputs, virt_type="qemu", memory_mib=1024, **net))
     assert a.memtune_hard_limit_kib == (1024 + 512) * 1024
-    assert b.memtune_hard_limit_kib == (1024 + 768) * 1024
+    assert b.memtune_hard_limit_kib == (1024 + 1536) * 1024
     assert a.cpu_quota == 100_000 and a.cpu_period == 100_000
 
 

@@ -20,7 +20,7 @@ def user_dir(tmp_path, monkeypatch):
 
 
 def test_builtin_profiles_load(user_dir):
-    assert {"hosted", "kvm", "minimal"} <= set(list_profiles())
+    assert {"hosted", "kvm", "minimal", "dense"} <= set(list_profiles())
     hosted = load_profile("hosted")
     assert hosted.libvirt.uri == "qemu:///session" and hosted.network.kind == "user"
     assert hosted.virt_type == "kvm" and hosted.machine.tcg_cpu_mode == "maximum"
@@ -29,6 +29,9 @@ def test_builtin_profiles_load(user_dir):
     assert kvm.network_kind == "network" and kvm.network_name == "default"
     assert kvm.tuning.memory_headroom_mib == 512
     assert kvm.devices.graphics == "none"
+    dense = load_profile("dense")
+    assert dense.machine.tcg_tb_cache_mib == 64 and hosted.machine.tcg_tb_cache_mib is None
+    assert hosted.devices.free_page_reporting and dense.devices.free_page_reporting
     minimal = load_profile("minimal")
     assert minimal.tuning.cpu_shares is None and minimal.network.kind == "user"
     assert profile_to_dict(kvm)["clock"]["timers"][2] == {"name": "hpet", "present": False}

@@ -145,20 +145,26 @@ def drop_data(inst: Instance, snap: str, state: str) -> None:
         qemu_img.delete_snapshot(inst.disk, snap)
 
 
-def sweep_orphans(inst: Instance, state: str) -> None:
+def sweep_orphans(inst: Instance, state: str) -> dict[str, dict]:
     """Remove snapshot data vmctl left without libvirt metadata: its temporary snapshots, and
     creates that a killed process left half-done (marked pending before any data was made).
-    Snapshots made by other tools are never touched. Call with the VM's name lock held."""
+    Snapshots made by other tools are never touched. Call with the VM's name lock held.
+
+    Returns the disk's snapshot table as it is afterwards (``table``, without what was removed),
+    so a caller need not read it again."""
 
     known = {m.name for m in bsnap.list_snapshots(inst.session.backend, inst.name)}
     side = load_sidecar(inst.directory)
-    for snap in table(inst):
+    data = table(inst)
+    for snap in list(data):
         ours = snap.startswith(TEMP_PREFIX) or side.get(snap, {}).get("pending")
         if snap not in known and ours:
             drop_data(inst, snap, state)
+            del data[snap]
     for snap, entry in side.items():
         if entry.get("pending") and snap not in known:
             sidecar_set(inst.directory, snap, None)
+    return data
 
 
 def forget_all(inst: Instance) -> None:

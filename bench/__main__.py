@@ -1,6 +1,6 @@
 """Run every benchmark script and write BENCHMARKS.md.
 
-    python -m bench [--runs 3] [--only a,b | --skip a,b] [--out BENCHMARKS.md] [--results DIR]
+    python -m bench [--runs 3] [--only a,b | --skip a,b | --report] [--out BENCHMARKS.md] [--results DIR]
 
 From the repository root (``make bench``). Each ``bench/<name>_bench.py`` runs as its own process
 (``--runs N --json-out FILE``) with its output streamed here as it comes; a script that fails is
@@ -101,13 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--only", default="", help=f"comma-separated short names, of: {', '.join(known)}")
     group.add_argument("--skip", default="", help="comma-separated short names to leave out")
+    group.add_argument("--report", action="store_true",
+                       help="run nothing: write the file again from the kept figures (after editing GOALS-NOTES.md)")
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md",
                     help="the file to write (default: BENCHMARKS.md at the repository root)")
     ap.add_argument("--results", type=Path, default=None,
                     help="where each script's figures are kept between runs (default: bench/results)")
     args = ap.parse_args(argv)
     only, skip = _names(args.only, known, ap), _names(args.skip, known, ap)
-    selected = [n for n in known if (not only or n in only) and n not in skip]
+    selected = [] if args.report else [n for n in known if (not only or n in only) and n not in skip]
 
     started = datetime.now(timezone.utc)
     # the exact command, as the interpreter was started (python -m bench ...), for the file

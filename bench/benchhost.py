@@ -59,10 +59,19 @@ def memory_total() -> str:
 
 
 def kvm() -> str:
+    """/dev/kvm, and whether vmctl's probe (a guest really booted under KVM) lets vmctl use it:
+    every figure is TCG's where it does not, and KVM figures cannot be reported."""
     if not os.path.exists("/dev/kvm"):
         return "absent (TCG only)"
     usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
-    return "present" + ("" if usable else " (not read-write for this user)")
+    text = "present" + ("" if usable else " (not read-write for this user)")
+    try:
+        from vmctl.backend.kvm_probe import probe_kvm   # lazy: only the runner asks (a guest boot)
+
+        verdict = probe_kvm()
+        return f"{text}; vmctl's probe: {'KVM usable' if verdict.usable else 'not usable, TCG'} ({verdict.reason})"
+    except Exception as e:  # noqa: BLE001 - a fact for the report, never a reason to stop it
+        return f"{text}; vmctl's probe failed: {e}"
 
 
 def machine_facts() -> dict[str, str]:

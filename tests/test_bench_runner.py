@@ -322,6 +322,10 @@ def test_a_partial_run_keeps_the_figures_of_the_others(fake_scripts, tmp_path, m
     assert "| vmctl push | 1.00 s | 1.00 s | 3 | skopeo push | 0.50× |" in md
     assert f"- Figures kept from earlier runs (bench/results/): good ({kept['ran_at']})" in md
     assert not (tmp_path / "results" / "bad.json").exists()   # a failure never replaces kept figures
+    assert runner.main(["--report", "--out", str(out)]) == 0       # nothing run: the kept figures only
+    md = out.read_text()
+    assert "- Scripts run by this command: none" in md and "### bad" not in md
+    assert "| vmctl push | 1.00 s | 1.00 s | 3 | skopeo push | 0.50× |" in md
 
 
 def test_main_refuses_unknown_names(fake_scripts, capsys):

@@ -81,12 +81,31 @@ def private_dir(path: Path, user: str | None, *, traverse_only: bool = True) -> 
         made.append(p)
         p = p.parent
     private_dirs(path)
-    os.chmod(path, 0o700)
+    grant = "x" if traverse_only else "rx"
+    # A chmod of a directory with an ACL sets its mask: chmod 0700 would take QEMU's search right
+    # away until setfacl gives it back, and every vmctl process opens the store -- a VM starting
+    # meanwhile was refused its image ("Cannot access backing file ... Permission denied", seen
+    # with two `vmctl run`s at once). A directory already as this leaves it is not chmod'ed: the
+    # setfacl below rewrites its ACL in one xattr write, which never drops the entry.
+    if not (user and _already_private(Path(path), grant)):
+        os.chmod(path, 0o700)
     if user:
         for d in [path, *made[1:]]:
-            grant = "x" if traverse_only or d != path else "rx"
-            _setfacl(["-m", f"u:{user}:{grant},m::{grant}", str(d)])
+            bits = grant if d == path else "x"
+            _setfacl(["-m", f"u:{user}:{bits},m::{bits}", str(d)])
     return path
+
+
+def _already_private(d: Path, grant: str) -> bool:
+    """`d` has an access ACL, nothing for others, and a mask (the group bits) of exactly `grant`:
+    the state `private_dir` leaves it in."""
+    try:
+        if "system.posix_acl_access" not in os.listxattr(d):
+            return False
+        mode = d.stat().st_mode & 0o777
+    except OSError:
+        return False
+    return mode & 0o707 == 0o700 and (mode >> 3) & 7 == sum(_BITS[b] for b in grant)
 
 
 def volume_dir(path: Path, user: str | None) -> Path:

@@ -67,6 +67,25 @@ def test_qemus_acl_is_search_only_and_only_on_vmctls_own_directories(qemu_root):
                           text=True).stdout == parent_acl_before   # nothing above the data root
 
 
+def test_opening_the_store_again_never_takes_qemus_access_away(qemu_root, monkeypatch):
+    """A chmod of a directory with an ACL resets its mask: done at every open of the store, it
+    left a window in which a VM starting in another process could not reach its image."""
+    from vmctl import perms
+    from vmctl.storage import ImageStore
+
+    ImageStore(qemu_root, QEMU_USER)
+    acls = {d: subprocess.run(["getfacl", "-p", str(d)], capture_output=True, text=True).stdout
+            for d in (qemu_root, qemu_root / "images", qemu_root / "images" / "layers")}
+    chmods = []
+    real_chmod = os.chmod
+    monkeypatch.setattr(perms.os, "chmod", lambda p, m, *a, **k: (chmods.append(Path(p)), real_chmod(p, m, *a, **k)))
+    ImageStore(qemu_root, QEMU_USER)
+    assert not set(chmods) & set(acls), chmods       # no directory QEMU searches was chmod'ed
+    for d, before in acls.items():
+        assert subprocess.run(["getfacl", "-p", str(d)], capture_output=True, text=True).stdout == before
+        assert stat.S_IMODE(d.stat().st_mode) == 0o710
+
+
 def test_a_parent_qemu_cannot_pass_is_named_not_changed(qemu_tmp):
     if not qemu_user_available():
         pytest.fail(f"needs root, setfacl and the {QEMU_USER} user")

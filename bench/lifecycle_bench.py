@@ -79,14 +79,19 @@ def main() -> None:
                 return ev.time
         return None
 
+    def timed_off(verb: str) -> tuple[float, float, float, float | None]:
+        """``vmctl VERB VM`` while listening: (epoch at the call, its seconds, epoch it returned,
+        epoch of the VM's "stopped" event or None)."""
+        with open_events(uri) as stream:
+            began = time.time()
+            took, returned = vmctl(verb, VM)
+            return began, took, returned, stopped_at(stream, began)
+
     try:
         vmctl("image", "build", "tiny")
         vmctl("run", VM, "--image", "tiny", "--memory", "256M", "--restrict-network")
         for _ in range(args.runs):
-            with open_events(uri) as stream:
-                began = time.time()
-                took, returned = vmctl("stop", VM)
-                off = stopped_at(stream, began)
+            began, took, returned, off = timed_off("stop")
             add("vmctl stop, whole process", took)
             if off is not None:
                 add("power button to power-off (the guest's shutdown)", off - began)
@@ -94,10 +99,7 @@ def main() -> None:
             add("vmctl start", vmctl("start", VM)[0])
             add("vmctl wait after start (SSH ready)", vmctl("wait", VM)[0])
             add(names.LIFECYCLE_UPTIME, uptime())
-            with open_events(uri) as stream:
-                began = time.time()
-                took, returned = vmctl("kill", VM)
-                off = stopped_at(stream, began)
+            began, took, returned, off = timed_off("kill")
             add("vmctl kill, whole process", took)
             if off is not None:
                 add("power cut to vmctl kill returning", returned - off)

@@ -133,7 +133,8 @@ def delete(backend, name: str, snap: str, *, metadata_only: bool = False) -> Non
 
 # ---- QMP pass-through (live disk-only internal snapshots) -------------------------------------
 
-def _qmp(backend, name: str, command: str, arguments: dict | None = None):
+def qmp(backend, name: str, command: str, arguments: dict | None = None):
+    """One QMP command through libvirt's monitor pass-through; its "return", or LibvirtError."""
     dom = _domain(backend, name)
     payload = {"execute": command}
     if arguments is not None:
@@ -163,7 +164,7 @@ def _plain_filename(name: str | None) -> str | None:
 
 def writable_qcow2_nodes(backend, name: str) -> dict[str, str]:
     """file path -> QEMU node name of every writable qcow2 format node that is a disk's top."""
-    nodes = _qmp(backend, name, "query-named-block-nodes", {"flat": True}) or []
+    nodes = qmp(backend, name, "query-named-block-nodes", {"flat": True}) or []
     backing = {_plain_filename(n.get("backing_file")) for n in nodes if n.get("backing_file")}
     out = {}
     for n in nodes:
@@ -177,11 +178,11 @@ def internal_disk_snapshot(backend, name: str, nodes: list[str], snap: str) -> N
     """One QMP transaction: an internal snapshot `snap` of every node, all or none."""
     actions = [{"type": "blockdev-snapshot-internal-sync", "data": {"device": node, "name": snap}}
                for node in nodes]
-    _qmp(backend, name, "transaction", {"actions": actions})
+    qmp(backend, name, "transaction", {"actions": actions})
 
 
 def delete_internal_disk_snapshot(backend, name: str, node: str, snap: str) -> None:
-    _qmp(backend, name, "blockdev-snapshot-delete-internal-sync", {"device": node, "name": snap})
+    qmp(backend, name, "blockdev-snapshot-delete-internal-sync", {"device": node, "name": snap})
 
 
 @contextmanager

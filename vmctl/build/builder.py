@@ -330,7 +330,10 @@ def _assemble_rootfs(recipe: Recipe, trees: dict[str, Path], modules_root: Path,
     # and those it loads only when the VM has a shared directory (virtio-9p, virtio-fs device)
     base = {n for n, _ in mods}
     fs_mods = [m for m in _modules(list(rf.get("fs_modules", [])), modules_root) if m[0] not in base]
-    for name, path in mods + fs_mods:
+    # and those vmctl's guest agent loads when it is armed for a checkpoint (virtio-serial)
+    base |= {n for n, _ in fs_mods}
+    agent_mods = [m for m in _modules(list(rf.get("agent_modules", [])), modules_root) if m[0] not in base]
+    for name, path in mods + fs_mods + agent_mods:
         (mod_dir / f"{name}.ko").write_bytes(_module_bytes(recipe, path))
     # guest files: scripts (#!) executable, everything else 0644 unless the recipe says otherwise
     tree = recipe.template(rf["tree"])
@@ -345,6 +348,7 @@ def _assemble_rootfs(recipe: Recipe, trees: dict[str, Path], modules_root: Path,
     (root / "etc" / "vmctl").mkdir(parents=True, exist_ok=True)
     (root / "etc" / "vmctl" / "modules").write_text("".join(f"{n}\n" for n, _ in mods))
     (root / "etc" / "vmctl" / "modules.fs").write_text("".join(f"{n}\n" for n, _ in fs_mods))
+    (root / "etc" / "vmctl" / "modules.agent").write_text("".join(f"{n}\n" for n, _ in agent_mods))
     for link, target in rf.get("symlinks", {}).items():
         path = _inside(root, link)
         if os.path.lexists(path):

@@ -115,9 +115,20 @@ def snapshot_inspect(app: App, name, snaps):
 @click.option("--snapshot", "-s", "snap", metavar="SNAP", help="Commit this snapshot instead of the current disk.")
 @click.option("--squash", is_flag=True, help="One self-contained layer instead of a layer on the parent image.")
 @click.option("--message", "-m", default="", metavar="TEXT", help="Recorded in the image's history.")
+@click.option("--checkpoint", is_flag=True,
+              help="Also save the running machine (memory and devices): VMs run from the image start "
+                   "where it was, in about a second, each with its own identity (warm start).")
 @pass_app
-def commit(app: App, name, ref, snap, squash, message):
+def commit(app: App, name, ref, snap, squash, message, checkpoint):
     """Turn VM NAME's disk (or one of its snapshots) into image IMAGE[:TAG]; the VM keeps running."""
+    if checkpoint:
+        if snap or squash:
+            raise UsageError("--checkpoint saves the running machine: it takes neither --snapshot nor --squash")
+        from vmctl.core.checkpoint import checkpoint as do_checkpoint
+
+        image = do_checkpoint(app.session, name, ref, message=message)
+        click.echo(image.id)
+        return
     from vmctl.core.commit import commit as do_commit
 
     image = do_commit(app.session, name, ref, snapshot=snap, squash=squash, message=message)

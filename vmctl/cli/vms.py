@@ -61,6 +61,7 @@ def _create_options(f):
         click.option("--ip", metavar="ADDR/PREFIX", help="Static address through the seed's network-config (libvirt network or bridge)."),
         click.option("--gateway", metavar="ADDR", help="Default route with --ip."),
         click.option("--dns", multiple=True, metavar="ADDR", help="Name server with --ip (repeatable)."),
+        click.option("--cold", is_flag=True, help="Boot the image even when it carries a checkpoint (default: restore it, a warm start)."),
         click.option("--uuid", hidden=True),
         click.option("--ssh-port", type=click.IntRange(1, 65535), hidden=True),
     ]

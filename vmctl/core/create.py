@@ -39,6 +39,8 @@ from vmctl.names import check_name
 from vmctl.perms import private_dir, qemu_readable, qemu_user, require_path_search, require_shared_dir
 from vmctl.profiles import load_profile
 from vmctl.seed.hostkeys import generate_host_key
+from vmctl.core.checkpoint import can_reidentify
+from vmctl.core.warm import plan_warm, save_identity, start_fresh
 from vmctl.seed.netconfig import StaticAddress, address_command, hosts_command, parse_static
 from vmctl.seed.writer import write_seed
 from vmctl.storage.manifest import check_user
@@ -85,6 +87,7 @@ class CreateRequest:
     hosts: tuple[str, ...] = ()
     mac: str | None = None
     stack: tuple[tuple[str, str], ...] = ()
+    cold: bool = False   # boot even an image with a checkpoint (vmctl.core.warm)
 
 
 @dataclass
@@ -275,6 +278,15 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
     cpus = request.cpus if request.cpus is not None else (defaults.get("cpus") or profile.cpus)
     memory_mib = (mib(request.memory_bytes) if request.memory_bytes is not None
                   else (defaults.get("memory_mib") or profile.memory_mib))
+    virt_type = _virt_type(session, profile)
+    warm = plan_warm(image, request, profile=profile.name, virt_type=virt_type,
+                     network_kind="user" if not (request.bridge or request.network) and profile.network_kind == "user"
+                     else "libvirt",
+                     cpus=request.cpus, memory_mib=mib(request.memory_bytes) if request.memory_bytes is not None else None)
+    if warm.warm:
+        cpus, memory_mib = warm.checkpoint["cpus"], warm.checkpoint["memory_mib"]
+    elif warm.checkpoint is not None and warm.reason != "--cold" and not print_only:
+        session.warn(f"{name}: {warm.reason}, so it boots instead of starting from the image's checkpoint")
     if request.disk_bytes is not None:
 
         virtual = int(qemu_img.info(image.top_layer, "qcow2", force_share=True)["virtual-size"])
@@ -310,7 +322,7 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         profile=profile.name,
         image_ref=str(request.image),
         image_id=image.id,
-        virt_type=_virt_type(session, profile),
+        virt_type=virt_type,
         boot_kind=boot.get("kind", "firmware"),
         kernel=str(image.kernel) if image.kernel else None,
         initrd=str(image.initrd) if image.initrd else None,
@@ -336,6 +348,9 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         max_cpus=request.max_cpus,
         segments=tuple(seg for seg, _ in request.segments),
         mac=request.mac,
+        genid=str(uuidlib.uuid4()),
+        agent_channel=can_reidentify(image),
+        machine=warm.checkpoint["machine"] if warm.warm else None,
     )
     domain = plan_domain(profile, inputs)   # the one check of the request's values
     record = InstanceRecord(
@@ -350,6 +365,7 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
               "secure_boot": request.secure_boot, "tpm": request.tpm},
         volumes=[m.to_json() for m in mounts],
         limits=request.limits.to_json(), max_cpus=request.max_cpus, stack=dict(request.stack),
+        warm={"checkpoint": image.id, "pending": True} if warm.warm else {},
     )
     return CreatePlan(record=record, directory=directory, image=image, host_key=host_key,
                       authorized_keys=list(request.ssh_keys), user_data=request.user_data, domain=domain,
@@ -409,6 +425,8 @@ def _build(session: Session, request: CreateRequest, tx: Transaction) -> Instanc
                    host_keys=[the_plan.host_key], user_data=the_plan.user_data, login=rec.ssh_user,
                    network=the_plan.static, bootcmd=the_plan.bootcmd, manage_etc_hosts=not request.hosts)
         qemu_readable(staging / SEED, user)
+    if rec.warm.get("pending"):
+        save_identity(staging, the_plan.host_key, [client_key.public_line, *the_plan.authorized_keys])
     faults.point("create.after-disk")
     rec.save(staging)
     # The marker says "not finished" until the domain is defined as created: a killed create
@@ -459,7 +477,7 @@ def run(session: Session, request: CreateRequest, *, wait: str | None = "ssh", t
         # behind an undefined domain: power it off before the rest is undone.
         tx.on_undo(lambda: _power_off_if_running(session, name), "power off")
         ensure_binds(inst.record.volumes)
-        session.backend.start(name)
+        start_fresh(session, inst, boot=lambda: session.backend.start(name))
         apply_after_start(session.backend, name, inst.record.limits)
         inst._state = "running"
     if wait:

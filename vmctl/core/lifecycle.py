@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vmctl.core.limits import apply_after_start
 from vmctl.core.volumes import ensure_binds
+from vmctl.core.warm import start_fresh
 from vmctl.core.session import Session
 from vmctl.core.states import ACTIVE, OFF, guard
 from vmctl.errors import ConflictError
@@ -22,7 +23,10 @@ def start(session: Session, name: str) -> bool:
         _clear_crash(session, name, g.state)
         g.instance.ensure_ssh_port()
         ensure_binds(g.instance.record.volumes)
-        session.backend.start(name)
+        if g.instance.record is not None:
+            start_fresh(session, g.instance, boot=lambda: session.backend.start(name))
+        else:
+            session.backend.start(name)
         apply_after_start(session.backend, name, g.instance.record.limits)
         return True
 

@@ -48,6 +48,9 @@ class InstanceRecord:
     limits: dict = field(default_factory=dict)   # vmctl.core.limits.Limits.to_json(), as last set
     max_cpus: int | None = None
     stack: dict = field(default_factory=dict)   # a stack's VM: {"name", "vm", "definition"} (vmctl.stack)
+    # made from a checkpoint image (vmctl.core.warm): {"checkpoint": image id, "pending": bool, and
+    # once started "started": "warm" | "cold", "reason": why cold}; {} for a VM that always boots
+    warm: dict = field(default_factory=dict)
 
     def save(self, directory: Path) -> None:
         """Write the record atomically, readable by its owner only."""

@@ -69,6 +69,9 @@ RULES: dict[str, Rule] = {
     "snapshot-revert": Rule(LIVE | OFF),
     "snapshot-remove": Rule(LIVE | OFF),
     "commit": Rule(LIVE | OFF),
+    # a checkpoint saves a running machine (a paused one would be saved paused: resume it first)
+    "checkpoint": Rule(frozenset({State.RUNNING}), refusal=UsageError,
+                       hint=" (a checkpoint saves a running machine; start it, or commit without --checkpoint)"),
     "update": Rule(LIVE | OFF),
     "exec": Rule(frozenset({State.RUNNING}), lock=False),
     "cp": Rule(frozenset({State.RUNNING}), lock=False),
@@ -81,7 +84,7 @@ _WAY_OUT = {State.STOPPED: "start it first", State.CRASHED: "start or remove it"
             State.MISSING: "its libvirt domain is gone; remove it with vmctl rm"}
 _VERB = {"remove-force": "remove", "snapshot-create": "snapshot", "snapshot-create-memory": "save the memory of", "snapshot-revert": "revert a snapshot of",
          "snapshot-remove": "remove a snapshot of", "cp": "copy files with", "wait": "wait for",
-         "address": "give the address of"}
+         "address": "give the address of", "checkpoint": "checkpoint"}
 
 
 def decide(action: str, name: str, state: str) -> bool:

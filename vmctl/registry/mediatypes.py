@@ -20,6 +20,9 @@ LOCAL_LAYER = "application/vnd.vmctl.disk.layer.v1.qcow2"
 DISK_LAYER_ZSTD = LOCAL_LAYER + "+zstd"
 KERNEL = "application/vnd.vmctl.kernel.v1"
 INITRD = "application/vnd.vmctl.initrd.v1"
+# A chunk of a checkpoint's memory state (a slice of QEMU's migration stream), zstd in a registry.
+MEMORY = "application/vnd.vmctl.memory.v1"
+MEMORY_ZSTD = MEMORY + "+zstd"
 KERNEL_ZSTD = KERNEL + "+zstd"
 INITRD_ZSTD = INITRD + "+zstd"
 
@@ -33,6 +36,6 @@ ANN_UNCOMPRESSED_SIZE = "vmctl.layer.uncompressed-size"
 MANIFEST_ACCEPT = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
 
 # Compressed media type -> the local (uncompressed) media type it decompresses to.
-DECOMPRESSED = {DISK_LAYER_ZSTD: LOCAL_LAYER, KERNEL_ZSTD: KERNEL, INITRD_ZSTD: INITRD}
-# Local media type -> registry media type (only disk layers are compressed on push).
-COMPRESSED_ON_PUSH = {LOCAL_LAYER: DISK_LAYER_ZSTD}
+DECOMPRESSED = {DISK_LAYER_ZSTD: LOCAL_LAYER, KERNEL_ZSTD: KERNEL, INITRD_ZSTD: INITRD, MEMORY_ZSTD: MEMORY}
+# Local media type -> registry media type (disk layers and memory chunks are compressed on push).
+COMPRESSED_ON_PUSH = {LOCAL_LAYER: DISK_LAYER_ZSTD, MEMORY: MEMORY_ZSTD}

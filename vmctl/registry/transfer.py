@@ -103,10 +103,10 @@ def registry_manifest(local: dict, layers: dict[str, dict]) -> bytes:
     descriptors (`layers`: uncompressed digest -> {"digest","size"}), canonical JSON."""
     out_layers = []
     for desc in local["layers"]:
-        if desc["mediaType"] == mt.LOCAL_LAYER:
+        if desc["mediaType"] in mt.COMPRESSED_ON_PUSH:
             c = layers[desc["digest"]]
             out_layers.append({
-                "mediaType": mt.DISK_LAYER_ZSTD, "digest": c["digest"], "size": c["size"],
+                "mediaType": mt.COMPRESSED_ON_PUSH[desc["mediaType"]], "digest": c["digest"], "size": c["size"],
                 "annotations": {mt.ANN_UNCOMPRESSED_DIGEST: desc["digest"],
                                 mt.ANN_UNCOMPRESSED_SIZE: str(desc["size"])},
             })
@@ -171,7 +171,7 @@ def local_manifest(data: bytes) -> tuple[bytes, list[RemoteBlob], dict]:
             local_type = mt.DECOMPRESSED[media]
             blobs.append(RemoteBlob(local_type, udigest, int(usize), desc["digest"], desc["size"], True))
             local_layers.append({"mediaType": local_type, "digest": udigest, "size": int(usize)})
-        elif media in (mt.LOCAL_LAYER, mt.KERNEL, mt.INITRD):
+        elif media in (mt.LOCAL_LAYER, mt.KERNEL, mt.INITRD, mt.MEMORY):
             blobs.append(RemoteBlob(media, desc["digest"], desc["size"], desc["digest"], desc["size"], False))
             local_layers.append({"mediaType": media, "digest": desc["digest"], "size": desc["size"]})
         else:
@@ -255,13 +255,13 @@ def push(store, local_ref: str, dest: RegistryRef | str, client: RegistryClient,
     repo = dest.repo
 
     for desc in local["layers"]:
-        if desc["mediaType"] != mt.LOCAL_LAYER:
+        if desc["mediaType"] not in mt.COMPRESSED_ON_PUSH:
             continue
         udigest = desc["digest"]
-        src = store.blob_path(udigest, mt.LOCAL_LAYER)
+        src = store.blob_path(udigest, mt.LOCAL_LAYER if desc["mediaType"] == mt.LOCAL_LAYER else None)
         entry = cache.get(udigest)
         if entry and client.blob_exists(repo, entry["digest"]):
-            statuses.append(("layer", entry["digest"], "exists"))
+            statuses.append((_kind(desc), entry["digest"], "exists"))
             compressed[udigest] = entry
             continue
         tmp = work / f"{udigest.split(':', 1)[1]}.{os.getpid()}.{os.urandom(4).hex()}.zst"
@@ -277,12 +277,11 @@ def push(store, local_ref: str, dest: RegistryRef | str, client: RegistryClient,
                                         progress=_sub(progress, f"upload {_short(c.digest)}"))
         finally:
             tmp.unlink(missing_ok=True)
-        statuses.append(("layer", c.digest, status))
+        statuses.append((_kind(desc), c.digest, status))
         compressed[udigest] = entry
 
     others = [("config", local["config"])] + [
-        ("kernel" if d["mediaType"] == mt.KERNEL else "initrd", d)
-        for d in local["layers"] if d["mediaType"] != mt.LOCAL_LAYER]
+        (_kind(d), d) for d in local["layers"] if d["mediaType"] not in mt.COMPRESSED_ON_PUSH]
     for kind, desc in others:
         path = store.blob_path(desc["digest"])
         status = client.upload_blob(repo, desc["digest"], path, desc["size"],
@@ -298,6 +297,10 @@ def push(store, local_ref: str, dest: RegistryRef | str, client: RegistryClient,
     for udigest, entry in compressed.items():
         cache.saw(udigest, entry, client.host, repo)
     return PushResult(dest, digest, image.id, client.bytes_uploaded - before, statuses)
+
+
+def _kind(desc: dict) -> str:
+    return {mt.LOCAL_LAYER: "layer", mt.MEMORY: "memory", mt.KERNEL: "kernel"}.get(desc["mediaType"], "initrd")
 
 
 # ------------------------------------------------------------------ pull

@@ -51,7 +51,7 @@ class StoreGC:
             for desc in parsed.disk_layers:
                 if desc["digest"] not in refs:
                     freed += self.blobs.delete(desc["digest"], LAYER_MEDIA_TYPE)
-            for desc in [parsed.config, parsed.kernel, parsed.initrd]:
+            for desc in [parsed.config, parsed.kernel, parsed.initrd, *parsed.memory]:
                 if desc and desc["digest"] not in refs:
                     freed += self.blobs.delete(desc["digest"])
             if image_id not in refs:

@@ -22,7 +22,10 @@ CONFIG_MEDIA_TYPE = "application/vnd.vmctl.image.config.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.vmctl.disk.layer.v1.qcow2"
 KERNEL_MEDIA_TYPE = "application/vnd.vmctl.kernel.v1"
 INITRD_MEDIA_TYPE = "application/vnd.vmctl.initrd.v1"
-BLOB_MEDIA_TYPES = (CONFIG_MEDIA_TYPE, KERNEL_MEDIA_TYPE, INITRD_MEDIA_TYPE)
+# One chunk of a checkpoint's saved memory: a slice of QEMU's migration stream (FORMAT.md).
+MEMORY_MEDIA_TYPE = "application/vnd.vmctl.memory.v1"
+BLOB_MEDIA_TYPES = (CONFIG_MEDIA_TYPE, KERNEL_MEDIA_TYPE, INITRD_MEDIA_TYPE, MEMORY_MEDIA_TYPE)
+MAX_MEMORY_CHUNKS = 4096
 
 FIRMWARES = ("bios", "uefi")
 BOOT_KINDS = ("firmware", "kernel")
@@ -117,13 +120,15 @@ def build_config(
 
 
 def build_manifest(config_desc: dict, layer_descs: list[dict], kernel_desc: dict | None = None,
-                   initrd_desc: dict | None = None) -> bytes:
-    """The canonical manifest bytes. Disk layers base first, then kernel, then initrd."""
+                   initrd_desc: dict | None = None, memory_descs: list[dict] = ()) -> bytes:
+    """The canonical manifest bytes. Disk layers base first, then kernel, then initrd, then the
+    chunks of a checkpoint's memory state in stream order."""
     layers = list(layer_descs)
     if kernel_desc:
         layers.append(kernel_desc)
     if initrd_desc:
         layers.append(initrd_desc)
+    layers.extend(memory_descs)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
@@ -141,11 +146,12 @@ class ParsedManifest:
     disk_layers: list     # descriptors, base first
     kernel: dict | None
     initrd: dict | None
+    memory: list = ()     # descriptors of the checkpoint's memory chunks, stream order
 
     @property
     def blobs(self) -> list[dict]:
-        """Every descriptor this manifest references (config, layers, kernel, initrd)."""
-        return [self.config, *self.disk_layers, *[d for d in (self.kernel, self.initrd) if d]]
+        """Every descriptor this manifest references (config, layers, kernel, initrd, memory)."""
+        return [self.config, *self.disk_layers, *[d for d in (self.kernel, self.initrd) if d], *self.memory]
 
 
 def _check_descriptor(desc, where: str) -> dict:
@@ -170,13 +176,20 @@ def parse_manifest(data: bytes) -> ParsedManifest:
     config = _check_descriptor(raw.get("config"), "config")
     if config["mediaType"] != CONFIG_MEDIA_TYPE:
         raise IntegrityError(f"manifest: unexpected config mediaType {config['mediaType']!r}")
-    disks, kernel, initrd = [], None, None
+    disks, kernel, initrd, memory = [], None, None, []
     layers = raw.get("layers")
     if not isinstance(layers, list):
         raise IntegrityError("manifest: layers must be a list")
     for desc in layers:
         _check_descriptor(desc, "layer")
         mt = desc["mediaType"]
+        if mt == MEMORY_MEDIA_TYPE:
+            memory.append(desc)
+            if len(memory) > MAX_MEMORY_CHUNKS:
+                raise IntegrityError(f"manifest: more than {MAX_MEMORY_CHUNKS} memory chunks")
+            continue
+        if memory:
+            raise IntegrityError("manifest: memory chunks must come last")
         if mt == LAYER_MEDIA_TYPE:
             if kernel or initrd:
                 raise IntegrityError("manifest: disk layers must come before kernel and initrd")
@@ -191,7 +204,7 @@ def parse_manifest(data: bytes) -> ParsedManifest:
         raise IntegrityError("manifest: an image needs at least one disk layer")
     if len({d["digest"] for d in disks}) != len(disks):
         raise IntegrityError("manifest: a disk layer appears twice")
-    return ParsedManifest(raw, config, disks, kernel, initrd)
+    return ParsedManifest(raw, config, disks, kernel, initrd, memory)
 
 
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -293,4 +306,37 @@ def validate_config(config, parsed: ParsedManifest) -> dict:
     parent = config.get("parent")
     if parent is not None and not is_digest(parent):
         raise IntegrityError("image config: parent must be an image id or null")
+    if config.get("checkpoint") is not None or parsed.memory:
+        validate_checkpoint(config.get("checkpoint"), parsed)
     return config
+
+
+CHECKPOINT_FORMAT = "qemu-migration"
+CHECKPOINT_AGENTS = ("vmctl-1",)
+_MACHINE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_CPU_MODE = re.compile(r"[a-z-]{1,32}")
+
+
+def validate_checkpoint(cp, parsed: ParsedManifest) -> dict:
+    """The ``checkpoint`` of an image config (FORMAT.md): a saved running machine, whose chunks
+    are exactly the manifest's memory descriptors, and the shape it was saved with (its values
+    become the restored VM's machine type, CPU count, memory and domain type)."""
+    if not isinstance(cp, dict):
+        raise IntegrityError("image config: the manifest has memory chunks but no checkpoint")
+    if cp.get("format") != CHECKPOINT_FORMAT:
+        raise IntegrityError(f"image config: unknown checkpoint format {str(cp.get('format'))[:40]!r}")
+    if cp.get("agent") not in CHECKPOINT_AGENTS:
+        raise IntegrityError(f"image config: unknown checkpoint agent {str(cp.get('agent'))[:40]!r}")
+    memory = cp.get("memory")
+    if not isinstance(memory, list) or not memory or memory != [d["digest"] for d in parsed.memory]:
+        raise IntegrityError("image config: checkpoint.memory must list the manifest's memory chunks in order")
+    if _int(cp.get("size"), "checkpoint.size", 1, 1 << 46) != sum(d["size"] for d in parsed.memory):
+        raise IntegrityError("image config: checkpoint.size is not the sum of its memory chunks")
+    _int(cp.get("cpus"), "checkpoint.cpus", 1, MAX_CPUS)
+    _int(cp.get("memory_mib"), "checkpoint.memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB)
+    for key, rx in (("machine", _MACHINE), ("domain_type", _MACHINE), ("cpu_mode", _CPU_MODE),
+                    ("profile", _MACHINE), ("firmware", _MACHINE)):
+        if not isinstance(cp.get(key), str) or not rx.fullmatch(cp[key]):
+            raise IntegrityError(f"image config: checkpoint.{key} is missing or malformed")
+    _text(cp.get("qemu", ""), "checkpoint.qemu")
+    return cp

@@ -27,11 +27,17 @@ class Image:
     initrd: Path | None
     size: int                        # bytes of all content it references (layers, blobs, manifest)
     created: str                     # RFC 3339
+    memory: tuple[Path, ...] = ()    # a checkpoint's memory chunks, stream order (FORMAT.md)
 
     @property
     def top_layer(self) -> Path:
         """The file an instance overlay uses as its backing file (format qcow2)."""
         return self.layers[-1]
+
+    @property
+    def checkpoint(self) -> dict | None:
+        """The saved running machine this image carries (``vmctl commit --checkpoint``), or None."""
+        return self.config.get("checkpoint")
 
     @property
     def boot(self) -> dict:

@@ -38,6 +38,7 @@ from vmctl.storage.manifest import (
     INITRD_MEDIA_TYPE,
     KERNEL_MEDIA_TYPE,
     LAYER_MEDIA_TYPE,
+    MEMORY_MEDIA_TYPE,
     RECIPE_LABEL,
     ParsedManifest,
     build_config,
@@ -115,6 +116,7 @@ class ImageStore(StoreGC, StoreIngest):
             initrd=self.layout.blob(parsed.initrd["digest"]) if parsed.initrd else None,
             size=size,
             created=config["created"],
+            memory=tuple(self.layout.blob(d["digest"]) for d in parsed.memory),
         )
 
     def _resolve_id(self, ref: str, index: Index) -> str:
@@ -460,13 +462,19 @@ class ImageStore(StoreGC, StoreIngest):
         self, parent_ref: str, overlay: Path, ref: str | None, message: str = "", *,
         created=None, created_by: str = "vmctl commit", labels: dict | None = None,
         defaults: dict | None = None, cloud_init: bool | None = None, user: str | None = None,
-        progress: Progress | None = None,
+        progress: Progress | None = None, memory: list[tuple[Path, str, int]] = (),
+        checkpoint: dict | None = None,
     ) -> Image:
         """``vmctl commit``: a new image = the parent's layers + the top of `overlay` (an instance
         disk whose backing file is the parent's top layer). The instance should be stopped.
 
         `created` defaults to now. Labels are the parent's, updated with `labels`. `ref` None: an
         untagged image (a build step's, found again by its cache label).
+
+        ``commit --checkpoint``: `memory` are the saved machine's memory chunks, staged and hashed
+        in a work dir of this store (temp file, digest, size; stream order), and `checkpoint` the
+        config's ``checkpoint`` without ``memory``/``size``, which are filled in here. An image
+        never inherits its parent's checkpoint: the memory belongs to the disk it was saved with.
         """
         repo, tag = parse_name(ref) if ref is not None else (None, None)
         parent = self.resolve(parent_ref)
@@ -491,11 +499,15 @@ class ImageStore(StoreGC, StoreIngest):
                          {"created": created_s, "created_by": created_by, "comment": message,
                           "layer": layer.digest}],
             )
+            if memory:
+                config["checkpoint"] = {**(checkpoint or {}), "memory": [d for _t, d, _s in memory],
+                                        "size": sum(n for _t, _d, n in memory)}
             parsed = self._load(parent.id)[0]
             extras = []
             for desc in (parsed.kernel, parsed.initrd):
                 if desc:
                     extras.append((None, desc["digest"], desc["size"], desc["mediaType"]))
+            extras += [(tmp, digest, size, MEMORY_MEDIA_TYPE) for tmp, digest, size in memory]
             base = [(d["digest"], d["size"]) for d in parsed.disk_layers]
             return self._commit(work, repo, tag, base, [layer], extras, config, progress)
 
@@ -515,13 +527,17 @@ class ImageStore(StoreGC, StoreIngest):
         layer_descs = [descriptor(LAYER_MEDIA_TYPE, d, s) for d, s in existing_layers]
         layer_descs += [descriptor(LAYER_MEDIA_TYPE, lay.digest, lay.size) for lay in new_layers]
         kdesc = idesc = None
+        mdescs = []
         for _tmp, digest, size, mt in extras:
             if mt == KERNEL_MEDIA_TYPE:
                 kdesc = descriptor(mt, digest, size)
+            elif mt == MEMORY_MEDIA_TYPE:
+                mdescs.append(descriptor(mt, digest, size))
             else:
                 idesc = descriptor(mt, digest, size)
         manifest = build_manifest(descriptor(CONFIG_MEDIA_TYPE, config_digest, config_size),
-                                  layer_descs, kdesc, idesc)
+                                  layer_descs, kdesc, idesc, mdescs)
+        validate_config(config, parse_manifest(manifest))
         manifest_tmp = work.file("manifest.json")
         image_id, _ = self.blobs.write_temp(manifest_tmp, manifest)
         if progress:

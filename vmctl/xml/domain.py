@@ -417,6 +417,7 @@ class Domain(XMLNode):
     type = Prop("@type", doc="kvm | qemu (TCG)")
     name = Prop("name")
     uuid = Prop("uuid")
+    genid = Prop("genid", doc="VM generation ID: a new one tells a restored guest's kernel to reseed its RNG")
     title = Prop("title")
     description = Prop("description")
     memory_kib = MemoryProp("memory")

@@ -13,7 +13,7 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     os_ = d.os
     os_.os_type = "hvm"
     os_.arch = m.arch
-    os_.machine = m.machine
+    os_.machine = i.machine or m.machine
     if i.boot_kind == "firmware" and i.firmware == "uefi":
         os_.firmware = "efi"
         # libvirt's autoselection prefers the secure-boot builds (they need SMM, slow under TCG):

@@ -9,6 +9,9 @@ from vmctl.profiles import Profile
 from vmctl.xml.domain import RNG, TPM, Channel, Controller, Domain, Graphics, Video
 
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+#: The port of vmctl's own guest agent (templates/guest/.../agent.sh): how a warm-started clone
+#: learns its identity (vmctl.guest.agent).
+VMCTL_AGENT_CHANNEL = "org.vmctl.agent.0"
 
 
 def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
@@ -18,6 +21,12 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
         channel.type = "unix"
         channel.target_type = "virtio"
         channel.target_name = GUEST_AGENT_CHANNEL
+        devices.add(channel)
+    if i.agent_channel:
+        channel = Channel()
+        channel.type = "unix"
+        channel.target_type = "virtio"
+        channel.target_name = VMCTL_AGENT_CHANNEL
         devices.add(channel)
     if i.tpm:
         tpm = TPM()

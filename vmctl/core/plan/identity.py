@@ -13,6 +13,8 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     d.type = i.virt_type
     d.name = i.name
     d.uuid = i.uuid
+    if i.genid:
+        d.genid = i.genid
     d.title = f"vmctl instance {i.name}"
     d.description = f"Created by vmctl from {i.image_ref}; manage it with vmctl."
     meta = d.metadata

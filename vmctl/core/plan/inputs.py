@@ -86,6 +86,9 @@ class DomainInputs:
     limits: Limits = Limits()               # over the profile's tuning
     max_cpus: int | None = None             # vCPU hotplug maximum (`cpus` online at boot)
     segments: tuple[Segment, ...] = ()      # NICs on a stack's private networks
+    genid: str | None = None                # VM generation ID (a uuid); None: no vmgenid device
+    agent_channel: bool = False             # the virtio-serial port of vmctl's guest agent (warm starts)
+    machine: str | None = None              # exact machine type (a checkpoint's); None: the profile's
 
     @property
     def user_net(self) -> bool:

@@ -87,32 +87,31 @@ apply() {
     case "$hostkey" in *[!A-Za-z0-9+/=]*|"") say "error hostkey"; return 1 ;; esac
     case "$now" in *[!0-9:\ -]*|"") say "error time"; return 1 ;; esac
 
-    # The kernel's random pool: the VM generation ID device already made the kernel reseed when
-    # the machine was restored; the host's bytes are mixed in as well.
-    printf '%s' "$random" >/dev/urandom
-    date -u -s "$now" >/dev/null 2>&1 || log "could not set the clock"
-    hwclock -u -w 2>/dev/null
-    short=${hostname%%.*}
-    hostname "$short"
-    echo "$short" >/etc/hostname
-    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s %s\n::1\tlocalhost ip6-localhost\n' "$hostname" "$short" >/etc/hosts
-    echo "$mid" >/etc/machine-id
-    mkdir -p /var/lib/cloud/data
-    echo "$iid" >/var/lib/cloud/data/instance-id
-    # The host key vmctl pinned for this clone (dropbear's own format), alone.
+    # The host key vmctl pinned for this clone (dropbear's own format), alone; then every SSH
+    # server and session of the checkpoint goes, and /etc/vmctl/sshd starts dropbear again with
+    # the new key while the rest is applied.
     printf '%s' "$hostkey" | base64 -d >/etc/dropbear/.new_host_key 2>/dev/null \
         || { say "error hostkey"; return 1; }
     chmod 600 /etc/dropbear/.new_host_key
     rm -f /etc/dropbear/dropbear_*_host_key
     mv /etc/dropbear/.new_host_key /etc/dropbear/dropbear_ed25519_host_key
-    mkdir -p /root/.ssh; chmod 700 /root/.ssh
-    printf '%s' "$auth" >/root/.ssh/.authorized_keys.new
-    chmod 600 /root/.ssh/.authorized_keys.new
-    mv /root/.ssh/.authorized_keys.new /root/.ssh/authorized_keys
-    # Every SSH server and session of the checkpoint goes; init starts sshd again with the new key.
     killall dropbear 2>/dev/null
+    # The kernel's random pool: the VM generation ID device already made the kernel reseed when
+    # the machine was restored; the host's bytes are mixed in as well.
+    printf '%s' "$random" >/dev/urandom
+    date -u -s "$now" >/dev/null 2>&1 || log "could not set the clock"
+    short=${hostname%%.*}
+    hostname "$short"
+    echo "$short" >/etc/hostname
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s %s\n::1\tlocalhost ip6-localhost\n' "$hostname" "$short" >/etc/hosts
+    echo "$mid" >/etc/machine-id
+    [ -d /var/lib/cloud/data ] || mkdir -p /var/lib/cloud/data
+    echo "$iid" >/var/lib/cloud/data/instance-id
+    [ -d /root/.ssh ] || mkdir -m 700 /root/.ssh
+    (umask 077 && printf '%s' "$auth" >/root/.ssh/.authorized_keys.new)
+    mv /root/.ssh/.authorized_keys.new /root/.ssh/authorized_keys
     ip link set eth0 address "$mac" 2>/dev/null || log "could not set the MAC address"
-    sync
+    sync &
     say "applied"
     return 0
 }

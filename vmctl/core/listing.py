@@ -91,6 +91,7 @@ def inspect(session: Session, name: str) -> dict:
         "boot": rec.boot,
         "ports": _ports(rec),
         "volumes": rec.volumes,
+        "warm": rec.warm or None,
         "limits": rec.limits,
         "max_cpus": rec.max_cpus or rec.cpus,   # each: source, target, readonly, transport (virtiofs | 9p), tag
         "disk": {"path": str(inst.disk), "allocated_bytes": _du(inst.disk) if inst.disk.exists() else 0,

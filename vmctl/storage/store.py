@@ -260,6 +260,8 @@ class ImageStore(StoreGC, StoreIngest):
             "layers": [blob_info(d, self.layout.layer(d["digest"])) for d in parsed.disk_layers],
             "kernel": blob_info(parsed.kernel, im.kernel),
             "initrd": blob_info(parsed.initrd, im.initrd),
+            "checkpoint": im.checkpoint,
+            "memory": [blob_info(d, p) for d, p in zip(parsed.memory, im.memory)],
             "top_layer": str(im.top_layer),
             "holders": self.holds.holders(image_id),
             "children": self._children(image_id, index),

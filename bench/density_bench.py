@@ -55,10 +55,10 @@ def mem_available_mib() -> float:
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
-def qemu_pss_mib() -> dict[str, float]:
-    """PSS in MiB of every QEMU process running one of this script's VMs, by VM name."""
+def qemu_pss_mib(prefix: str = PREFIX) -> dict[str, float]:
+    """PSS in MiB of every QEMU process running a VM named `prefix` + a number, by VM name."""
     found = {}
-    pattern = re.compile(rb"guest=(" + re.escape(PREFIX.encode()) + rb"[0-9]+)")
+    pattern = re.compile(rb"guest=(" + re.escape(prefix.encode()) + rb"[0-9]+)")
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()

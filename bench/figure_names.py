@@ -86,3 +86,17 @@ LIFECYCLE_STOP = "guest power-off to vmctl stop returning"
 LIFECYCLE_UPTIME = "tiny guest's uptime at SSH ready (read by the next exec)"
 CHAIN_READ_1 = "read through 1 layer"
 CHAIN_READ_10 = "read through 10 layers"
+
+
+# warm_bench.py
+WARM_RUN = "vmctl run of a checkpoint image, tiny, warm (until SSH accepts the key)"
+WARM_COLD_RUN = "vmctl run --cold of the same image (a boot)"
+WARM_LIBVIRT_RESTORE = "virsh restore of a save of the same VM, to its SSH banner (no new identity)"
+WARM_PLAIN_BANNER = "plain qemu boot, tiny: SSH banner on hostfwd port (warm bench's peer)"
+WARM_CHECKPOINT = "vmctl commit --checkpoint of a running tiny VM"
+WARM_SIZE_DISK = "checkpoint memory on disk (the store's chunks)"
+WARM_SIZE_REGISTRY = "checkpoint memory in the registry (zstd)"
+
+
+def warm_density(count: int) -> str:
+    return f"QEMU PSS per idle warm clone, {count} clones (dense profile)"

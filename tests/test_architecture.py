@@ -21,6 +21,7 @@ CORE_FOUNDATION = {
     "vmctl.core.namelock", "vmctl.core.transaction", "vmctl.core.hostports", "vmctl.core.ports",
     "vmctl.core.snapshot_records", "vmctl.core.teardown",
     "vmctl.core.limits", "vmctl.core.volumes",   # value types and their checks, no operation
+    "vmctl.core.warm",   # how a VM's first start restores its image's checkpoint: run and start share it
 }
 
 

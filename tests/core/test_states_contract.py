@@ -41,6 +41,7 @@ VERBS = {  # verb -> (table action, CLI arguments for VM `vm`)
     "snapshot revert": ("snapshot-revert", ["snapshot", "revert", "{vm}", "nosuchsnap"]),
     "snapshot rm": ("snapshot-remove", ["snapshot", "rm", "{vm}", "nosuchsnap"]),
     "commit": ("commit", ["commit", "{vm}", "c:1"]),
+    "commit --checkpoint": ("checkpoint", ["commit", "--checkpoint", "{vm}", "c:1"]),
     "exec": ("exec", ["exec", "{vm}", "--", "true"]),
     "cp": ("cp", ["cp", "{vm}:/etc/hostname", "{tmp}/copy"]),
     "ssh": ("ssh", ["ssh", "{vm}", "--", "true"]),
@@ -57,6 +58,7 @@ LEGAL_EXIT = {
     "snapshot create": 11,                     # libvirt took it, the disk has no data: incomplete
     "snapshot create --memory": 11,
     "update": 7,                               # the test driver has no cgroup CPU parameters
+    "commit --checkpoint": 2,                  # legal, but the test image has no vmctl guest agent
 }
 LIVE_COMMIT_EXIT = 7                           # a live commit needs QEMU's monitor: libvirt refuses
 

@@ -60,6 +60,8 @@ def test_a_complete_file():
     ("FROM a\nWORKDIR $NOPE", "$NOPE is not set"),
     ("FROM a\nUSER Root;rm", "USER takes a user name"),
     ("# nothing", "no FROM instruction"),
+    ("FROM a\nCHECKPOINT\nRUN true", ":3: CHECKPOINT must be the last instruction"),
+    ("FROM a\nCHECKPOINT now", ":2: CHECKPOINT takes no arguments"),
 ])
 def test_errors_name_the_line(text, message):
     with pytest.raises(VmfileError) as err:
@@ -86,3 +88,8 @@ def test_any_text_parses_or_fails_with_one_line(text):
         parse("FROM base\n" + text)
     except VmfileError as exc:
         assert "\n" not in exc.message and exc.message.startswith("Vmfile")
+
+
+def test_checkpoint_is_the_last_step():
+    vmfile = parse("FROM tiny\nRUN echo warm >/etc/motd\nCHECKPOINT\n")
+    assert [s.keyword for s in vmfile.steps] == ["RUN", "CHECKPOINT"]

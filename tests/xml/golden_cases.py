@@ -25,6 +25,7 @@ SSH_PORT = 40022
 CREATED = "2026-01-02T03:04:05Z"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdvbGRlbi1ob3N0LWtleS1mb3ItdGVzdHMtb25seQ vmctl-host-key"
 IMAGE_ID = "sha256:" + "5e" * 32
+GENID = "9e7d6c5b-4a39-4821-9f0e-1d2c3b4a5968"   # every VM gets a fresh VM generation ID
 
 
 def _inputs(name: str, uuid: str, **kw) -> DomainInputs:
@@ -33,7 +34,7 @@ def _inputs(name: str, uuid: str, **kw) -> DomainInputs:
         image_id=IMAGE_ID, virt_type="qemu", cpus=1, memory_mib=1024,
         disk=f"{ROOT}/instances/{name}/disk.qcow2", seed=f"{ROOT}/instances/{name}/seed.iso",
         serial_log=f"{ROOT}/instances/{name}/serial.log", network="user",
-        ssh_host_port=SSH_PORT, ssh_host_key=HOST_KEY, created=CREATED,
+        ssh_host_port=SSH_PORT, ssh_host_key=HOST_KEY, created=CREATED, genid=GENID,
     )
     base.update(kw)
     return DomainInputs(**base)

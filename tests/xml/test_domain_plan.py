@@ -106,3 +106,20 @@ def test_deterministic(hosted, inputs):
 def test_refused_inputs(hosted, inputs, change, match):
     with pytest.raises(UsageError, match=match):
         plan_domain(hosted, replace(inputs, **change))
+
+
+def test_warm_clone_domain_is_schema_valid(hosted, inputs, domain_rng):
+    """A clone of a checkpoint: the checkpoint's exact machine type, a new VM generation ID, and the
+    port of vmctl's guest agent beside QEMU's."""
+    from lxml import etree
+
+    from vmctl.core.plan.devices import GUEST_AGENT_CHANNEL, VMCTL_AGENT_CHANNEL
+
+    d = plan_domain(hosted, replace(inputs, genid="1e38322a-9f6c-4775-903c-c9f28d8e43d7", agent_channel=True,
+                                    machine="pc-q35-7.2"))
+    doc = etree.fromstring(d.to_xml().encode())
+    assert domain_rng.validate(doc), domain_rng.error_log
+    assert doc.findtext("genid") == "1e38322a-9f6c-4775-903c-c9f28d8e43d7"
+    assert doc.find("os/type").get("machine") == "pc-q35-7.2"
+    assert [c.find("target").get("name") for c in doc.iterfind("devices/channel")] == \
+        [GUEST_AGENT_CHANNEL, VMCTL_AGENT_CHANNEL]

@@ -17,7 +17,7 @@ import shlex
 
 import pytest
 
-from golden_cases import CASES, CREATED, HOST_KEY, IMAGE_ID, ROOT, TEST_CONFIG_HOME, golden_path
+from golden_cases import CASES, CREATED, GENID, HOST_KEY, IMAGE_ID, ROOT, TEST_CONFIG_HOME, golden_path
 
 
 def _cli():
@@ -89,4 +89,5 @@ def test_cli_print_xml_matches_golden(case, tmp_path, monkeypatch):
         xml = xml.replace(actual, golden)
     xml = re.sub(r'created="[^"]*"', f'created="{CREATED}"', xml)
     xml = re.sub(r"<vmctl:hostkey>[^<]*</vmctl:hostkey>", f"<vmctl:hostkey>{HOST_KEY}</vmctl:hostkey>", xml)
+    xml = re.sub(r"<genid>[^<]*</genid>", f"<genid>{GENID}</genid>", xml)
     assert xml == golden_path(case).read_text()

@@ -27,6 +27,8 @@ import io
 import os
 from pathlib import Path
 
+from lxml import etree
+
 from vmctl.backend import saved, saveimage
 from vmctl.core.instance import Instance
 from vmctl.core.plan.devices import VMCTL_AGENT_CHANNEL
@@ -36,24 +38,21 @@ from vmctl.errors import IntegrityError, LibvirtError, UsageError, VmctlError
 from vmctl.guest.agent import AgentChannel
 from vmctl.guest.keys import ensure_client_key
 from vmctl.guest.ssh import GuestSession
-from vmctl.storage.manifest import CHECKPOINT_AGENTS, CHECKPOINT_FORMAT
+from vmctl.core.warm import can_reidentify
+from vmctl.storage.blobs import Blobs
+from vmctl.storage.manifest import CHECKPOINT_FORMAT
 from vmctl.storage.refs import parse_name
 
-AGENT_LABEL = "org.vmctl.agent"
 CHUNK = 64 << 20        # memory chunk size: what one registry blob, one resumable download holds
 ARM_TIMEOUT = 20.0
 
 
-def can_reidentify(image) -> bool:
-    """True when `image`'s guest runs vmctl's agent, so that its clones can take new identities."""
-    return image.labels.get(AGENT_LABEL) in CHECKPOINT_AGENTS
-
-
-def checkpoint(session: Session, name: str, ref: str, *, message: str = ""):
-    """Make image `ref` from running VM `name`: its disk plus its saved machine; return the Image.
-    The VM is running again, unchanged, when this returns (or, if its restore failed, stopped,
-    with a warning saying so)."""
-    parse_name(ref)
+def checkpoint(session: Session, name: str, ref: str | None, *, message: str = "", labels: dict | None = None):
+    """Make image `ref` (None: untagged) from running VM `name`: its disk plus its saved machine;
+    return the Image. The VM is running again, unchanged, when this returns (or, if its restore
+    failed, stopped, with a warning saying so)."""
+    if ref is not None:
+        parse_name(ref)
     with guard(session, name, "checkpoint") as g:
         inst = g.instance
         parent = session.store.get(inst.record.image_id)
@@ -72,7 +71,7 @@ def checkpoint(session: Session, name: str, ref: str, *, message: str = ""):
                 session.progress(f"{name}: saving the machine", None)
                 saved.save(session.backend, name, os.fspath(state))
                 try:
-                    return _publish(session, inst, parent, ref, message, state, work, shape)
+                    return _publish(session, inst, parent, ref, message, state, work, shape, labels or {})
                 finally:
                     _go_on(session, inst, state)
 
@@ -94,8 +93,6 @@ def _check_can_checkpoint(inst: Instance, image) -> None:
 
 def _shape(session: Session, inst: Instance) -> dict:
     """What a clone must be to take this machine's state (the config's ``checkpoint``)."""
-    from lxml import etree
-
     root = etree.fromstring(saved.live_xml(session.backend, inst.name).encode())
     os_type = root.find("os/type")
     cpu = root.find("cpu")
@@ -129,8 +126,6 @@ def _arm(inst: Instance) -> None:
 
 def _chunks(state: Path, work) -> list[tuple[Path, str, int]]:
     """Cut the migration stream out of libvirt's save file into staged, hashed chunks."""
-    from vmctl.storage.blobs import Blobs
-
     with open(state, "rb") as fh:
         head = fh.read(saveimage.MAX_DATA + saveimage.HEADER_SIZE)
         try:
@@ -164,10 +159,11 @@ class _Limited(io.RawIOBase):
         return data
 
 
-def _publish(session: Session, inst: Instance, parent, ref: str, message: str, state: Path, work, shape: dict):
+def _publish(session: Session, inst: Instance, parent, ref: str | None, message: str, state: Path, work,
+             shape: dict, extra_labels: dict):
     session.progress(f"{inst.name}: storing the machine and its disk", None)
     chunks = _chunks(state, work)
-    labels = {"vmctl.commit.instance": inst.name, "vmctl.commit.checkpoint": "true"}
+    labels = {"vmctl.commit.instance": inst.name, "vmctl.commit.checkpoint": "true", **extra_labels}
     return session.store.add_layer(
         parent.id, inst.disk, ref, message, created_by=f"vmctl commit --checkpoint {inst.name}",
         labels=labels, defaults={"cpus": shape["cpus"], "memory_mib": shape["memory_mib"]},

@@ -39,8 +39,7 @@ from vmctl.names import check_name
 from vmctl.perms import private_dir, qemu_readable, qemu_user, require_path_search, require_shared_dir
 from vmctl.profiles import load_profile
 from vmctl.seed.hostkeys import generate_host_key
-from vmctl.core.checkpoint import can_reidentify
-from vmctl.core.warm import plan_warm, save_identity, start_fresh
+from vmctl.core.warm import can_reidentify, plan_warm, save_identity, start_fresh
 from vmctl.seed.netconfig import StaticAddress, address_command, hosts_command, parse_static
 from vmctl.seed.writer import write_seed
 from vmctl.storage.manifest import check_user
@@ -189,6 +188,8 @@ class _DiskFileImage:
     """
 
     path: Path
+    checkpoint = None   # a plain disk: no saved machine, no agent
+    labels = {}
 
     @property
     def id(self) -> str:

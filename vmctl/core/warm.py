@@ -1,5 +1,6 @@
 """Warm starts: a VM made from a checkpoint image starts where the checkpoint was saved, each
-clone with its own identity (`vmctl.core.checkpoint` makes such images).
+clone with its own identity (`vmctl.core.checkpoint` makes such images). A foundation of the
+core, as `vmctl.core.volumes` is: ``run`` and ``start`` both start a VM through `start_fresh`.
 
 When
     `plan_warm` decides at create time: the clone must have the checkpoint's shape (its machine
@@ -38,6 +39,8 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from lxml import etree
+
 from vmctl.backend import saved, saveimage
 from vmctl.core.instance import Instance
 from vmctl.core.plan.devices import VMCTL_AGENT_CHANNEL
@@ -45,7 +48,9 @@ from vmctl.core.session import Session
 from vmctl.errors import GuestNotReady, LibvirtError, VmctlError
 from vmctl.guest.agent import AgentChannel, Identity
 from vmctl.seed.hostkeys import HostKey
+from vmctl.storage.manifest import CHECKPOINT_AGENTS
 
+AGENT_LABEL = "org.vmctl.agent"     # image label: the guest runs vmctl's agent (value: its protocol)
 WARM_KEYS = "warm-identity.json"   # in the instance dir until the first start: the clone's secrets
 RESTORE_FILE = "restore.save"      # in the instance dir while libvirt restores from it
 APPLY_TIMEOUT = 20.0
@@ -93,6 +98,12 @@ def plan_warm(image, request, *, profile: str, virt_type: str, network_kind: str
         if bad:
             return WarmPlan(cp, why)
     return WarmPlan(cp, None)
+
+
+def can_reidentify(image) -> bool:
+    """True when `image`'s guest runs vmctl's agent, so that clones of a checkpoint of it can take
+    new identities (and its VMs get the agent's port)."""
+    return image.labels.get(AGENT_LABEL) in CHECKPOINT_AGENTS
 
 
 def hostname_of(name: str) -> str:
@@ -219,8 +230,6 @@ def _identity(inst: Instance, secrets: dict) -> Identity:
 
 
 def _mac(inst: Instance) -> str:
-    from lxml import etree
-
     root = etree.fromstring(saved.inactive_xml(inst.session.backend, inst.name).encode())
     mac = root.find("devices/interface/mac")
     if mac is not None:

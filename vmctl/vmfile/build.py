@@ -33,6 +33,7 @@ from typing import BinaryIO, Callable
 
 from vmctl.backend import snapshots as bsnap
 from vmctl.core import commit as commit_ops
+from vmctl.core.checkpoint import checkpoint
 from vmctl.core import create as create_ops
 from vmctl.core import remove as remove_ops
 from vmctl.core.reach import as_root
@@ -266,9 +267,11 @@ def build(session: Session, vmfile: Vmfile, context: Path, ref: str, *, no_cache
     user = None
     result = BuildResult(image=None)
     vm: BuildVM | None = None
-    total = len(vmfile.steps)
+    steps = list(vmfile.steps)
+    checkpoint_step = steps.pop() if steps and steps[-1].keyword == "CHECKPOINT" else None
+    total = len(steps)
     try:
-        for n, step in enumerate(vmfile.steps, 1):
+        for n, step in enumerate(steps, 1):
             t0 = time.monotonic()
             files = _context_files(context, step) if step.keyword == "COPY" else None
             key = step_key(key, step, _copy_digest(files) if files is not None else "")
@@ -305,8 +308,32 @@ def build(session: Session, vmfile: Vmfile, context: Path, ref: str, *, no_cache
             or ports != current.defaults.get("ports", []) or (user and user != current.user):
         found = None if no_cache else store.find_build_step(final_key)
         current = found or _config_image(session, current, final_key, labels, ports, user)
+    if checkpoint_step is not None:
+        current = _checkpoint_image(session, current, step_key(final_key, checkpoint_step), output, say,
+                                    no_cache=no_cache, result=result)
     result.image = store.tag(current.id, ref)
     return result
+
+
+def _checkpoint_image(session: Session, image, key: str, output: BinaryIO, say, *, no_cache: bool,
+                      result: BuildResult):
+    """CHECKPOINT: boot `image` once, wait until SSH lets vmctl in, save the running machine."""
+    store = session.store
+    found = None if no_cache else store.find_build_step(key)
+    if found is not None:
+        say("CHECKPOINT (cached)")
+        result.steps.append(StepReport(len(result.steps) + 1, "CHECKPOINT", True, found.id))
+        return found
+    say("CHECKPOINT: booting the image to save it running")
+    t0 = time.monotonic()
+    vm = BuildVM(session, image, output)
+    result.vm_boots += 1
+    try:
+        done = checkpoint(session, vm.name, None, message="CHECKPOINT", labels={BUILD_KEY_LABEL: key})
+    finally:
+        vm.remove()
+    result.steps.append(StepReport(len(result.steps) + 1, "CHECKPOINT", False, done.id, time.monotonic() - t0))
+    return done
 
 
 def _defaults(image, ports: list[dict]) -> dict:

@@ -5,7 +5,8 @@ continues a line. Instructions: ``FROM ref``; ``ARG name[=default]`` (before or 
 ``RUN [--root] command`` (shell form, or an exec form ``["argv", ...]``); ``COPY [--chown=U[:G]]
 src... dest`` (a directory when it ends with ``/`` or there are several sources); ``ENV k=v ...`` (or ``ENV k v``); ``WORKDIR dir``; ``USER name``; ``LABEL k=v ...``;
 ``EXPOSE port[/tcp|/udp] ...``; ``CMD`` / ``ENTRYPOINT`` (shell or exec form: the service the image
-starts at boot). ``${NAME}`` and ``$NAME`` of ARGs and ENVs are substituted in every instruction but
+starts at boot); ``CHECKPOINT`` (last, no arguments: boot the result once and save the running
+machine into the image, so VMs of it start warm — vmctl.core.checkpoint). ``${NAME}`` and ``$NAME`` of ARGs and ENVs are substituted in every instruction but
 RUN, whose shell gets them as its environment (as Docker does).
 """
 
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from vmctl.errors import UsageError
 
 MAX_BYTES = 1 << 20
-KEYWORDS = ("FROM", "ARG", "RUN", "COPY", "ENV", "WORKDIR", "USER", "LABEL", "EXPOSE", "CMD", "ENTRYPOINT")
+KEYWORDS = ("FROM", "ARG", "RUN", "COPY", "ENV", "WORKDIR", "USER", "LABEL", "EXPOSE", "CMD", "ENTRYPOINT",
+            "CHECKPOINT")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -157,7 +159,11 @@ def parse(text: str, *, path: str = "Vmfile", build_args: dict[str, str] | None 
             continue
         if base is None:
             raise p.fail(line, f"{keyword} before FROM")
+        if steps and steps[-1].keyword == "CHECKPOINT":
+            raise p.fail(line, "CHECKPOINT must be the last instruction (it saves the finished machine)")
         args: tuple = ()
+        if keyword == "CHECKPOINT" and rest:
+            raise p.fail(line, "CHECKPOINT takes no arguments")
         if keyword == "RUN":
             root = False
             if rest.startswith("--root"):

@@ -257,3 +257,33 @@ def test_system_mode_stack_on_its_own_libvirt_network(ns_vmctl, private_libvirt)
     assert lv.virsh("list", "--all", "--name").stdout.split() == []
     assert lv.virsh("net-list", "--all", "--name").stdout.split() == [NETWORK]
     assert not list((vm.root / "instances").iterdir())
+
+
+def test_system_mode_warm_clones_lease_their_own_addresses(ns_vmctl, private_libvirt):
+    """A checkpoint on the system daemon, two clones restored on its libvirt network: each renews
+    its DHCP lease with its own MAC and is reached at its own address with its own key."""
+    vm, lv = ns_vmctl, private_libvirt
+    vm("image", "build", "tiny", timeout=1800)
+    profile = "kvm" if _has_capability(lv.libvirtd.pid, CAP_SYS_RESOURCE) else "kvm-no-hard-limit"
+    net = ["--network", NETWORK, "--profile", profile]
+    try:
+        vm("run", "wsrc", "--image", "tiny", *net, "--timeout", "300")
+        vm("commit", "--checkpoint", "wsrc", "tiny-warm")
+        source_ip = vm("ip", "wsrc").stdout.strip()
+        addresses, keys = {source_ip}, set()
+        for name in ("wc1", "wc2"):
+            vm("run", name, "--image", "tiny-warm", *net, "--timeout", "300")
+            (info,) = json.loads(vm("inspect", name).stdout)
+            assert info["warm"]["started"] == "warm", info["warm"]
+            ip = info["ssh"]["address"]
+            mac = vm("exec", name, "--", "cat", "/sys/class/net/eth0/address").stdout.strip()
+            assert f"<mac address='{mac}'/>" in lv.virsh("dumpxml", name).stdout
+            assert ip in lv.virsh("net-dhcp-leases", NETWORK).stdout and mac in lv.virsh("net-dhcp-leases", NETWORK).stdout
+            assert vm("exec", name, "--", "hostname").stdout.strip() == name
+            addresses.add(ip)
+            keys.add(info["ssh"]["host_key"])
+        assert len(addresses) == 3 and len(keys) == 2
+        assert vm("exec", "wsrc", "--", "hostname").stdout.strip() == "wsrc"   # the source goes on
+    finally:
+        vm("rm", "-f", "wsrc", "wc1", "wc2", check=False)
+    assert lv.virsh("list", "--all", "--name").stdout.split() == []

@@ -109,9 +109,18 @@ def test_three_clones_each_their_own(warm):
         assert _sh(vm, other, "test -e /root/mine && echo yes || echo no").strip() == "no"
 
 
-def test_clone_stops_and_boots_like_any_vm(warm):
+def test_clone_snapshots_commits_stops_and_boots_like_any_vm(warm):
     vm, _ = warm
     name = CLONES[2]
+    # a memory snapshot of a warm clone, reverted: the clone as it was, with its own identity
+    _sh(vm, name, "echo before >/root/snap-mark; sync")
+    vm("snapshot", "create", name, "s1")
+    _sh(vm, name, "echo after >/root/snap-mark; sync")
+    vm("snapshot", "revert", name, "s1")
+    assert _sh(vm, name, "hostname; cat /root/snap-mark").split() == [name, "before"]
+    # a plain commit of a clone is a plain image: its disk, no saved machine
+    vm("commit", name, "clone-disk:1")
+    assert json.loads(vm("image", "inspect", "clone-disk:1").stdout)[0]["checkpoint"] is None
     vm("stop", name, "--timeout", "60")
     vm("start", name)
     vm("wait", name, "--timeout", "240")

@@ -160,11 +160,11 @@ def _restore(session: Session, inst: Instance) -> None:
         secrets = json.load(fh)
     path = inst.directory / RESTORE_FILE
     session.progress(f"{inst.name}: restoring the checkpoint", None)
-    _write_save_file(path, saved.inactive_xml(backend, inst.name), image.memory)
     try:
+        _write_save_file(path, saved.inactive_xml(backend, inst.name), image.memory)
         saved.restore(backend, os.fspath(path), paused=True)
     finally:
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)   # QEMU has read it all (or failed): nothing half-made stays
     try:
         saved.set_links(backend, inst.name, up=False)
         channel = saved.channel_path(backend, inst.name, VMCTL_AGENT_CHANNEL)

@@ -10,8 +10,39 @@ import time
 import pytest
 
 from vmctl.errors import GuestNotReady
-from vmctl.guest.agent import AgentChannel, Identity, dropbear_ed25519
+from vmctl.guest.agent import AgentChannel as _Channel
+from vmctl.guest.agent import Identity, dropbear_ed25519
 from vmctl.seed.hostkeys import generate_host_key
+
+
+class SocketTransport:
+    """The transport interface of AgentChannel over a real unix socket (vmctl itself uses
+    libvirt's channel stream; the peer here plays a hostile guest)."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.connect(str(path))
+        except OSError as exc:
+            self.sock.close()
+            raise GuestNotReady(f"c1: cannot reach the guest agent's channel ({exc.strerror})") from None
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+    def recv(self, size, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(size)
+        except socket.timeout:
+            return None
+
+    def close(self):
+        self.sock.close()
+
+
+def AgentChannel(path, vm):
+    return _Channel(SocketTransport(path), vm)
 
 
 def _serve(path, script):

@@ -66,7 +66,7 @@ def name_event(event: int, detail: int) -> tuple[str, str]:
     return kind, details[detail] if 0 <= detail < len(details) else f"detail-{detail}"
 
 
-def _ensure_loop() -> None:
+def ensure_event_loop() -> None:
     """Register libvirt's default event loop and start the thread that runs it (once per process)."""
     global _loop_thread
     with _loop_lock:
@@ -88,7 +88,7 @@ class EventStream:
     _CLOSED = object()
 
     def __init__(self, uri: str):
-        _ensure_loop()
+        ensure_event_loop()
         self._queue: queue.Queue = queue.Queue()
         self._saving: set[str] = set()   # UUIDs of domains paused for a snapshot with memory
         try:

@@ -7,11 +7,15 @@ The policy — what a checkpoint holds, when a clone may be restored, its identi
 
 from __future__ import annotations
 
+import time
+
 import libvirt
 from lxml import etree
 
 from vmctl.backend.errors import libvirt_errors
+from vmctl.backend.events import ensure_event_loop
 from vmctl.backend.snapshots import qmp
+from vmctl.errors import LibvirtError
 
 
 def save(backend, name: str, path: str) -> None:
@@ -45,16 +49,71 @@ def inactive_xml(backend, name: str) -> str:
                            | libvirt.VIR_DOMAIN_XML_INACTIVE)
 
 
-def channel_path(backend, name: str, target: str) -> str | None:
-    """Where the host end of running domain `name`'s virtio-serial channel `target` listens."""
+def has_channel(backend, name: str, target: str) -> bool:
+    """True when running domain `name` has a virtio-serial channel named `target`."""
     dom = backend._domain(name)
     with libvirt_errors(f"read {name}'s channels"):
         root = etree.fromstring(dom.XMLDesc(0).encode())
-    for ch in root.iterfind("devices/channel"):
-        if ch.get("type") == "unix" and ch.find("target") is not None and ch.find("target").get("name") == target:
-            src = ch.find("source")
-            return src.get("path") if src is not None else None
-    return None
+    return any(ch.find("target") is not None and ch.find("target").get("name") == target
+               for ch in root.iterfind("devices/channel"))
+
+
+class ChannelStream:
+    """Bytes to and from a running domain's virtio-serial channel through libvirt itself
+    (``virDomainOpenChannel``): the daemon connects to the channel's socket, so this works where
+    the socket's path is not reachable from here (a daemon in another mount namespace or host)."""
+
+    def __init__(self, backend, name: str, target: str):
+        self.name = name
+        # A connection of its own, made after libvirt's event loop runs: only then does the
+        # client read the stream's data as it arrives (a non-blocking stream is fed by the loop).
+        ensure_event_loop()
+        with libvirt_errors(f"open {name}'s channel {target}"):
+            self.conn = libvirt.open(backend.uri)
+            try:
+                dom = self.conn.lookupByName(name)
+                self.stream = self.conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+                dom.openChannel(target, self.stream, 0)
+            except libvirt.libvirtError:
+                self.close()
+                raise
+
+    def sendall(self, data: bytes, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        view = memoryview(data)
+        while view:
+            with libvirt_errors(f"write to {self.name}'s channel"):
+                n = self.stream.send(bytes(view))
+            if n == -2:
+                if time.monotonic() > deadline:
+                    raise LibvirtError(f"{self.name}'s channel takes no data")
+                time.sleep(0.005)
+                continue
+            view = view[n:]
+
+    def recv(self, size: int, timeout: float) -> bytes | None:
+        """Up to `size` bytes; b"" at end of stream; None when nothing came within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with libvirt_errors(f"read {self.name}'s channel"):
+                data = self.stream.recv(size)
+            if data != -2:
+                return data
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        stream = getattr(self, "stream", None)
+        if stream is not None:
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass   # already gone with its domain
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
 
 
 def nics(backend, name: str) -> list[str]:

@@ -57,12 +57,11 @@ def checkpoint(session: Session, name: str, ref: str | None, *, message: str = "
         inst = g.instance
         parent = session.store.get(inst.record.image_id)
         _check_can_checkpoint(inst, parent)
-        channel = saved.channel_path(session.backend, name, VMCTL_AGENT_CHANNEL)
-        if channel is None:
+        if not saved.has_channel(session.backend, name, VMCTL_AGENT_CHANNEL):
             raise UsageError(f"{name} was created without vmctl's agent channel (its image lacked the agent "
                              "then); create a new VM from the image and checkpoint that")
         shape = _shape(session, inst)
-        with AgentChannel(channel, name) as agent:
+        with AgentChannel(saved.ChannelStream(session.backend, name, VMCTL_AGENT_CHANNEL), name) as agent:
             session.progress(f"{name}: arming the guest agent", None)
             _arm(inst)
             agent.expect("armed", ARM_TIMEOUT)
@@ -177,9 +176,8 @@ def _go_on(session: Session, inst: Instance, state: Path) -> None:
     session.progress(f"{inst.name}: resuming", None)
     try:
         saved.restore(session.backend, os.fspath(state), paused=False)
-        path = saved.channel_path(session.backend, inst.name, VMCTL_AGENT_CHANNEL)
-        if path:
-            with AgentChannel(path, inst.name) as agent:
+        if saved.has_channel(session.backend, inst.name, VMCTL_AGENT_CHANNEL):
+            with AgentChannel(saved.ChannelStream(session.backend, inst.name, VMCTL_AGENT_CHANNEL), inst.name) as agent:
                 agent.send("keep")
                 agent.expect("kept", 10)
     except (LibvirtError, VmctlError) as exc:

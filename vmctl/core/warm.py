@@ -167,10 +167,9 @@ def _restore(session: Session, inst: Instance) -> None:
         path.unlink(missing_ok=True)   # QEMU has read it all (or failed): nothing half-made stays
     try:
         saved.set_links(backend, inst.name, up=False)
-        channel = saved.channel_path(backend, inst.name, VMCTL_AGENT_CHANNEL)
-        if channel is None:
+        if not saved.has_channel(backend, inst.name, VMCTL_AGENT_CHANNEL):
             raise GuestNotReady("the restored machine has no agent channel")
-        with AgentChannel(channel, inst.name) as agent:
+        with AgentChannel(saved.ChannelStream(backend, inst.name, VMCTL_AGENT_CHANNEL), inst.name) as agent:
             backend.resume(inst.name)
             agent.send(*_identity(inst, secrets).lines())
             agent.expect("applied", APPLY_TIMEOUT)

@@ -1,8 +1,8 @@
 """The host end of vmctl's guest agent (``/usr/lib/vmctl/agent.sh`` in vmctl's images): a
-line protocol on the virtio-serial port ``org.vmctl.agent.0``, through the unix socket QEMU
-listens on.
+line protocol on the virtio-serial port ``org.vmctl.agent.0``.
 
-Guest to host: ``vmctl-agent: armed | applied | ready | kept | error <what>``. Host to guest:
+Guest to host: ``vmctl-agent: armed | applied | ready | kept | error <what>``, through libvirt's
+channel stream (so it works wherever libvirt does, whatever path QEMU's socket has). Host to guest:
 ``keep`` (the machine a checkpoint was taken of goes on as it was), or ``identity`` followed by
 ``KEY VALUE`` lines and ``apply`` (a warm-started clone's identity, applied while its link is
 down), then ``network keep|renew`` once the link is up (``renew``: a DHCP lease for the new MAC),
@@ -15,7 +15,6 @@ trusted further than "go on" — the clone's identity is proven by its SSH host 
 from __future__ import annotations
 
 import base64
-import socket
 import time
 from dataclasses import dataclass
 
@@ -66,21 +65,17 @@ class Identity:
 
 
 class AgentChannel:
-    """One connection to a domain's agent socket."""
+    """One conversation with a guest's agent over `transport`: an object with ``sendall(bytes)``,
+    ``recv(size, timeout) -> bytes | None`` (b"" at the end, None on timeout) and ``close()`` —
+    libvirt's channel stream (`vmctl.backend.saved.ChannelStream`) in vmctl."""
 
-    def __init__(self, path: str, vm: str, *, timeout: float = 5.0):
+    def __init__(self, transport, vm: str):
         self.vm = vm
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except OSError as exc:
-            self.sock.close()
-            raise GuestNotReady(f"{vm}: cannot reach the guest agent's channel ({exc.strerror or exc})") from None
+        self.transport = transport
         self.buf = b""
 
     def send(self, *lines: str) -> None:
-        self.sock.sendall("".join(f"{line}\n" for line in lines).encode())
+        self.transport.sendall("".join(f"{line}\n" for line in lines).encode())
 
     def expect(self, word: str, timeout: float) -> None:
         """Wait until the guest says ``vmctl-agent: <word>``; GuestNotReady on an error line, a
@@ -104,13 +99,9 @@ class AgentChannel:
                 raise GuestNotReady(f"{self.vm}: no answer from the guest agent")
             if len(self.buf) > MAX_LINE:
                 raise GuestNotReady(f"{self.vm}: the guest agent sent an overlong line")
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(MAX_LINE)
-            except socket.timeout:
+            data = self.transport.recv(MAX_LINE, left)
+            if data is None:
                 continue
-            except OSError as exc:
-                raise GuestNotReady(f"{self.vm}: the guest agent's channel failed ({exc.strerror or exc})") from None
             if not data:
                 raise GuestNotReady(f"{self.vm}: the guest agent's channel closed")
             self.buf += data
@@ -118,7 +109,7 @@ class AgentChannel:
         return line.decode("ascii", "replace").strip("\r")
 
     def close(self) -> None:
-        self.sock.close()
+        self.transport.close()
 
     def __enter__(self):
         return self

@@ -35,6 +35,11 @@ arm() {
         i=$((i + 1)); [ $i -ge 40 ] && { echo "no virtio-serial port $NAME" >&2; exit 3; }
         usleep 50000
     done
+    # one agent on the port: a previous arm's (a checkpoint that failed) goes
+    for c in /proc/[0-9]*/cmdline; do
+        read -r cmd <"$c" 2>/dev/null || continue
+        case "$cmd" in *agent.sh*serve*) p=${c#/proc/}; kill "${p%/cmdline}" 2>/dev/null ;; esac
+    done
     setsid /usr/lib/vmctl/agent.sh serve </dev/null >/dev/null 2>&1 &
     exit 0
 }

@@ -279,15 +279,6 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
     cpus = request.cpus if request.cpus is not None else (defaults.get("cpus") or profile.cpus)
     memory_mib = (mib(request.memory_bytes) if request.memory_bytes is not None
                   else (defaults.get("memory_mib") or profile.memory_mib))
-    virt_type = _virt_type(session, profile)
-    warm = plan_warm(image, request, profile=profile.name, virt_type=virt_type,
-                     network_kind="user" if not (request.bridge or request.network) and profile.network_kind == "user"
-                     else "libvirt",
-                     cpus=request.cpus, memory_mib=mib(request.memory_bytes) if request.memory_bytes is not None else None)
-    if warm.warm:
-        cpus, memory_mib = warm.checkpoint["cpus"], warm.checkpoint["memory_mib"]
-    elif warm.checkpoint is not None and warm.reason != "--cold" and not print_only:
-        session.warn(f"{name}: {warm.reason}, so it boots instead of starting from the image's checkpoint")
     if request.disk_bytes is not None:
 
         virtual = int(qemu_img.info(image.top_layer, "qcow2", force_share=True)["virtual-size"])
@@ -306,6 +297,13 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         if not ports and defaults.get("ports"):
             ports = _exposed_forwards(defaults["ports"], taken | {ssh_port})
     network = _network(request, profile, ssh_port)
+    virt_type = _virt_type(session, profile)
+    warm = plan_warm(image, request, profile=profile.name, virt_type=virt_type, network_kind=network["kind"],
+                     cpus=request.cpus, memory_mib=mib(request.memory_bytes) if request.memory_bytes is not None else None)
+    if warm.warm:
+        cpus, memory_mib = warm.checkpoint["cpus"], warm.checkpoint["memory_mib"]
+    elif warm.checkpoint is not None and warm.reason != "--cold" and not print_only:
+        session.warn(f"{name}: {warm.reason}, so it boots instead of starting from the image's checkpoint")
     restrict = settings.restrict_network if request.restrict is None else request.restrict
     host_key = generate_host_key()
     boot = config.get("boot", {"kind": "firmware", "firmware": "bios"})

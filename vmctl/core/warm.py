@@ -31,9 +31,11 @@ What is left of the checkpoint in a clone: its processes, page cache and kernel 
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import re
+import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -171,6 +173,9 @@ def _restore(session: Session, inst: Instance) -> None:
             raise GuestNotReady("the restored machine has no agent channel")
         with AgentChannel(saved.ChannelStream(backend, inst.name, VMCTL_AGENT_CHANNEL), inst.name) as agent:
             backend.resume(inst.name)
+            # SSH readiness comes next and its modules (paramiko, cryptography) take ~0.2 s to
+            # import: load them while the guest works, the wait below is only I/O
+            threading.Thread(target=importlib.import_module, args=("vmctl.guest.ready",), daemon=True).start()
             agent.send(*_identity(inst, secrets).lines())
             agent.expect("applied", APPLY_TIMEOUT)
             saved.set_links(backend, inst.name, up=True)

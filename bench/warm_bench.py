@@ -15,7 +15,7 @@ Per run, whole CLI processes, each VM removed after its run:
 
 Medians of `--runs`. No assertions.
 
-    python bench/warm_bench.py [--runs 5] [--counts 1,10] [--json-out FILE]
+    python bench/warm_bench.py [--runs 5] [--counts 1,10,50] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def wait_banner(port: int, timeout: float = 120) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--counts", default="1,10", help="warm clones at once for the density phase")
+    ap.add_argument("--counts", default="1,10,50", help="warm clones at once for the density phase")
     ap.add_argument("--json-out", help="also write the figures as JSON here (for python -m bench)")
     args = ap.parse_args()
     figs = Figures("warm", describe("warm bench"), params=vars(args))

@@ -285,3 +285,32 @@ def test_a_vmfile_builds_on_the_cloud_image_and_serves_a_stack_peer(cloud_vmctl,
     assert held.returncode == 5 and "vmctl image prune" in held.stderr, held.stderr
     vm("image", "prune")
     vm("rmi", "cloud-build:1")
+
+
+def test_a_cloud_guest_checkpoint_warm_starts_clones_with_their_own_identity(cloud_vmctl, cloud_guest):
+    """A guest vmctl did not make: its qemu-guest-agent gives each restored clone its identity."""
+    vm = cloud_vmctl
+    vm("image", "import", str(cloud_guest.bios), "cloud-warm-base:1", timeout=600)
+    try:
+        vm("run", "cw-src", "--image", "cloud-warm-base:1", "--memory", "1G", "--restrict-network",
+           "--timeout", BOOT, timeout=1000)
+        source_id = _out(vm, "exec", "cw-src", "--", "cat", "/etc/machine-id")
+        vm("commit", "--checkpoint", "cw-src", "cloud-warm:1", timeout=900)
+        cp = json.loads(_out(vm, "image", "inspect", "cloud-warm:1"))[0]["checkpoint"]
+        assert cp["agent"] == "qga-1" and cp["memory_mib"] == 1024
+        keys, ids = set(), {source_id}
+        for name in ("cw-1", "cw-2"):
+            out = vm("run", name, "--image", "cloud-warm:1", "--restrict-network", "--timeout", "300", timeout=600)
+            assert "booting" not in out.stderr, out.stderr
+            info = json.loads(_out(vm, "inspect", name))[0]
+            assert info["warm"]["started"] == "warm", info["warm"]
+            assert _out(vm, "exec", name, "--", "hostname") == name
+            # the SSH server's key is the one vmctl pinned for this clone (exec proved the guest holds it)
+            pub = _out(vm, "exec", name, "--", "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
+            assert pub.split()[:2] == info["ssh"]["host_key"].split()[:2]
+            ids.add(_out(vm, "exec", name, "--", "cat", "/etc/machine-id"))
+            keys.add(info["ssh"]["host_key"])
+        assert len(keys) == 2 and len(ids) == 3
+        assert _out(vm, "exec", "cw-src", "--", "hostname") == "cw-src"   # the source goes on as it was
+    finally:
+        vm("rm", "-f", "cw-src", "cw-1", "cw-2", check=False)

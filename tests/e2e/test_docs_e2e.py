@@ -26,6 +26,7 @@ EXPECT = {
     "first-vm.md": ["from the host", "hello"],
     "images.md": ["add the artifact", "built", "Loaded image: app:1"],
     "snapshots.md": ["one"],
+    "warm-starts.md": ["clone1 prepared", "clone2 prepared", '"started": "warm"'],
     "registries.md": ["guide/app"],
     "volumes-and-limits.md": ["shared", "made in the guest", "read-only, as asked", "virtiofs", "cpu_quota_percent"],
     "modes.md": ["hosted"],
@@ -48,7 +49,10 @@ def test_the_guide_runs_as_written(libvirtd, tmp_path_factory):
     work = Path(tempfile.mkdtemp(prefix="vmctl-docs-work-", dir="/var/tmp"))
     registry = regserver.start_registry(tmp_path_factory.mktemp("docs-registry"), tls=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMCTL_")}
-    env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", VMCTL_ROOT=str(root), VMCTL_CONFIG="/dev/null",
+    # the guide's VMs reach nothing outside (user-mode networking with restrict=on, as every test's)
+    config = tmp_path_factory.mktemp("docs-config") / "config.toml"
+    config.write_text("restrict_network = true\n")
+    env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", VMCTL_ROOT=str(root), VMCTL_CONFIG=str(config),
                VMCTL_REGISTRIES_CONF="", WORK=str(work), REGISTRY=registry.host,
                REGISTRY_USER=registry.user, REGISTRY_PASSWORD=registry.password)
     try:

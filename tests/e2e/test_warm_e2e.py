@@ -103,6 +103,15 @@ def test_three_clones_each_their_own(warm):
         assert len(urandom) == 32
     for key, values in seen.items():
         assert len(values) == len(CLONES), f"clones share a {key}: {values}"
+    # nothing of the warm start stays in the instance dirs; what a killed one would leave, doctor mends
+    for name in CLONES:
+        files = {p.name for p in (vm.root / "instances" / name).iterdir()}
+        assert not files & {"restore.save", "warm-identity.json"}, files
+    leftover = vm.root / "instances" / CLONES[1] / "restore.save"
+    leftover.write_bytes(b"QEVM")
+    assert "warm-leftover" in vm("doctor", check=False).stdout
+    vm("doctor", "--fix", check=False)
+    assert not leftover.exists()
     # a file written in one clone is in no other (each has its own overlay)
     _sh(vm, CLONES[0], "echo only-here >/root/mine; sync")
     for other in CLONES[1:]:

@@ -7,9 +7,11 @@ The policy — what a checkpoint holds, when a clone may be restored, its identi
 
 from __future__ import annotations
 
+import json
 import time
 
 import libvirt
+import libvirt_qemu
 from lxml import etree
 
 from vmctl.backend.errors import libvirt_errors
@@ -128,6 +130,24 @@ def set_links(backend, name: str, up: bool) -> list[str]:
     for nic in names:
         qmp(backend, name, "set_link", {"name": nic, "up": up})
     return names
+
+
+def guest_agent(backend, name: str, command: str, arguments: dict | None = None, *, timeout: int = 10):
+    """One qemu-guest-agent command through libvirt; its "return", or LibvirtError (no agent,
+    an agent error). The reply is the guest's: the caller checks every field it uses."""
+    dom = backend._domain(name)
+    payload = {"execute": command, **({"arguments": arguments} if arguments is not None else {})}
+    with libvirt_errors(f"{command} in {name}'s guest agent"):
+        raw = libvirt_qemu.qemuAgentCommand(dom, json.dumps(payload), timeout, 0)
+    if raw is None or len(raw) > 1 << 20:
+        raise LibvirtError(f"{command} in {name}'s guest agent: no usable answer")
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        raise LibvirtError(f"{command} in {name}'s guest agent: the answer is not JSON") from None
+    if not isinstance(reply, dict) or "error" in reply:
+        raise LibvirtError(f"{command} in {name}'s guest agent refused it")
+    return reply.get("return")
 
 
 def qemu_version(backend) -> str:

@@ -9,10 +9,12 @@ What is saved
     memory, accelerator, profile): a clone must have exactly that shape to take the state.
 
 How
-    1. The guest must be able to take a new identity when a clone of it wakes: vmctl refuses an
-       image without its guest agent (label ``org.vmctl.agent``), and a VM created without the
-       agent's virtio-serial port. The agent is armed over SSH while vmctl listens on its port:
-       it waits on the port, and is saved waiting.
+    1. The guest must be able to take a new identity when a clone of it wakes. vmctl's images run
+       vmctl's agent (label ``org.vmctl.agent``; the VM needs the agent's virtio-serial port): it
+       is armed over SSH while vmctl is connected to its port, waits on the port, and is saved
+       waiting. A cloud image may instead run QEMU's guest agent allowing ``guest-exec``
+       (`vmctl.guest.qga_identity`). Any other guest is refused: its clones could not change
+       their host keys or address.
     2. SSH sessions are closed; the machine is saved (libvirt stops it, its disks flushed), the
        disk's new clusters become a layer, the chunks and the layer are published as one image.
     3. The VM is restored from the same file and told ``keep``: it goes on where it was, with its
@@ -34,7 +36,8 @@ from vmctl.core.instance import Instance
 from vmctl.core.plan.devices import VMCTL_AGENT_CHANNEL
 from vmctl.core.session import Session
 from vmctl.core.states import guard
-from vmctl.errors import IntegrityError, LibvirtError, UsageError, VmctlError
+from vmctl.errors import GuestNotReady, IntegrityError, LibvirtError, UsageError, VmctlError
+from vmctl.guest import qga_identity
 from vmctl.guest.agent import AgentChannel
 from vmctl.guest.keys import ensure_client_key
 from vmctl.guest.ssh import GuestSession
@@ -56,31 +59,54 @@ def checkpoint(session: Session, name: str, ref: str | None, *, message: str = "
     with guard(session, name, "checkpoint") as g:
         inst = g.instance
         parent = session.store.get(inst.record.image_id)
-        _check_can_checkpoint(inst, parent)
-        if not saved.has_channel(session.backend, name, VMCTL_AGENT_CHANNEL):
-            raise UsageError(f"{name} was created without vmctl's agent channel (its image lacked the agent "
-                             "then); create a new VM from the image and checkpoint that")
-        shape = _shape(session, inst)
+        _check_can_checkpoint(inst)
+        agent_kind = _agent_kind(session, inst, parent)
+        shape = {**_shape(session, inst), "agent": agent_kind}
+        if agent_kind == "qga-1":
+            return _save(session, inst, parent, ref, message, shape, labels or {})
         with AgentChannel(saved.ChannelStream(session.backend, name, VMCTL_AGENT_CHANNEL), name) as agent:
             session.progress(f"{name}: arming the guest agent", None)
             _arm(inst)
             agent.expect("armed", ARM_TIMEOUT)
-            with session.store.session("checkpoint") as work:
-                state = work.path / "machine.save"
-                session.progress(f"{name}: saving the machine", None)
-                saved.save(session.backend, name, os.fspath(state))
-                try:
-                    return _publish(session, inst, parent, ref, message, state, work, shape, labels or {})
-                finally:
-                    _go_on(session, inst, state)
+            return _save(session, inst, parent, ref, message, shape, labels or {})
 
 
-def _check_can_checkpoint(inst: Instance, image) -> None:
+def _save(session: Session, inst: Instance, parent, ref, message: str, shape: dict, labels: dict):
+    """Save the machine, publish the image, let the VM go on."""
+    with session.store.session("checkpoint") as work:
+        state = work.path / "machine.save"
+        session.progress(f"{inst.name}: saving the machine", None)
+        saved.save(session.backend, inst.name, os.fspath(state))
+        try:
+            return _publish(session, inst, parent, ref, message, state, work, shape, labels)
+        finally:
+            _go_on(session, inst, state, shape["agent"])
+
+
+def _agent_kind(session: Session, inst: Instance, image) -> str:
+    """How clones of this VM will take their identity: vmctl's agent (its images), or QEMU's
+    guest agent (cloud images that run one, allowing guest-exec); UsageError when neither."""
+    name = inst.name
+    if can_reidentify(image):
+        if not saved.has_channel(session.backend, name, VMCTL_AGENT_CHANNEL):
+            raise UsageError(f"{name} was created without vmctl's agent channel (its image lacked the agent "
+                             "then); create a new VM from the image and checkpoint that")
+        return "vmctl-1"
+
+    def call(command, arguments=None, timeout=10):
+        return saved.guest_agent(session.backend, name, command, arguments, timeout=timeout)
+
+    try:
+        qga_identity.check_agent(call, name)
+    except (LibvirtError, GuestNotReady) as exc:
+        raise UsageError(f"{name}'s image {image.name} has no guest agent vmctl can use ({exc}): a clone of it "
+                         "could not take a new identity (host keys, address), so it is not checkpointed; "
+                         "commit it without --checkpoint") from None
+    return "qga-1"
+
+
+def _check_can_checkpoint(inst: Instance) -> None:
     rec = inst.record
-    if not can_reidentify(image):
-        raise UsageError(f"{inst.name}'s image {image.name} has no vmctl guest agent: a clone of it could not "
-                         "take a new identity (host keys, address), so it is not checkpointed; commit it "
-                         "without --checkpoint")
     if rec.volumes:
         raise UsageError(f"{inst.name} shares host directories: their files are the host's, and a saved "
                          "machine would hold them open; checkpoint a VM without volumes")
@@ -98,7 +124,6 @@ def _shape(session: Session, inst: Instance) -> dict:
     rec = inst.record
     return {
         "format": CHECKPOINT_FORMAT,
-        "agent": "vmctl-1",
         "machine": os_type.get("machine"),
         "domain_type": root.get("type"),
         "cpu_mode": (cpu.get("mode") if cpu is not None else None) or "default",
@@ -171,12 +196,12 @@ def _publish(session: Session, inst: Instance, parent, ref: str | None, message:
     )
 
 
-def _go_on(session: Session, inst: Instance, state: Path) -> None:
+def _go_on(session: Session, inst: Instance, state: Path, agent: str) -> None:
     """Restore the VM from its save file and tell its agent to keep its identity."""
     session.progress(f"{inst.name}: resuming", None)
     try:
         saved.restore(session.backend, os.fspath(state), paused=False)
-        if saved.has_channel(session.backend, inst.name, VMCTL_AGENT_CHANNEL):
+        if agent == "vmctl-1":
             with AgentChannel(saved.ChannelStream(session.backend, inst.name, VMCTL_AGENT_CHANNEL), inst.name) as agent:
                 agent.send("keep")
                 agent.expect("kept", 10)

@@ -18,7 +18,10 @@ that made it may still be alive: its name lock, work-dir lock or pid tells), and
   hold data; ``vmctl rm`` removes it);
 - the store's ``stale-work-dir``, ``temp-file`` and ``orphan-blob`` (see `ImageStore.leftovers`);
 - ``cache-leftover``: interrupted downloads and compression files of dead pulls and pushes;
-- ``stale-lock``: a lock file whose lock nobody holds (its holder was killed): removed.
+- ``stale-lock``: a lock file whose lock nobody holds (its holder was killed): removed;
+- ``warm-leftover``: a warm start's save file (the checkpoint's memory, copied for libvirt) that
+  a killed ``run`` or ``start`` left in the instance dir, or the clone's identity file of a VM
+  that has started since: removed.
 
 After ``--fix`` a second ``doctor`` finds nothing, except what it reports for the user to decide.
 """
@@ -41,6 +44,7 @@ from vmctl.core.records import CREATING_MARK, REMOVING_MARK, InstanceRecord, lis
 from vmctl.core.session import Session
 from vmctl.core.states import OFF
 from vmctl.core.teardown import finish_remove
+from vmctl.core.warm import RESTORE_FILE, WARM_KEYS
 from vmctl.errors import VmctlError
 from vmctl.fsutil import lock_file, private_dirs
 from vmctl.xml.domain import Domain
@@ -306,6 +310,28 @@ def _stale_locks(session: Session, fix: bool) -> list[Finding]:
     return found
 
 
+def _warm_leftovers(session: Session, fix: bool) -> list[Finding]:
+    """Files of warm starts that a killed process did not remove (vmctl.core.warm)."""
+    found = []
+    for entry in _dirs(session):
+        if entry.name.startswith(".") or not (entry / RESTORE_FILE).exists() and not (entry / WARM_KEYS).exists():
+            continue
+        with _quiet_lock(session, entry.name) as locked:
+            if not locked:
+                continue   # a start of that VM is running right now
+            try:
+                pending = InstanceRecord.load(entry).warm.get("pending")
+            except VmctlError:
+                continue
+            leftovers = [entry / RESTORE_FILE] + ([] if pending else [entry / WARM_KEYS])
+            for path in leftovers:
+                if path.exists():
+                    if fix:
+                        path.unlink(missing_ok=True)
+                    found.append(Finding("warm-leftover", str(path), "left by a warm start that was killed", True, fix))
+    return found
+
+
 def mend(session: Session, names: set[str]) -> list[Finding]:
     """Finish what killed creates and removes of VMs `names` left (``vmctl up`` resumes with it)."""
     return _unfinished(session, True, names) + _creating_domains(session, True, names)
@@ -316,4 +342,4 @@ def diagnose(session: Session, *, fix: bool = False) -> list[Finding]:
     after the previous ones' mends (so a hold released with its half-made VM is not listed twice)."""
     return [*_stale_locks(session, fix), *_staging(session, fix), *_unfinished(session, fix), *_creating_domains(session, fix),
             *_snapshots(session, fix), *_stale_holds(session, fix), *_orphan_records(session), *_store(session, fix),
-            *_caches(session, fix)]
+            *_caches(session, fix), *_warm_leftovers(session, fix)]

@@ -48,9 +48,9 @@ from vmctl.core.instance import Instance
 from vmctl.core.plan.devices import VMCTL_AGENT_CHANNEL
 from vmctl.core.session import Session
 from vmctl.errors import GuestNotReady, LibvirtError, VmctlError
+from vmctl.guest import qga_identity
 from vmctl.guest.agent import AgentChannel, Identity
 from vmctl.seed.hostkeys import HostKey
-from vmctl.storage.manifest import CHECKPOINT_AGENTS
 
 AGENT_LABEL = "org.vmctl.agent"     # image label: the guest runs vmctl's agent (value: its protocol)
 WARM_KEYS = "warm-identity.json"   # in the instance dir until the first start: the clone's secrets
@@ -104,8 +104,9 @@ def plan_warm(image, request, *, profile: str, virt_type: str, network_kind: str
 
 def can_reidentify(image) -> bool:
     """True when `image`'s guest runs vmctl's agent, so that clones of a checkpoint of it can take
-    new identities (and its VMs get the agent's port)."""
-    return image.labels.get(AGENT_LABEL) in CHECKPOINT_AGENTS
+    new identities (and its VMs get the agent's port). Cloud images may instead re-identify through
+    their qemu-guest-agent, which `vmctl.core.checkpoint` asks the running VM about."""
+    return image.labels.get(AGENT_LABEL) == "vmctl-1"
 
 
 def hostname_of(name: str) -> str:
@@ -169,6 +170,9 @@ def _restore(session: Session, inst: Instance) -> None:
         path.unlink(missing_ok=True)   # QEMU has read it all (or failed): nothing half-made stays
     try:
         saved.set_links(backend, inst.name, up=False)
+        if image.checkpoint["agent"] == "qga-1":
+            _reidentify_with_qga(session, inst, secrets)
+            return
         if not saved.has_channel(backend, inst.name, VMCTL_AGENT_CHANNEL):
             raise GuestNotReady("the restored machine has no agent channel")
         with AgentChannel(saved.ChannelStream(backend, inst.name, VMCTL_AGENT_CHANNEL), inst.name) as agent:
@@ -186,6 +190,34 @@ def _restore(session: Session, inst: Instance) -> None:
     except BaseException:
         _power_off(session, inst.name)   # never leave a clone running with the checkpoint's identity
         raise
+
+
+def _reidentify_with_qga(session: Session, inst: Instance, secrets: dict) -> None:
+    """A cloud guest's identity through its qemu-guest-agent (link down), then the link up."""
+    backend = session.backend
+    backend.resume(inst.name)
+
+    def call(command, arguments=None, timeout=10):
+        return saved.guest_agent(backend, inst.name, command, arguments, timeout=timeout)
+
+    _wait_for_qga(call, inst.name)
+    qga_identity.apply_identity(call, inst.name, _identity(inst, secrets), inst.record.ssh_user)
+    saved.set_links(backend, inst.name, up=True)
+    if inst.record.network.get("kind", "user") != "user":
+        qga_identity.renew_lease(call, inst.name)
+
+
+def _wait_for_qga(call, vm: str, timeout: float = 30.0) -> None:
+    """libvirt reconnects to the guest agent after the restore; the first commands may fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            call("guest-ping", None, timeout=5)
+            return
+        except LibvirtError as exc:
+            if time.monotonic() > deadline:
+                raise GuestNotReady(f"{vm}: its guest agent does not answer after the restore ({exc})") from None
+            time.sleep(0.2)
 
 
 def _write_save_file(path: Path, domain_xml: str, chunks: tuple[Path, ...]) -> None:

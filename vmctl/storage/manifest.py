@@ -312,7 +312,7 @@ def validate_config(config, parsed: ParsedManifest) -> dict:
 
 
 CHECKPOINT_FORMAT = "qemu-migration"
-CHECKPOINT_AGENTS = ("vmctl-1",)
+CHECKPOINT_AGENTS = ("vmctl-1", "qga-1")   # vmctl's own agent; QEMU's guest agent (cloud images)
 _MACHINE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CPU_MODE = re.compile(r"[a-z-]{1,32}")
 

@@ -98,5 +98,8 @@ WARM_SIZE_DISK = "checkpoint memory on disk (the store's chunks)"
 WARM_SIZE_REGISTRY = "checkpoint memory in the registry (zstd)"
 
 
+CLOUD_WARM_RUN = "vmctl run of a checkpoint of the cloud guest (warm start, qemu-guest-agent)"
+
+
 def warm_density(count: int) -> str:
     return f"QEMU PSS per idle warm clone, {count} clones (dense profile)"

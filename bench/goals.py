@@ -49,6 +49,8 @@ GOALS: tuple[Goal, ...] = (
          "warm", n.WARM_RUN, None, "<=", 1.5),
     Goal("warm-vs-boot", "a warm start ≤ 0.5× plain QEMU booting the same guest to its SSH banner",
          "warm", n.WARM_RUN, n.WARM_PLAIN_BANNER, "<=", 0.5),
+    Goal("warm-cloud-vs-boot", "a warm start of the Debian cloud guest ≤ 0.5× plain QEMU booting it (same SSH test)",
+         "cloud", n.CLOUD_WARM_RUN, n.CLOUD_PLAIN, "<=", 0.5),
     Goal("tiny-boot", "the tiny guest's own boot (its uptime at SSH ready) ≤ 2 s",
          "lifecycle", n.LIFECYCLE_UPTIME, None, "<=", 2.0),
     Goal("run-ready-cloud", "`vmctl run` to SSH ready ≤ 1.1× plain QEMU + cloud-localds, same SSH test (Debian cloud guest)",

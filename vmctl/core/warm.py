@@ -134,7 +134,7 @@ def start_fresh(session: Session, inst: Instance, *, boot) -> str:
         _restore(session, inst)
         outcome, reason = "warm", None
     except (LibvirtError, GuestNotReady, saveimage.SaveImageError, OSError) as exc:
-        reason = str(exc)
+        reason = " ".join(str(exc).split())[:300]   # one line, whatever libvirt or QEMU said
         session.warn(f"{inst.name}: the checkpoint cannot be restored here ({reason}); booting it instead")
         _power_off(session, inst.name)
         boot()

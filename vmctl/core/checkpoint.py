@@ -29,8 +29,6 @@ import io
 import os
 from pathlib import Path
 
-from lxml import etree
-
 from vmctl.backend import saved, saveimage
 from vmctl.core.instance import Instance
 from vmctl.core.plan.devices import VMCTL_AGENT_CHANNEL
@@ -45,6 +43,7 @@ from vmctl.core.warm import can_reidentify
 from vmctl.storage.blobs import Blobs
 from vmctl.storage.manifest import CHECKPOINT_FORMAT
 from vmctl.storage.refs import parse_name
+from vmctl.xml.domain import Domain
 
 CHUNK = 64 << 20        # memory chunk size: what one registry blob, one resumable download holds
 ARM_TIMEOUT = 20.0
@@ -118,15 +117,13 @@ def _check_can_checkpoint(inst: Instance) -> None:
 
 def _shape(session: Session, inst: Instance) -> dict:
     """What a clone must be to take this machine's state (the config's ``checkpoint``)."""
-    root = etree.fromstring(saved.live_xml(session.backend, inst.name).encode())
-    os_type = root.find("os/type")
-    cpu = root.find("cpu")
+    dom = Domain.from_xml(saved.live_xml(session.backend, inst.name))
     rec = inst.record
     return {
         "format": CHECKPOINT_FORMAT,
-        "machine": os_type.get("machine"),
-        "domain_type": root.get("type"),
-        "cpu_mode": (cpu.get("mode") if cpu is not None else None) or "default",
+        "machine": dom.os.machine,        # libvirt's expansion of the profile's alias, e.g. pc-q35-7.2
+        "domain_type": dom.type,
+        "cpu_mode": dom.cpu.mode or "default",
         "cpus": rec.cpus,
         "memory_mib": rec.memory_mib,
         "profile": rec.profile,

@@ -41,8 +41,6 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from lxml import etree
-
 from vmctl.backend import saved, saveimage
 from vmctl.core.instance import Instance
 from vmctl.core.plan.devices import VMCTL_AGENT_CHANNEL
@@ -51,6 +49,7 @@ from vmctl.errors import GuestNotReady, LibvirtError, VmctlError
 from vmctl.guest import qga_identity
 from vmctl.guest.agent import AgentChannel, Identity
 from vmctl.seed.hostkeys import HostKey
+from vmctl.xml.domain import Domain
 
 AGENT_LABEL = "org.vmctl.agent"     # image label: the guest runs vmctl's agent (value: its protocol)
 WARM_KEYS = "warm-identity.json"   # in the instance dir until the first start: the clone's secrets
@@ -266,12 +265,14 @@ def _identity(inst: Instance, secrets: dict) -> Identity:
 
 
 def _mac(inst: Instance) -> str:
-    root = etree.fromstring(saved.inactive_xml(inst.session.backend, inst.name).encode())
-    mac = root.find("devices/interface/mac")
-    if mac is not None:
-        return mac.get("address")
-    for arg in root.iter("{http://libvirt.org/schemas/domain/qemu/1.0}arg"):
-        m = re.search(r"(?:^|,)mac=([0-9a-f:]{17})(?:,|$)", arg.get("value", ""))
+    """The primary NIC's MAC in the clone's domain: a libvirt interface's, or the one on the QEMU
+    command line of user-mode networking."""
+    dom = Domain.from_xml(saved.inactive_xml(inst.session.backend, inst.name))
+    for nic in dom.devices.interfaces:
+        if nic.mac:
+            return nic.mac
+    for arg in dom.qemu_commandline.args:
+        m = re.search(r"(?:^|,)mac=([0-9a-f:]{17})(?:,|$)", arg)
         if m:
             return m.group(1)
     raise GuestNotReady(f"{inst.name}: cannot find its MAC address")

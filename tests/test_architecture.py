@@ -21,6 +21,8 @@ CORE_FOUNDATION = {
     "vmctl.core.namelock", "vmctl.core.transaction", "vmctl.core.hostports", "vmctl.core.ports",
     "vmctl.core.snapshot_records", "vmctl.core.teardown",
     "vmctl.core.limits", "vmctl.core.volumes",   # value types and their checks, no operation
+    "vmctl.core.hostplace",   # where a vmctl host keeps its VMs (files, records): every verb reaches them there
+    "vmctl.core.placement",   # what a host can take and where a VM goes: run, migrate and drain decide by it
     "vmctl.core.warm",   # how a VM's first start restores its image's checkpoint: run and start share it
 }
 

@@ -83,6 +83,9 @@ class Settings:
     volume_transport: str = "auto"     # auto (virtio-fs when the daemon can, 9p else) | virtiofs | 9p
     registry_mirrors: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (HOST, mirror URLs), config order
     config_file: Path | None = None
+    # the host named by --host, VMCTL_HOST or the config file's `host` (None: the hosts table's
+    # default, if any; vmctl.hosts); "local" forces this machine's own store
+    host: str | None = None
     # where each setting came from: ("mode", "--mode" | "VMCTL_MODE" | "config file" | "default")
     sources: tuple[tuple[str, str], ...] = ()
 
@@ -145,7 +148,7 @@ def _read_config(path: Path | None) -> dict:
         return {}
 
     data = read_toml(path, "config file")
-    known = {"mode", "connect", "root", "profile", "restrict_network", "insecure_registries",
+    known = {"mode", "connect", "root", "profile", "restrict_network", "insecure_registries", "host",
              "accelerator", "user_network", "volume_transport", "registries"}
     unknown = set(data) - known
     if unknown:
@@ -191,7 +194,7 @@ def _registry_mirrors(value, path: Path | None) -> tuple[tuple[str, tuple[str, .
 
 def load_settings(
     *, mode: str | None = None, uri: str | None = None, root: str | Path | None = None,
-    profile: str | None = None, restrict_network: bool | None = None,
+    profile: str | None = None, restrict_network: bool | None = None, host: str | None = None,
 ) -> Settings:
     """Resolve settings from defaults, config file, environment and explicit arguments (highest)."""
     env_mode = os.environ.get("VMCTL_MODE")
@@ -236,6 +239,7 @@ def load_settings(
         ("root", origin(root, "--root", "VMCTL_ROOT", "root")),
         ("profile", origin(profile, "--profile", None, "profile")),
         ("restrict_network", origin(restrict_network, "--restrict-network", None, "restrict_network")),
+        ("host", origin(host, "--host", "VMCTL_HOST", "host")),
         *((key, "config file" if key in cfg else "default")
           for key in ("insecure_registries", "accelerator", "user_network", "volume_transport", "registries")),
     )
@@ -252,4 +256,13 @@ def load_settings(
         volume_transport=volume_transport,
         registry_mirrors=_registry_mirrors(cfg.get("registries", {}), path),
         config_file=path,
+        host=host or os.environ.get("VMCTL_HOST") or _config_host(cfg.get("host"), path),
     )
+
+
+def _config_host(value, path: Path | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"config file {path}: host must be a host's name (vmctl host ls)")
+    return value

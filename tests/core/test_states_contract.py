@@ -147,7 +147,9 @@ def test_every_verb_in_every_state(world, tmp_path, verb, state):
 
 
 def test_the_table_covers_every_state_dependent_verb_and_state():
-    assert {action for action, _ in VERBS.values()} == set(RULES)
+    # migrate moves a VM between two vmctl hosts (libvirt daemons with storage pools and QEMU's
+    # migration), which the test driver cannot be: its states are run in tests/e2e/test_fleet_e2e.py
+    assert {action for action, _ in VERBS.values()} | {"migrate"} == set(RULES)
     for rule in RULES.values():
         assert rule.legal <= set(State) and rule.noop <= set(State) and not rule.legal & rule.noop
     assert decide("start", "x", "running") is False and decide("stop", "x", "stopped") is False

@@ -73,7 +73,11 @@ class PrivateLibvirt:
         self.ns = f"vmctl-e2e-{secrets.token_hex(3)}"
         self.tmp = Path(tempfile.mkdtemp(prefix="vmctl-e2e-libvirt-", dir=str(base or "/var/tmp")))
         self.socket = self.tmp / "run" / "libvirt-sock"
-        self.uri = f"qemu+unix:///system?socket={self.socket}"
+        # The daemon's unix socket, reachable from this (the machine's) namespace; `virsh()` and the
+        # start-up check use it. `uri` is what clients are given: the same here, a subclass may
+        # point it elsewhere (tests/e2e/fleet_lab.py: qemu+tcp:// inside a lab's network).
+        self.socket_uri = f"qemu+unix:///system?socket={self.socket}"
+        self.uri = self.socket_uri
         self.virtlogd: subprocess.Popen | None = None
         self.libvirtd: subprocess.Popen | None = None
         self.ns_created = False
@@ -124,29 +128,41 @@ class PrivateLibvirt:
         _run("ip", "netns", "add", self.ns)
         self.ns_created = True
         _run("ip", "-n", self.ns, "link", "set", "lo", "up")
+        self._configure_netns()
         self._prepare_dirs()
         # virtlogd and libvirtd must share the bind mounts (libvirtd finds virtlogd's socket under
         # /run/libvirt), so both run in one mount namespace: libvirtd is started by nsenter into
         # the namespace that virtlogd's unshare created.
         logs = self.tmp / "logs"
         self.virtlogd = subprocess.Popen(
-            self._in_ns(self._script(), ["virtlogd", "--pid-file", "/run/libvirt/e2e-virtlogd.pid"]),
+            self._in_ns(self._script(), self._virtlogd_argv()),
             stdout=open(logs / "virtlogd.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent)
         self._wait_for(self.tmp / "run" / "virtlogd-sock", timeout, self.virtlogd, "virtlogd")
         self._start_libvirtd(timeout, "wb")
         return self
 
+    def _configure_netns(self) -> None:
+        """Hook: set up the network namespace (``lo`` is up) before the daemons start; none here."""
+
+    def _virtlogd_argv(self) -> list[str]:
+        """Hook: virtlogd's command line, run by the mount namespace's set-up script."""
+        return ["virtlogd", "--pid-file", "/run/libvirt/e2e-virtlogd.pid"]
+
+    def _libvirtd_argv(self) -> list[str]:
+        """Hook: the daemon's command line inside the namespaces."""
+        return ["libvirtd", "--pid-file", "/run/libvirt/e2e-libvirtd.pid"]
+
     def _start_libvirtd(self, timeout: float, log_mode: str) -> None:
         logs = self.tmp / "logs"
         self.libvirtd = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.ns}", f"--mount=/proc/{self.virtlogd.pid}/ns/mnt",
-             "libvirtd", "--pid-file", "/run/libvirt/e2e-libvirtd.pid"],
+             *self._libvirtd_argv()],
             stdout=open(logs / "libvirtd.out", log_mode), stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent)
         self._wait_for(self.socket, timeout, self.libvirtd, "libvirtd")
         deadline = time.monotonic() + timeout
-        while _run("virsh", "-c", self.uri, "version", check=False).returncode != 0:
+        while _run("virsh", "-c", self.socket_uri, "version", check=False).returncode != 0:
             if time.monotonic() > deadline or self.libvirtd.poll() is not None:
                 raise RuntimeError(f"libvirtd in {self.ns} does not answer: {self.log_tail()}")
             time.sleep(0.2)
@@ -176,7 +192,7 @@ class PrivateLibvirt:
         return "\n".join(out)
 
     def virsh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return _run("virsh", "-c", self.uri, *args, check=check, timeout=120)
+        return _run("virsh", "-c", self.socket_uri, *args, check=check, timeout=120)
 
     def add_nat_network(self, name: str, bridge: str, third_octet: int) -> None:
         """Define and start a NAT network with DHCP; it lives in the namespace only."""

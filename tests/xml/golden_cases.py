@@ -26,6 +26,9 @@ CREATED = "2026-01-02T03:04:05Z"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdvbGRlbi1ob3N0LWtleS1mb3ItdGVzdHMtb25seQ vmctl-host-key"
 IMAGE_ID = "sha256:" + "5e" * 32
 GENID = "9e7d6c5b-4a39-4821-9f0e-1d2c3b4a5968"   # every VM gets a fresh VM generation ID
+# a VM on a vmctl host keeps its record in its domain; the CLI form's (host key, time) is replaced by this
+HOST_RECORD = '{"host": "h1", "name": "far", "ssh_host": "127.0.0.2", "ssh_port": 40022}'
+HOST_ADDRESS = "127.0.0.2"   # loopback: the golden test never reaches a real host
 
 
 def _inputs(name: str, uuid: str, **kw) -> DomainInputs:
@@ -124,6 +127,14 @@ CASES: dict[str, tuple[str, str, DomainInputs]] = {
         "vmctl create many --image debian:12 --profile dense --memory 256M --print-xml",
         "dense",
         _inputs("many", "95a6b7c8-d2e3-4f45-96a7-98a9bacbdcde", profile="dense", memory_mib=256),
+    ),
+    "host-forwards": (
+        "vmctl --host h1 create far --image debian:12 -p 8080:80 --print-xml   # host h1 at 127.0.0.2, root /mnt/vmctl",
+        "hosted",
+        _inputs("far", "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", ports=(parse_port("8080:80"),),
+                disk="/mnt/vmctl/instances/far.qcow2", seed="/mnt/vmctl/instances/far.seed.iso",
+                serial_log="/mnt/vmctl/instances/far.serial.log", forward_address="127.0.0.2",
+                record_json=HOST_RECORD),
     ),
     "minimal": (
         "vmctl create plain --image debian:12 --profile minimal --print-xml",

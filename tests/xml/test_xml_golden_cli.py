@@ -17,7 +17,8 @@ import shlex
 
 import pytest
 
-from golden_cases import CASES, CREATED, GENID, HOST_KEY, IMAGE_ID, ROOT, TEST_CONFIG_HOME, golden_path
+from golden_cases import (CASES, CREATED, GENID, HOST_ADDRESS, HOST_KEY, HOST_RECORD, IMAGE_ID, ROOT,
+                          TEST_CONFIG_HOME, golden_path)
 
 
 def _cli():
@@ -73,6 +74,14 @@ def test_cli_print_xml_matches_golden(case, tmp_path, monkeypatch):
     image = store.import_image(disk, inputs.image_ref, cloud_init=inputs.seed is not None, **extra)
 
     argv = _argv(line)
+    if argv[0] == "--host":   # a vmctl host, as `vmctl host add` would have written it
+        import json
+
+        hosts = tmp_path / "hosts.json"
+        hosts.write_text(json.dumps({"default": None, "hosts": {argv[1]: {
+            "uri": f"qemu+tcp://{HOST_ADDRESS}/system", "root": "/mnt/vmctl", "mode": "hosted",
+            "address": HOST_ADDRESS, "accelerator": "tcg"}}}))
+        monkeypatch.setenv("VMCTL_HOSTS", str(hosts))
     pos = argv.index("create") + 2
     argv[pos:pos] = ["--uuid", inputs.uuid]
     if inputs.ssh_host_port:
@@ -88,6 +97,20 @@ def test_cli_print_xml_matches_golden(case, tmp_path, monkeypatch):
     for actual, golden in sorted(replacements.items(), key=lambda kv: -len(kv[0])):
         xml = xml.replace(actual, golden)
     xml = re.sub(r'created="[^"]*"', f'created="{CREATED}"', xml)
+    if inputs.record_json:   # the record holds this run's host key and time: checked, then pinned
+        import json
+        from lxml import etree
+
+        doc = etree.fromstring(xml.encode())
+        el = doc.find("metadata/{https://vmctl.dev/xmlns/instance/1}instance/{https://vmctl.dev/xmlns/instance/1}record")
+        rec = json.loads(el.text)
+        assert (rec["host"], rec["ssh_host"], rec["ssh_port"], rec["layers"]) == (
+            argv[1], HOST_ADDRESS, inputs.ssh_host_port, [image.layer_digests[-1]])
+        assert rec["ports"] == [{"host": HOST_ADDRESS, "host_port": 8080, "guest_port": 80, "proto": "tcp"}]
+        from xml.sax.saxutils import escape
+
+        assert escape(el.text) in xml
+        xml = xml.replace(escape(el.text), escape(HOST_RECORD))
     xml = re.sub(r"<vmctl:hostkey>[^<]*</vmctl:hostkey>", f"<vmctl:hostkey>{HOST_KEY}</vmctl:hostkey>", xml)
     xml = re.sub(r"<genid>[^<]*</genid>", f"<genid>{GENID}</genid>", xml)
     assert xml == golden_path(case).read_text()

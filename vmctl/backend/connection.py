@@ -101,6 +101,14 @@ class Backend:
         privileged = path == "system" or (path == "session" and os.geteuid() == 0 and not self.is_remote())
         return listed and (privileged or version >= VIRTIOFS_SESSION_MIN_VERSION)
 
+    def supports_kvm(self) -> bool:
+        """True when the daemon's domain capabilities offer the kvm domain type."""
+        from lxml import etree  # lazy: see supports_virtiofs
+
+        with libvirt_errors("capabilities"):
+            caps = etree.fromstring(self._conn.getCapabilities().encode())
+        return bool(caps.xpath("guest[arch/@name='x86_64']/arch/domain[@type='kvm']"))
+
     def is_remote(self) -> bool:
         """True when the daemon runs on another host (local files are then out of reach)."""
         return "+" in self.uri.split(":", 1)[0] and not self.uri.split(":", 1)[0].endswith("+unix")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sys
 import traceback
 
@@ -33,11 +34,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'events': ('monitor', "Print VMs' lifecycle events (started, stopped, paused, ...) as they happen, until Ctrl-C."),
     'exec': ('vms', 'Run COMMAND in the VM as its login user; its exit status, stdout and stderr are passed through.'),
     'image': ('images', 'Manage images: read-only templates that VMs are created from.'),
+    'host': ('hosts', 'Manage the libvirt hosts vmctl works on (vmctl --host NAME ...), and move VMs between them.'),
     'images': ('images', 'List images.'),
     'info': ('system', 'Show libvirt and QEMU versions, mode, URI, whether KVM is verified usable, store paths.'),
     'inspect': ('vms', "Show VMs' details as JSON: image, state, addresses, ports, disk usage, profile."),
     'ip': ('vms', "Print the address vmctl reaches the VM's SSH server on (HOST or HOST:PORT)."),
     'kill': ('vms', 'Power VMs off at once.'),
+    'migrate': ('hosts', "Move VM NAME to another host with libvirt's migration (--live: it keeps running)."),
     'load': ('registry', 'Load images from an OCI image-layout archive, verifying every digest.'),
     'login': ('registry', 'Log in to REGISTRY (HOST[:PORT]); the credentials are checked, then stored (0600).'),
     'logout': ('registry', "Forget vmctl's credentials for REGISTRY (Docker's and podman's files are never changed)."),
@@ -134,12 +137,13 @@ class VmctlGroup(click.Group):
 @click.option("--connect", "-c", "uri", metavar="URI", help="libvirt URI (default by mode).")
 @click.option("--mode", type=click.Choice(MODES), help="hosted (qemu:///session, user networking) or system (qemu:///system, KVM, bridges).")
 @click.option("--root", type=click.Path(file_okay=False), help="Data root (default: XDG data dir or /var/lib/vmctl; env VMCTL_ROOT).")
+@click.option("--host", "-H", "host", metavar="NAME", help="Work on this host (vmctl host ls; 'local': this machine; env VMCTL_HOST).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.option("--quiet", "-q", "quiet", is_flag=True, help="No progress output.")
 @click.version_option(package_name="vmctl", prog_name="vmctl", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, uri, mode, root, as_json, debug, quiet):
+def cli(ctx: click.Context, uri, mode, root, host, as_json, debug, quiet):
     """vmctl: images, instances, snapshots and registries for KVM/QEMU virtual machines."""
     from vmctl.cli.context import App  # lazy: not needed for --help
     from vmctl.cli.progress_view import ProgressView  # lazy: as above
@@ -147,15 +151,46 @@ def cli(ctx: click.Context, uri, mode, root, as_json, debug, quiet):
     from vmctl.core.session import Session  # lazy: as above
 
     try:
-        settings = load_settings(mode=mode, uri=uri, root=root)
+        settings = load_settings(mode=mode, uri=uri, root=root, host=host)
+        chosen = _host(ctx, settings, explicit_uri=bool(uri or os.environ.get("VMCTL_CONNECT")))
     except VmctlError as exc:
         click.echo(f"vmctl: error: {exc.message}", err=True)
         ctx.exit(exc.exit_code)
     view = None if (as_json or quiet) else ProgressView()
     session = Session(settings=settings,
                       progress=view.phase if view else (lambda *_: None),
-                      warn=lambda line: click.echo(f"vmctl: warning: {line}", err=True))
+                      warn=lambda line: click.echo(f"vmctl: warning: {line}", err=True)).for_host(chosen)
     ctx.obj = App(session=session, json=as_json, debug=debug, quiet=quiet, view=view)
+
+
+# Commands that act on this machine alone (the image store, registries, the host table itself):
+# a default host does not redirect them, and they need no libvirt of a host.
+_LOCAL_ONLY = {"build", "completion", "config", "host", "image", "images", "load", "login", "logout",
+               "pull", "push", "rmi", "save", "search", "tag", "version", "df"}
+
+
+def _host(ctx: click.Context, settings, *, explicit_uri: bool):
+    """The `Host` this command works on, or None for this machine's store: --host / VMCTL_HOST /
+    the config file's `host`, else the host table's default (for the commands that act on VMs)."""
+    from vmctl.hosts import AUTO, LOCAL, HostTable, hosts_file  # lazy: not needed for --help
+
+    name = settings.host
+    command = ctx.invoked_subcommand
+    if name == AUTO:
+        if command not in ("run", "create", None):
+            raise UsageError("--host auto picks a host for a new VM: only with run and create")
+        return None
+    if name is None and (explicit_uri or command in _LOCAL_ONLY):
+        return None
+    if name == LOCAL or (name is None and not hosts_file().exists()):
+        return None
+    table = HostTable.read(hosts_file())
+    name = name or table.default
+    if name is None:
+        return None
+    if explicit_uri:
+        raise UsageError("--connect and --host exclude each other (a host has its own URI)")
+    return table.get(name)
 
 
 def main() -> None:

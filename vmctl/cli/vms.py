@@ -111,10 +111,11 @@ def create(app: App, name, print_xml, **opts):
     from vmctl.core import create as core
 
     request = _request(name, **opts)
+    session = _placed(app, request)
     if print_xml:
-        click.echo(core.print_xml(app.session, request), nl=False)
+        click.echo(core.print_xml(session, request), nl=False)
         return
-    inst = core.create(app.session, request)
+    inst = core.create(session, request)
     click.echo(inst.name)
 
 
@@ -131,8 +132,24 @@ def run(app: App, name, timeout, wait_for, no_wait, **opts):
     from vmctl.core import create as core
 
     request = _request(name, **opts)
-    inst = core.run(app.session, request, wait=None if no_wait else wait_for, timeout=timeout)
+    inst = core.run(_placed(app, request), request, wait=None if no_wait else wait_for, timeout=timeout)
     click.echo(inst.name)
+
+
+def _placed(app: App, request):
+    """The session to create on: with ``--host auto``, the host placement picks (said on stderr)."""
+    if app.session.settings.host != "auto":
+        return app.session
+    from vmctl.core.placement import place
+    from vmctl.units import mib
+
+    image = app.store.resolve(request.image)
+    memory = mib(request.memory_bytes) if request.memory_bytes else (
+        image.config.get("defaults", {}).get("memory_mib") or 256)
+    chosen = place(app.session, memory_mib=memory, layers=tuple(image.layer_digests))
+    app.say(f"{request.name}: placed on {chosen.host.name} ({chosen.reason})")
+    app.session = app.session.for_host(chosen.host)
+    return app.session
 
 
 def _command_argv(command: tuple[str, ...]) -> list[str]:
@@ -241,10 +258,11 @@ def rm(app: App, names, force):
 @click.option("--all", "-a", "show_all", is_flag=True, help="Show stopped VMs too.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True, help="Names only.")
+@click.option("--all-hosts", is_flag=True, help="This machine's VMs and every host's (vmctl host ls), with a HOST column.")
 @pass_app
-def ls(app: App, show_all, as_json, quiet):
+def ls(app: App, show_all, as_json, quiet, all_hosts):
     """List VMs (running ones; -a for all)."""
-    show_listing(app, show_all=show_all, as_json=as_json, quiet=quiet)
+    show_listing(app, show_all=show_all, as_json=as_json, quiet=quiet, all_hosts=all_hosts)
 
 
 @click.command()

@@ -14,16 +14,19 @@ session's progress sink.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import tempfile
 import uuid as uuidlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from vmctl import faults
 from vmctl.backend.kvm_probe import probe_kvm
+from vmctl.core.hostplace import HostPlace
 from vmctl.core.hostports import pick_free_port, port_free
-from vmctl.core.ports import PortForward
+from vmctl.core.ports import LOOPBACK, PortForward
 from vmctl.core.instance import Instance
 from vmctl.core.limits import Limits, apply_after_start
 from vmctl.core.namelock import name_lock
@@ -116,22 +119,27 @@ def _now() -> str:
 
 def _virt_type(session: Session, profile) -> str:
     """KVM only when the profile wants it and, unless the settings decide, the probe verified it
-    really runs a guest."""
+    really runs a guest. On a vmctl host the host's `accelerator` decides ("auto": KVM where its
+    libvirt offers it; vmctl's probe boots a guest on this machine only)."""
     if profile.virt_type == "qemu" or session.settings.accelerator == "tcg":
         return "qemu"
+    if session.host is not None:
+        if session.host.accelerator != "auto":
+            return "kvm" if session.host.accelerator == "kvm" else "qemu"
+        return "kvm" if session.backend.supports_kvm() else "qemu"
     if session.settings.accelerator == "kvm":
         return "kvm"
 
     return "kvm" if probe_kvm().usable else "qemu"
 
 
-def _exposed_forwards(exposed: list[dict], taken: set[int]) -> tuple[PortForward, ...]:
+def _exposed_forwards(exposed: list[dict], taken: set[int], pick) -> tuple[PortForward, ...]:
     """Forwards for the ports an image EXPOSEs, when `run` names none (``-p`` replaces them):
     the same host port on 127.0.0.1 when it is free, another free one when it is not."""
     out = []
     for e in exposed:
         host = e["port"] if e["port"] >= 1024 and e["port"] not in taken and port_free(e["port"]) \
-            else pick_free_port(taken)
+            else pick(taken)
         taken = taken | {host}
         out.append(PortForward(host, e["port"], e["proto"]))
     return tuple(out)
@@ -149,12 +157,14 @@ def _supported(choice: str, yes: str, probe) -> bool:
 
 
 def _virtiofs_supported(session: Session) -> bool:
-    return _supported(session.settings.volume_transport, "virtiofs", session.backend.supports_virtiofs)
+    return _supported(session.settings.volume_transport, "virtiofs", lambda: session.backend.supports_virtiofs())
 
 
 def _volumes(session: Session, request: CreateRequest, seed: bool) -> tuple[VolumeMount, ...]:
     if not request.volumes:
         return ()
+    if session.host is not None:
+        raise UsageError(f"volumes share this machine's directories: not with a VM on host {session.host.name}")
     specs = resolve_specs(request.volumes, session.settings.root)
     if not seed:
         raise UsageError("volumes are mounted by the VM's cloud-init seed, and this image reads none")
@@ -166,7 +176,8 @@ def _volumes(session: Session, request: CreateRequest, seed: bool) -> tuple[Volu
 
 
 def _passt_supported(session: Session) -> bool:
-    return _supported(session.settings.user_network, "passt", session.backend.supports_passt)
+    # the connection opens only when the daemon must be asked (a host's print-xml may not reach it)
+    return _supported(session.settings.user_network, "passt", lambda: session.backend.supports_passt())
 
 
 def _network(request: CreateRequest, profile, ssh_port: int | None) -> dict:
@@ -284,22 +295,29 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         virtual = int(qemu_img.info(image.top_layer, "qcow2", force_share=True)["virtual-size"])
         if request.disk_bytes < virtual:
             raise UsageError(f"--disk must be at least the image's size ({virtual} bytes): disks only grow")
-    directory = settings.paths.instance_dir(name)
+    host = session.host
+    place = HostPlace(session) if host else None
+    directory = Path(place.instances_dir) if place else settings.paths.instance_dir(name)
     user_mode = not (request.bridge or request.network) and profile.network_kind == "user"
     ssh_port = None
     ports = tuple(request.ports)
     if user_mode:
-        records = list_records(settings.paths.instances)
+        records = place.records() if place and not print_only else (
+            [] if place else list_records(settings.paths.instances))
         taken = {r.ssh_port for r in records if r.ssh_port}
         taken |= {p["host_port"] for r in records for p in r.ports}
         taken |= {p.host_port for p in request.ports}
-        ssh_port = request.ssh_port or pick_free_port(taken)
+        # a host's ports cannot be probed from here: one no VM of vmctl's uses there is picked,
+        # and QEMU on the host refuses the start if something else holds it
+        pick = pick_host_port if place else pick_free_port
+        ssh_port = request.ssh_port or pick(taken)
         if not ports and defaults.get("ports"):
-            ports = _exposed_forwards(defaults["ports"], taken | {ssh_port})
+            ports = _exposed_forwards(defaults["ports"], taken | {ssh_port}, pick)
     network = _network(request, profile, ssh_port)
     virt_type = _virt_type(session, profile)
     warm = plan_warm(image, request, profile=profile.name, virt_type=virt_type, network_kind=network["kind"],
-                     cpus=request.cpus, memory_mib=mib(request.memory_bytes) if request.memory_bytes is not None else None)
+                     cpus=request.cpus, memory_mib=mib(request.memory_bytes) if request.memory_bytes is not None else None,
+                     on_host=host is not None)
     if warm.warm:
         cpus, memory_mib = warm.checkpoint["cpus"], warm.checkpoint["memory_mib"]
     elif warm.checkpoint is not None and warm.reason != "--cold" and not print_only:
@@ -323,17 +341,17 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         image_id=image.id,
         virt_type=virt_type,
         boot_kind=boot.get("kind", "firmware"),
-        kernel=str(image.kernel) if image.kernel else None,
-        initrd=str(image.initrd) if image.initrd else None,
+        kernel=(place.blob(image.kernel) if place else str(image.kernel)) if image.kernel else None,
+        initrd=(place.blob(image.initrd) if place else str(image.initrd)) if image.initrd else None,
         cmdline=boot.get("cmdline"),
         firmware=firmware,
         secure_boot=request.secure_boot,
         tpm=request.tpm,
         cpus=cpus,
         memory_mib=memory_mib,
-        disk=str(directory / DISK),
-        seed=str(directory / SEED) if seed else None,
-        serial_log=str(directory / SERIAL_LOG),
+        disk=place.disk(name) if place else str(directory / DISK),
+        seed=(place.seed(name) if place else str(directory / SEED)) if seed else None,
+        serial_log=place.serial_log(name) if place else str(directory / SERIAL_LOG),
         network=network["kind"],
         network_name=network.get("name"),
         ssh_host_port=ssh_port,
@@ -350,14 +368,14 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         genid=str(uuidlib.uuid4()),
         agent_channel=can_reidentify(image),
         machine=warm.checkpoint["machine"] if warm.warm else None,
+        forward_address=host.address if host else LOOPBACK,
     )
-    domain = plan_domain(profile, inputs)   # the one check of the request's values
     record = InstanceRecord(
         name=name, uuid=vm_uuid, mode=settings.mode, uri=settings.uri, profile=profile.name,
         image_ref=str(request.image), image_id=image.id, created=created,
         ssh_user=login, host_key=host_key.public, ssh_port=ssh_port,
-        ports=[{"host": "127.0.0.1", "host_port": p.host_port, "guest_port": p.guest_port, "proto": p.proto}
-               for p in ports],
+        ports=[{"host": host.address if host else p.host_address, "host_port": p.host_port,
+                "guest_port": p.guest_port, "proto": p.proto} for p in ports],
         network=network, restrict=bool(restrict), cpus=cpus, memory_mib=memory_mib,
         disk_bytes=request.disk_bytes, static_ip=static.host if static else None,
         boot={"kind": inputs.boot_kind, "firmware": firmware if inputs.boot_kind == "firmware" else None,
@@ -365,7 +383,12 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
         volumes=[m.to_json() for m in mounts],
         limits=request.limits.to_json(), max_cpus=request.max_cpus, stack=dict(request.stack),
         warm={"checkpoint": image.id, "pending": True} if warm.warm else {},
+        host=host.name if host else None, ssh_host=host.address if host else LOOPBACK,
+        layers=list(image.layer_digests) if host else [],
     )
+    if host:   # the host keeps the record in the domain itself (vmctl.core.hostplace)
+        inputs = replace(inputs, record_json=record.to_json())
+    domain = plan_domain(profile, inputs)   # the one check of the request's values
     return CreatePlan(record=record, directory=directory, image=image, host_key=host_key,
                       authorized_keys=list(request.ssh_keys), user_data=request.user_data, domain=domain,
                       disk_bytes=request.disk_bytes, seed=seed, static=static, volumes=mounts,
@@ -391,8 +414,57 @@ def _check_space(root: Path) -> None:
                             f"{CREATE_SPACE >> 20} MiB needed; nothing was changed")
 
 
+def _build_on_host(session: Session, request: CreateRequest, tx: Transaction) -> Instance:
+    """The create steps on a vmctl host, each with its undo on `tx`: the image's missing layers
+    sent, the overlay made by the host's libvirt, the seed uploaded, the domain defined with the
+    record in its metadata. Nothing is written on this machine but the seed's temporary file."""
+    backend, say, name = session.backend, session.progress, request.name
+    host = session.host
+    if backend.exists(name):
+        raise ConflictError(f"VM {name} already exists on {host.name} (remove it with 'vmctl --host {host.name} rm {name}')")
+    the_plan = plan(session, request)
+    rec = the_plan.record
+    place = HostPlace(session)
+    place.ensure()
+    client_key = ensure_client_key(session.settings.paths.keys)
+    say(f"{name}: bringing {request.image} to {host.name}", None)
+    staged = place.stage_image(the_plan.image, say)
+    say(f"{name}: {staged.layers_sent} layer(s) sent ({staged.sent} bytes), {staged.layers_present} already on "
+        f"{host.name}", None)
+    tx.on_undo(lambda: place.remove_files(name), "remove the VM's files on the host")
+    say(f"{name}: creating the disk on {host.name}", None)
+    place.make_overlay(name, the_plan.image.layer_digests[-1], the_plan.disk_bytes)
+    if the_plan.seed:
+        say(f"{name}: writing the cloud-init seed", None)
+        with tempfile.TemporaryDirectory(prefix="vmctl-seed-") as tmp:
+            local = Path(tmp) / SEED
+            write_seed(local, instance_id=rec.uuid, hostname=name,
+                       authorized_keys=[client_key.public_line, *the_plan.authorized_keys],
+                       host_keys=[the_plan.host_key], user_data=the_plan.user_data, login=rec.ssh_user,
+                       network=the_plan.static, bootcmd=the_plan.bootcmd, manage_etc_hosts=not request.hosts)
+            place.put_seed(name, local)
+    say(f"{name}: defining the domain on {host.name}", None)
+    domain = the_plan.domain
+    backend.define(domain.to_xml())
+    tx.on_undo(lambda: backend.undefine(name), "undefine")
+    domain.metadata.state = "created"
+    backend.define(domain.to_xml())
+    return Instance(session, name, rec, the_plan.directory, _state="stopped")
+
+
+def pick_host_port(taken: set[int]) -> int:
+    """A port for a forward on a host, among 20000-59999, that no VM of vmctl's there uses."""
+    for _ in range(256):
+        port = 20000 + secrets.randbelow(40000)
+        if port not in taken:
+            return port
+    raise ResourceError("no free port left for the SSH forward on the host")
+
+
 def _build(session: Session, request: CreateRequest, tx: Transaction) -> Instance:
     """The create steps, each with its undo on `tx`; the caller holds the name lock."""
+    if session.host is not None:
+        return _build_on_host(session, request, tx)
     settings, store, backend, say = session.settings, session.store, session.backend, session.progress
     name = request.name
     directory = settings.paths.instance_dir(name)
@@ -459,7 +531,7 @@ def create(session: Session, request: CreateRequest) -> Instance:
     name = check_name(request.name, "VM name")
     # Connect before writing anything: with libvirt down, create fails having touched nothing.
     session.backend.versions()
-    with name_lock(session.paths.locks, name), Transaction(warn=session.warn) as tx:
+    with name_lock(session.locks, name), Transaction(warn=session.warn) as tx:
         return _build(session, request, tx)
 
 
@@ -469,7 +541,7 @@ def run(session: Session, request: CreateRequest, *, wait: str | None = "ssh", t
     ``cloud-init``: and until cloud-init has finished; None: do not wait)."""
     name = check_name(request.name, "VM name")
     session.backend.versions()
-    with name_lock(session.paths.locks, name), Transaction(warn=session.warn) as tx:
+    with name_lock(session.locks, name), Transaction(warn=session.warn) as tx:
         inst = _build(session, request, tx)
         session.progress(f"{name}: starting", None)
         # A start that fails (or is interrupted) after QEMU came up must not leave it running

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from vmctl.core.hostplace import HostPlace
 from vmctl.core.hostports import pick_free_port, port_free
 from vmctl.core.records import DISK, SEED, SERIAL_LOG, InstanceRecord, list_records
 from vmctl.core.session import Session
@@ -36,17 +37,27 @@ class Instance:
     _state: str | None = field(default=None, repr=False)
 
     # -- files ---------------------------------------------------------------------------------
+    # A VM on a vmctl host has its files on that host (paths there, not here; vmctl.core.hostplace)
+    @property
+    def on_host(self) -> bool:
+        return self.session.host is not None
+
+    @property
+    def place(self):
+        """The host's files and records (`HostPlace`); only for a VM on a vmctl host."""
+        return HostPlace(self.session)
+
     @property
     def disk(self) -> Path:
-        return self.directory / DISK
+        return Path(self.place.disk(self.name)) if self.on_host else self.directory / DISK
 
     @property
     def seed(self) -> Path:
-        return self.directory / SEED
+        return Path(self.place.seed(self.name)) if self.on_host else self.directory / SEED
 
     @property
     def serial_log(self) -> Path:
-        return self.directory / SERIAL_LOG
+        return Path(self.place.serial_log(self.name)) if self.on_host else self.directory / SERIAL_LOG
 
     @property
     def known_hosts(self) -> Path:
@@ -75,7 +86,7 @@ class Instance:
         libvirt does not run)."""
         rec = self._need_record("reach")
         if rec.ssh_port:
-            return lambda: ("127.0.0.1", rec.ssh_port)
+            return lambda: (rec.ssh_host or "127.0.0.1", rec.ssh_port)
         if rec.static_ip:
             return lambda: (rec.static_ip, 22)
         backend = self.session.backend
@@ -115,8 +126,10 @@ class Instance:
         def step(name: str, detail: str) -> None:
             say(f"{self.name}: waiting for SSH ({name}{': ' + detail if detail else ''})", None)
 
+        # the serial log of a VM on a host is on that host: not read for the diagnosis
         host, port = wait_ready(self.address_fn(), user=rec.ssh_user, client_key=key, host_key_line=rec.host_key,
-                                timeout=timeout, serial_log=self.serial_log, progress=step)
+                                timeout=timeout, serial_log=None if self.on_host else self.serial_log,
+                                progress=step)
         if until == "cloud-init":
             say(f"{self.name}: waiting for cloud-init to finish", None)
             with GuestSession(host, port, user=rec.ssh_user, client_key=key, host_key_line=rec.host_key) as guest:
@@ -129,7 +142,8 @@ class Instance:
         (while the VM was stopped), move the forward to a free port before starting."""
 
         rec = self.record
-        if rec is None or rec.ssh_port is None or port_free(rec.ssh_port):
+        # a host's ports cannot be probed from here: QEMU there says so if one is taken
+        if rec is None or rec.ssh_port is None or self.on_host or port_free(rec.ssh_port):
             return
         taken = {r.ssh_port for r in list_records(self.session.paths.instances) if r.ssh_port}
         self.move_ssh_port(pick_free_port(taken | {rec.ssh_port}))
@@ -143,7 +157,15 @@ class Instance:
         backend = self.session.backend
         backend.define(move_ssh_port(backend.xml(self.name, inactive=True), rec.ssh_port, port))
         self.record = replace(rec, ssh_port=port)
-        self.record.save(self.directory)
+        self.save_record()
+
+    def save_record(self, *, live: bool = False) -> None:
+        """Keep `record`: in the instance directory, or -- on a vmctl host -- in the domain's
+        metadata (the running domain's too when `live`)."""
+        if self.on_host:
+            self.place.save_record(self.record, live=live)
+        else:
+            self.record.save(self.directory)
 
     def _need_record(self, what: str) -> InstanceRecord:
         if self.record is None:
@@ -162,6 +184,9 @@ def resolve(session: Session, name: str, *, remote_ok: bool = False) -> Instance
     With `remote_ok`, a domain on a remote daemon (``qemu+ssh://``) that has no local record
     resolves to a record-less handle (the records live on the other host)."""
     directory = instance_dir(session, name)
+    if session.host is not None:
+        place = HostPlace(session)
+        return Instance(session, name, place.record(name), Path(place.instances_dir))
     try:
         rec = InstanceRecord.load(directory)
     except NotFoundError:
@@ -174,5 +199,8 @@ def resolve(session: Session, name: str, *, remote_ok: bool = False) -> Instance
 
 def all_instances(session: Session) -> list[Instance]:
     """Every VM of this store with a complete record (half-made ones are doctor's), by name."""
+    if session.host is not None:
+        place = HostPlace(session)
+        return [Instance(session, r.name, r, Path(place.instances_dir)) for r in place.records()]
     paths = session.paths
     return [Instance(session, r.name, r, paths.instance_dir(r.name)) for r in list_records(paths.instances)]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import BinaryIO
 
+from vmctl.core.hostplace import HostPlace
 from vmctl.core.instance import MISSING, Instance, resolve
 from vmctl.core.records import InstanceRecord, list_records
 from vmctl.core.session import Session
@@ -20,7 +22,8 @@ def listing(session: Session, *, show_all: bool) -> list[dict]:
     states = session.backend.list_states()
     rows = []
     # records, not Instance handles: a row needs nothing else, and ls reads every one of them
-    for rec in list_records(session.paths.instances):
+    records = HostPlace(session).records() if session.host else list_records(session.paths.instances)
+    for rec in records:
         dom = states.get(rec.name)
         state = dom.state if dom else MISSING
         if not show_all and state not in ACTIVE:
@@ -36,6 +39,7 @@ def listing(session: Session, *, show_all: bool) -> list[dict]:
             "ports_text": [_port_text(p) for p in _ports(rec)],
             "created": rec.created,
             "mode": rec.mode,
+            "host": rec.host,
         })
     return rows
 
@@ -43,7 +47,8 @@ def listing(session: Session, *, show_all: bool) -> list[dict]:
 def _ports(rec: InstanceRecord) -> list[dict]:
     ports = list(rec.ports)
     if rec.ssh_port:
-        ports.insert(0, {"host": "127.0.0.1", "host_port": rec.ssh_port, "guest_port": 22, "proto": "tcp"})
+        ports.insert(0, {"host": rec.ssh_host or "127.0.0.1", "host_port": rec.ssh_port, "guest_port": 22,
+                         "proto": "tcp"})
     return ports
 
 
@@ -94,17 +99,49 @@ def inspect(session: Session, name: str) -> dict:
         "warm": rec.warm or None,
         "limits": rec.limits,
         "max_cpus": rec.max_cpus or rec.cpus,   # each: source, target, readonly, transport (virtiofs | 9p), tag
-        "disk": {"path": str(inst.disk), "allocated_bytes": _du(inst.disk) if inst.disk.exists() else 0,
-                 "directory_bytes": _du(inst.directory)},
+        "host": rec.host,
+        "disk": _disk(inst),
         "directory": str(inst.directory),
         "serial_log": str(inst.serial_log),
         "created": rec.created,
     }
 
 
+def _disk(inst: Instance) -> dict:
+    if inst.on_host:   # the host's libvirt counts it
+        return {"path": str(inst.disk), "allocated_bytes": inst.place.disk_usage(inst.name)}
+    return {"path": str(inst.disk), "allocated_bytes": _du(inst.disk) if inst.disk.exists() else 0,
+            "directory_bytes": _du(inst.directory)}
+
+
+def _host_logs(inst: Instance, *, follow: bool, tail: int | None, out: BinaryIO) -> None:
+    """`logs` of a VM on a vmctl host: its serial log streamed from the host (followed by asking
+    again from where the last read ended, twice a second)."""
+    if tail is not None:
+        chunks: list[bytes] = []
+        offset = inst.place.read_log(inst.name, chunks.append)
+        lines = b"".join(chunks).rstrip(b"\n").split(b"\n")
+        text = b"\n".join(lines[-tail:]) if tail else b""
+        out.write(text + b"\n" if text else b"")
+    else:
+        offset = inst.place.read_log(inst.name, out.write)
+    out.flush()
+    try:
+        while follow:
+            time.sleep(0.5)
+            offset += inst.place.read_log(inst.name, out.write, offset)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+
+
 def logs(session: Session, name: str, *, follow: bool, tail: int | None, out: BinaryIO) -> None:
     """The VM's serial console log to `out`: all of it, the last `tail` lines, and/or following it."""
-    log = resolve(session, name).serial_log
+    inst = resolve(session, name)
+    if inst.on_host:
+        _host_logs(inst, follow=follow, tail=tail, out=out)
+        return
+    log = inst.serial_log
     if tail is not None:
         text = serial.raw_tail(log, tail)
         out.write(text + b"\n" if text else b"")

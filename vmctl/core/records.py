@@ -51,6 +51,14 @@ class InstanceRecord:
     # made from a checkpoint image (vmctl.core.warm): {"checkpoint": image id, "pending": bool, and
     # once started "started": "warm" | "cold", "reason": why cold}; {} for a VM that always boots
     warm: dict = field(default_factory=dict)
+    # a VM on a vmctl host (vmctl.hosts): the host's name, the address its forwards listen on (the
+    # client reaches SSH there, not on 127.0.0.1) and the layer digests its overlay stands on
+    host: str | None = None
+    ssh_host: str = "127.0.0.1"
+    layers: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
 
     def save(self, directory: Path) -> None:
         """Write the record atomically, readable by its owner only."""

@@ -8,10 +8,11 @@ size is unknown) and `warn` for one-line warnings. Both default to silence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from vmctl.config import Settings
+from vmctl.config import DEFAULT_PROFILE, Settings
+from vmctl.hosts import Host
 
 ProgressSink = Callable[[str, "float | None"], None]
 WarnSink = Callable[[str], None]
@@ -27,6 +28,12 @@ class Session:
     settings: Settings
     progress: ProgressSink = field(default=_silent, repr=False)
     warn: WarnSink = field(default=_silent, repr=False)
+    # the vmctl host this command works on (`vmctl --host`), None for this machine's own store:
+    # then `settings.uri`/`mode` are the host's, its VMs' files and records live there
+    # (vmctl.core.hostplace), and the local store is only where images come from
+    host: Host | None = None
+    # this machine's own settings (what for_host(None) goes back to)
+    local_settings: Settings | None = field(default=None, repr=False)
     _backend: object | None = field(default=None, repr=False)
     _store: object | None = field(default=None, repr=False)
 
@@ -53,6 +60,25 @@ class Session:
     @property
     def paths(self):
         return self.settings.paths
+
+    @property
+    def locks(self):
+        """Where this command's name locks go: per host for VMs on a vmctl host (they serialise
+        this machine's vmctl processes; the host's libvirt refuses a second domain of a name)."""
+        base = self.settings.paths.locks
+        return base if self.host is None else base / "hosts" / self.host.name
+
+    def for_host(self, host: Host | None) -> "Session":
+        """A session like this one, on `host` (None: this machine's store); nothing is opened."""
+        settings = self.local_settings or self.settings
+        local = settings
+        if host is not None:
+            profile = settings.profile
+            if dict(settings.sources).get("profile") == "default":
+                profile = DEFAULT_PROFILE[host.mode]
+            settings = replace(settings, uri=host.uri, mode=host.mode, profile=profile)
+        return Session(settings=settings, progress=self.progress, warn=self.warn, host=host,
+                       local_settings=local, _store=self._store)
 
     def close(self) -> None:
         if self._backend is not None:

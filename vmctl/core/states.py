@@ -73,6 +73,8 @@ RULES: dict[str, Rule] = {
     "checkpoint": Rule(frozenset({State.RUNNING}), refusal=UsageError,
                        hint=" (a checkpoint saves a running machine; start it, or commit without --checkpoint)"),
     "update": Rule(LIVE | OFF),
+    # a running or paused VM moves with libvirt's migration, a stopped one offline
+    "migrate": Rule(LIVE | OFF),
     "exec": Rule(frozenset({State.RUNNING}), lock=False),
     "cp": Rule(frozenset({State.RUNNING}), lock=False),
     "ssh": Rule(frozenset({State.RUNNING}), lock=False),
@@ -114,7 +116,7 @@ def guard(session: Session, name: str, action: str, *, remote_ok: bool = False) 
     and check `action` against the table; the verb runs inside the block. Resolving under the
     lock means no other vmctl process can change the record between the read and the verb."""
     rule = RULES[action]
-    held = name_lock(session.paths.locks, name) if rule.lock else contextlib.nullcontext()
+    held = name_lock(session.locks, name) if rule.lock else contextlib.nullcontext()
     with held:
         instance = resolve(session, name, remote_ok=remote_ok)
         state = instance.state()

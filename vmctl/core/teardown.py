@@ -22,6 +22,9 @@ def finish_remove(inst: Instance) -> None:
     removed), then the domain (so no QEMU holds the files), the image holds, and the directory
     last (so an interrupted remove can be repeated)."""
     backend = inst.session.backend
+    if inst.on_host:
+        _remove_on_host(inst)
+        return
     (inst.directory / REMOVING_MARK).touch(mode=0o600)
     faults.point("rm.after-mark")
     state = inst.state()
@@ -38,3 +41,19 @@ def finish_remove(inst: Instance) -> None:
         inst.session.store.release(inst.record.image_id, f"instance:{inst.name}")
     release_under(inst.directory)   # a volume's bind mount: never deleted through
     shutil.rmtree(inst.directory)
+
+
+def _remove_on_host(inst: Instance) -> None:
+    """rm of a VM on a vmctl host: power off, undefine (its record goes with the domain), then its
+    overlay, seed and serial log on the host. The host's layers stay, as a cache for the next VM
+    (``vmctl host prune`` removes those no VM uses)."""
+    backend = inst.session.backend
+    state = inst.state()
+    if state != MISSING:
+        if state not in OFF:
+            try:
+                backend.destroy(inst.name)
+            except ConflictError:
+                pass
+        backend.undefine(inst.name)
+    inst.place.remove_files(inst.name)

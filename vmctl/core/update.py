@@ -89,6 +89,7 @@ def update(session: Session, name: str, request: UpdateRequest) -> dict:
                     rec.cpus = request.cpus   # the maximum stays in max_cpus
         finally:
             rec.limits = applied.to_json()
-            rec.save(inst.directory)
+            inst.record = rec
+            inst.save_record(live=live)
         return {"name": name, "limits": applied.to_json(), "live": live,
                 "memory_mib": memory_mib, "cpus": request.cpus}

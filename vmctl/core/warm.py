@@ -70,7 +70,7 @@ class WarmPlan:
 
 
 def plan_warm(image, request, *, profile: str, virt_type: str, network_kind: str, cpus: int | None,
-              memory_mib: int | None) -> WarmPlan:
+              memory_mib: int | None, on_host: bool = False) -> WarmPlan:
     """May a VM of `request` from `image` start from its checkpoint? (cpus/memory: what the user
     asked for, None when they did not.)"""
     cp = image.checkpoint
@@ -94,6 +94,8 @@ def plan_warm(image, request, *, profile: str, virt_type: str, network_kind: str
         (request.firmware == "uefi", "UEFI"),
         (bool(request.segments), "a stack's private networks"),
         (request.max_cpus is not None and request.max_cpus != cp["cpus"], "--max-cpus changes the machine"),
+        # the restore writes a save file with the clone's identity next to the VM: on this machine only
+        (on_host, "warm starts run on this machine's store, not on a vmctl host"),
     ]
     for bad, why in wants:
         if bad:
@@ -141,7 +143,8 @@ def start_fresh(session: Session, inst: Instance, *, boot) -> str:
     finally:
         (inst.directory / WARM_KEYS).unlink(missing_ok=True)
     rec.warm = {"checkpoint": rec.warm.get("checkpoint"), "started": outcome, **({"reason": reason} if reason else {})}
-    rec.save(inst.directory)
+    inst.record = rec
+    inst.save_record(live=True)
     return outcome
 
 

@@ -18,6 +18,7 @@ leftovers of a killed create.
       <vmctl:ports>
         <vmctl:port proto="tcp" address="127.0.0.1" host="8080" guest="80"/>
       </vmctl:ports>
+      <vmctl:record>{"name": ..., "host_key": ..., ...}</vmctl:record>   (VMs on vmctl hosts only)
     </vmctl:instance>
 """
 
@@ -46,7 +47,7 @@ class VmctlMetadata(XMLNode):
     TAG = "vmctl:instance"
     NSMAP = {"vmctl": VMCTL_NS}
     ORDER = {"": ("vmctl:image", "vmctl:mode", "vmctl:profile", "vmctl:state", "vmctl:ssh",
-                  "vmctl:ports")}
+                  "vmctl:ports", "vmctl:record")}
 
     image_ref = Prop("vmctl:image/@ref", doc="image reference the instance was created from")
     image_id = Prop("vmctl:image/@id", doc="image id (digest) the overlay is backed by")
@@ -58,6 +59,8 @@ class VmctlMetadata(XMLNode):
     ssh_port = Prop("vmctl:ssh/@port", "int", doc="host port of the SSH forward")
     ssh_host_key = Prop("vmctl:ssh/vmctl:hostkey", doc="pinned SSH host public key line")
     ports = Children(PortMeta, "vmctl:ports/vmctl:port")
+    record = Prop("vmctl:record", doc="a VM on a vmctl host: its whole instance record (JSON); the "
+                  "host keeps no other file of vmctl's about it, and a migration carries it along")
 
     def add_port(self, proto: str, host_address: str, host_port: int, guest_port: int) -> PortMeta:
         container = self.ensure_path("vmctl:ports")

@@ -37,3 +37,63 @@ def move_ssh_port(xml: str, old: int | None, new: int) -> str:
         d.metadata.ssh_port = new
     return d.to_xml()
 
+
+
+def _moved(value: str, roots: tuple[tuple[str, str], ...]) -> str:
+    for old, new in roots:
+        if value == old or value.startswith(old.rstrip("/") + "/"):
+            return new.rstrip("/") + value[len(old.rstrip("/")):]
+    return value
+
+
+def retarget(xml: str, *, roots: tuple[tuple[str, str], ...], old_address: str, new_address: str,
+             record_json: str | None) -> str:
+    """`xml` (a domain of a vmctl host) made fit for another host: every file path under one of
+    `roots`' old directories moved under the new one (disk sources and their backing chains,
+    kernel, initrd, serial log), forwards listening on `new_address` instead of `old_address`
+    (``hostfwd`` arguments, passt's ``portForward``, vmctl's metadata) and the record replaced.
+    Everything else is kept as libvirt wrote it."""
+    d = Domain.from_xml(xml)
+    root = d.element
+    for el in root.iter("source", "log"):
+        if el.get("file"):
+            el.set("file", _moved(el.get("file"), roots))
+    os_ = d.os
+    if os_.kernel:
+        os_.kernel = _moved(os_.kernel, roots)
+    if os_.initrd:
+        os_.initrd = _moved(os_.initrd, roots)
+    cl = d.qemu_commandline
+    if cl.exists:
+        old = re.compile(r"(hostfwd=(?:tcp|udp):)" + re.escape(old_address) + ":")
+        cl.args = [old.sub(lambda m: f"{m.group(1)}{new_address}:", a) for a in cl.args]
+    for iface in d.devices.interfaces:
+        for pf in iface.port_forwards:
+            if pf.address == old_address:
+                pf.address = new_address
+    meta = d.metadata
+    if meta.exists:
+        if meta.ssh_address == old_address:
+            meta.ssh_address = new_address
+        for port in meta.ports:
+            if port.host_address == old_address:
+                port.host_address = new_address
+        if record_json is not None:
+            meta.record = record_json
+    return d.to_xml()
+
+
+def copied_disks(xml: str, directory: str) -> tuple[str, ...]:
+    """Target names (``vda``) of the domain's writable file disks under `directory`: what a
+    migration between hosts without shared storage copies."""
+    d = Domain.from_xml(xml)
+    prefix = directory.rstrip("/") + "/"
+    return tuple(disk.target_dev for disk in d.devices.disks
+                 if disk.source_file and disk.source_file.startswith(prefix) and not disk.readonly
+                 and disk.device != "cdrom")
+
+
+def boot_files(xml: str) -> tuple[str, ...]:
+    """The kernel and initrd a domain boots directly (none for firmware boot)."""
+    os_ = Domain.from_xml(xml).os
+    return tuple(p for p in (os_.kernel, os_.initrd) if p)

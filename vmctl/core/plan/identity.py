@@ -4,7 +4,7 @@ accelerator, lifecycle actions and the security label."""
 from __future__ import annotations
 
 from vmctl.core.plan.inputs import DomainInputs
-from vmctl.core.ports import LOOPBACK
+from vmctl.core.plan.network import forward_address
 from vmctl.profiles import Profile
 from vmctl.xml.domain import Domain
 
@@ -26,10 +26,12 @@ def apply(d: Domain, p: Profile, i: DomainInputs) -> None:
     if i.created:
         meta.created = i.created
     if i.user_net:
-        meta.ssh_address = LOOPBACK
+        meta.ssh_address = i.forward_address
         meta.ssh_port = i.ssh_host_port
         for fwd in i.ports:
-            meta.add_port(fwd.proto, fwd.host_address, fwd.host_port, fwd.guest_port)
+            meta.add_port(fwd.proto, forward_address(i, fwd), fwd.host_port, fwd.guest_port)
+    if i.record_json is not None:
+        meta.record = i.record_json
     if i.ssh_host_key:
         meta.ssh_host_key = i.ssh_host_key.strip()
     m = p.machine

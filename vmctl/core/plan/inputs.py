@@ -89,6 +89,10 @@ class DomainInputs:
     genid: str | None = None                # VM generation ID (a uuid); None: no vmgenid device
     agent_channel: bool = False             # the virtio-serial port of vmctl's guest agent (warm starts)
     machine: str | None = None              # exact machine type (a checkpoint's); None: the profile's
+    # a VM on a vmctl host (vmctl.hosts): its forwards listen on the host's address, not 127.0.0.1,
+    # and its record travels in the domain's metadata (JSON of vmctl.core.records.InstanceRecord)
+    forward_address: str = "127.0.0.1"
+    record_json: str | None = None
 
     @property
     def user_net(self) -> bool:
@@ -153,6 +157,11 @@ def validate(i: DomainInputs) -> DomainInputs:
         raise UsageError(f"invalid MAC address {i.mac!r}: use 52:54:00:xx:xx:xx (lower case)")
     if i.ssh_host_key is not None and ("\n" in i.ssh_host_key or not i.ssh_host_key.strip()):
         raise UsageError("the SSH host key must be one public key line")
+    try:
+        if ipaddress.IPv4Address(i.forward_address).is_unspecified:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"invalid forward address {i.forward_address!r}") from None
     if i.network == "user":
         if i.ssh_host_port is None:
             raise UsageError("user-mode networking needs a host port for the SSH forward")

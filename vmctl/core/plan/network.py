@@ -44,9 +44,9 @@ def user_netdev_args(profile: Profile, i: DomainInputs, mac: str) -> list[str]:
     netdev = [f"user,id={NETDEV_ID}"]
     if i.restrict:
         netdev.append("restrict=on")
-    netdev.append(f"hostfwd=tcp:{LOOPBACK}:{i.ssh_host_port}-:22")
+    netdev.append(f"hostfwd=tcp:{i.forward_address}:{i.ssh_host_port}-:22")
     for fwd in i.ports:
-        netdev.append(f"hostfwd={fwd.proto}:{fwd.host_address}:{fwd.host_port}-:{fwd.guest_port}")
+        netdev.append(f"hostfwd={fwd.proto}:{forward_address(i, fwd)}:{fwd.host_port}-:{fwd.guest_port}")
     bus, slot, model = _pci_bus(profile.machine.machine), profile.network.user_pci_slot, _MODELS[profile.network.model]
     multi = ".0,multifunction=on" if any(s.group for s in i.segments) else ""
     device = f"{model},netdev={NETDEV_ID},bus={bus},addr=0x{slot:02x}{multi},mac={mac},romfile="
@@ -56,6 +56,12 @@ def user_netdev_args(profile: Profile, i: DomainInputs, mac: str) -> list[str]:
         args += ["-netdev", f"socket,id={sid},mcast={seg.group}:{seg.port},localaddr={LOOPBACK}",
                  "-device", f"{model},netdev={sid},bus={bus},addr=0x{slot:02x}.{n + 1},mac={seg.mac},romfile="]
     return args
+
+
+def forward_address(i: DomainInputs, fwd) -> str:
+    """Where a forward listens: the loopback address the user wrote, or -- for a VM on a vmctl
+    host, which the client reaches over the network -- the host's address."""
+    return fwd.host_address if i.forward_address == LOOPBACK else i.forward_address
 
 
 def _interface(p: Profile, i: DomainInputs) -> Interface:
@@ -68,7 +74,7 @@ def _interface(p: Profile, i: DomainInputs) -> Interface:
         for fwd in i.ports:
             by_proto.setdefault(fwd.proto, []).append((fwd.host_port, fwd.guest_port))
         for proto, pairs in by_proto.items():
-            pf = iface.add_port_forward(proto, LOOPBACK)
+            pf = iface.add_port_forward(proto, i.forward_address)
             for host, guest in pairs:
                 pf.add_range(host, guest)
         iface.backend_type = "passt"

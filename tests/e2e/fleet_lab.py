@@ -1,0 +1,279 @@
+"""A fleet of libvirt hosts on one machine, for end-to-end tests: several `PrivateLibvirt` daemons
+reached over ``qemu+tcp://`` from a client network namespace.
+
+Topology (everything lives in network namespaces this module creates; nothing in the machine's)::
+
+    client ns vmctl-fc-<hex>  (lo; ip_forward=1; the tests run vmctl here: `lab.client_cmd`)
+      h1 10.77.1.1/24 ==veth== uplink 10.77.1.2/24  host ns of h1 (libvirtd on 10.77.1.2:16509)
+      h2 10.77.2.1/24 ==veth== uplink 10.77.2.2/24  host ns of h2 (libvirtd on 10.77.2.2:16509)
+      ...
+
+- each host is a `FleetHost`, a `PrivateLibvirt` (its own network namespace and mount namespace
+  with private ``/etc/libvirt``, ``/run/libvirt``, ``/var/lib/libvirt``...) whose default route
+  points at the client namespace: hosts reach each other routed through it (migration, NBD);
+- each libvirtd listens on TCP ``<address>:16509`` with ``auth_tcp = "none"`` and no TLS (started
+  with ``--listen``), besides its unix socket (`host.virsh` and the start-up check use that);
+  ``host.uri`` is ``qemu+tcp://<address>/system``, usable only from the client namespace (and from
+  the hosts): the machine's namespace has no route to the lab (its default route leads elsewhere);
+- each host has a unique ``host_uuid`` (libvirt refuses a migration between two daemons with the
+  same host UUID, and every daemon of a machine with SMBIOS reads the same one; without SMBIOS, as
+  in a Firecracker VM, each daemon makes up a random one anyway);
+- each host has a data directory only its own mount namespace sees: a per-host temp dir (0755)
+  bind-mounted over ``/mnt``. ``host.root`` is the data root inside (``/mnt/vmctl`` unless told
+  otherwise; it is not created), ``host.outside_root`` the same directory as the test process sees
+  it (to check that files exist or are gone); ``host.outside(path)`` maps any path under ``/mnt``.
+
+The cgroups. Every daemon on the machine shares ``/sys/fs/cgroup`` and names a guest's cgroup
+``machine/qemu-<id>-<name>.libvirt-qemu``, ids counting from 1 in each daemon: the same name with
+the same id on two hosts (a migration's source and destination: same name, and often the same id)
+would put both QEMUs in one cgroup -- one's memory hard limit or CPU quota set on the other, CPU
+time reported as the sum of both, and the first to stop retrying (~0.6 s) to remove a busy
+cgroup ("Failed to remove cgroup for NAME"). So each host gets cgroups of its own: in every cgroup
+hierarchy a directory ``/sys/fs/cgroup/<hierarchy>/<host netns name>`` is made, bind-mounted over
+``/sys/fs/cgroup/<hierarchy>`` in the host's mount namespace, and both daemons join it and run in a
+cgroup namespace rooted there (``unshare --cgroup``). libvirt then sees a machine of its own: its
+``/machine/qemu-1-NAME.libvirt-qemu`` is ``/sys/fs/cgroup/<hierarchy>/<host ns>/machine/...`` on
+the machine (`FleetHost.cgroup_dir`), the cgroup features work as on the machine's daemon
+(memory and CPU tuning, CPU stats), and a restarted daemon finds its guests' cgroups again (paths
+in /proc/PID/cgroup are read relative to the namespace). `stop()` removes these directories (a
+test process killed by SIGKILL leaves them behind, empty). This needs cgroup v1 or a hybrid layout
+(here: v1 controllers, cgroup2 without controllers on /sys/fs/cgroup/unified); where a
+cgroup2 hierarchy has controllers enabled (a pure v2 machine), its no-internal-processes rule would
+need the daemons in a leaf below the namespace root, which is not done: the hosts then share the
+machine's cgroups as above (``host.cgroups == "shared"``).
+
+`FleetLab.stop()` is safe after any partial `start()` and never raises: the hosts are stopped (their
+domains destroyed, daemons stopped, namespaces deleted, temp dirs removed), then the client
+namespace is deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+import uuid
+from pathlib import Path, PurePosixPath
+
+from .netns import PrivateLibvirt, _kill, _run
+
+LIBVIRT_TCP_PORT = 16509
+MNT = PurePosixPath("/mnt")
+
+
+class FleetHost(PrivateLibvirt):
+    """One libvirt host of a `FleetLab`: libvirtd on TCP at ``10.77.<index>.2``; see module doc."""
+
+    # Give the daemons cgroups of their own (see module doc); False: share the machine's.
+    PRIVATE_CGROUPS = True
+    # cgroup_controllers for this daemon's qemu.conf; None keeps the machine's setting (all).
+    CGROUP_CONTROLLERS: list[str] | None = None
+
+    def __init__(self, client_ns: str, index: int, root: str = "/mnt/vmctl", base: Path | None = None):
+        if not 1 <= index <= 254:
+            raise ValueError(f"host index {index} is not in 1..254")
+        inside = PurePosixPath(root)
+        if inside.parent == inside or MNT not in inside.parents:
+            raise ValueError(f"a host's data root must be under /mnt, not {root!r}")
+        super().__init__(base)
+        self.ns = f"vmctl-fh{index}-{secrets.token_hex(3)}"
+        self.client_ns = client_ns
+        self.index = index
+        self.name = f"h{index}"
+        self.address = f"10.77.{index}.2"
+        self.gateway = f"10.77.{index}.1"          # the client namespace's end of the veth
+        self.uri = f"qemu+tcp://{self.address}/system"
+        self.host_uuid = str(uuid.uuid4())
+        self.mnt = self.tmp / "mnt"                 # bind-mounted over /mnt in the mount namespace
+        self.root = str(inside)
+        self.outside_root = self.outside(self.root)
+        mounts = _cgroup_mounts()
+        self.cgroups = "private" if self.PRIVATE_CGROUPS and _private_cgroups_possible(mounts) else "shared"
+        self._cgroup_mounts = mounts if self.cgroups == "private" else []
+        self._cgroup_dirs: list[Path] = []   # made by start(), removed by stop()
+
+    def cgroup_dir(self, hierarchy: str = "memory") -> Path:
+        """Where this host's ``/sys/fs/cgroup/<hierarchy>`` is on the machine: a guest's cgroup is
+        ``cgroup_dir(h) / "machine" / f"qemu-{id}-{name}.libvirt-qemu"``."""
+        mount = Path("/sys/fs/cgroup") / hierarchy
+        return mount / self.ns if self.cgroups == "private" else mount
+
+    def outside(self, path: str) -> Path:
+        """The path, as the test process sees it, of `path` under /mnt inside this host."""
+        p = PurePosixPath(path)
+        if p != MNT and MNT not in p.parents:
+            raise ValueError(f"{path} is not under /mnt")
+        return self.mnt / p.relative_to(MNT)
+
+    # ---- PrivateLibvirt hooks -----------------------------------------------------------------
+    def _configure_netns(self) -> None:
+        veth = f"h{self.index}"
+        c, h = ("ip", "-n", self.client_ns), ("ip", "-n", self.ns)
+        _run(*c, "link", "add", veth, "type", "veth", "peer", "name", "uplink", "netns", self.ns)
+        _run(*c, "addr", "add", f"{self.gateway}/24", "dev", veth)
+        _run(*c, "link", "set", veth, "up")
+        _run(*h, "addr", "add", f"{self.address}/24", "dev", "uplink")
+        _run(*h, "link", "set", "uplink", "up")
+        _run(*h, "route", "add", "default", "via", self.gateway)
+
+    def _prepare_dirs(self) -> None:
+        super()._prepare_dirs()
+        for mount in self._cgroup_mounts:
+            d = Path(mount) / self.ns
+            d.mkdir()
+            self._cgroup_dirs.append(d)
+            for name in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset takes no task until set
+                if (d / name).exists():
+                    (d / name).write_text((Path(mount) / name).read_text())
+        self.mnt.mkdir(mode=0o755)
+        self.mnt.chmod(0o755)
+        with open(self.tmp / "etc" / "libvirtd.conf", "a") as conf:
+            conf.write(f'\n# fleet_lab host {self.name}\nlisten_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n'
+                       f'listen_addr = "{self.address}"\ntcp_port = "{LIBVIRT_TCP_PORT}"\n'
+                       f'host_uuid = "{self.host_uuid}"\n')
+        if self.CGROUP_CONTROLLERS is not None:
+            with open(self.tmp / "etc" / "qemu.conf", "a") as conf:
+                listed = ", ".join(f'"{c}"' for c in self.CGROUP_CONTROLLERS)
+                conf.write(f"\n# fleet_lab host {self.name}\ncgroup_controllers = [ {listed} ]\n")
+
+    def _script(self) -> str:
+        lines = [f"mount --bind {self.mnt} {MNT}"]
+        lines += [f"mount --bind {d} {d.parent}" for d in self._cgroup_dirs]
+        return super()._script() + "\n".join(lines + [self._join_cgroups()]) + "\n"
+
+    def _join_cgroups(self) -> str:
+        """Shell (in the mount namespace): move this shell into the host's cgroups."""
+        return "".join(f"echo $$ > {d.parent}/cgroup.procs; " for d in self._cgroup_dirs) or ":"
+
+    def _virtlogd_argv(self) -> list[str]:
+        cgroupns = ["unshare", "--cgroup"] if self._cgroup_dirs else []
+        return [*cgroupns, *super()._virtlogd_argv()]
+
+    def _libvirtd_argv(self) -> list[str]:
+        argv = [*super()._libvirtd_argv(), "--listen"]
+        if not self._cgroup_dirs:
+            return argv
+        return ["sh", "-c", self._join_cgroups() + f'exec nsenter --cgroup=/proc/{self.virtlogd.pid}/ns/cgroup "$@"',
+                "sh", *argv]
+
+    def stop(self) -> None:
+        super().stop()
+        _remove_cgroups(self._cgroup_dirs)
+        self._cgroup_dirs = []
+
+
+def _cgroup_mounts() -> list[str]:
+    """The cgroup hierarchies mounted on /sys/fs/cgroup/* (each mount point once)."""
+    out: list[str] = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, mount, fstype, *_ = line.split()
+        if fstype in ("cgroup", "cgroup2") and mount.startswith("/sys/fs/cgroup/") and mount not in out:
+            out.append(mount)
+    return out
+
+
+def _private_cgroups_possible(mounts: list[str]) -> bool:
+    """No cgroup2 hierarchy with controllers enabled (see the module doc), and some hierarchy."""
+    if not mounts:
+        return False
+    for mount in mounts:
+        control = Path(mount) / "cgroup.subtree_control"
+        if control.exists() and control.read_text().strip():
+            return False
+    return True
+
+
+def _remove_cgroups(dirs: list[Path], timeout: float = 5) -> None:
+    """rmdir the cgroup trees, leaves first, retrying while their last tasks exit; never raises."""
+    deadline = time.monotonic() + timeout
+    for top in dirs:
+        while top.exists():
+            try:
+                for path, subdirs, _files in os.walk(top, topdown=False):
+                    for sub in subdirs:
+                        os.rmdir(os.path.join(path, sub))
+                os.rmdir(top)
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+
+
+class FleetLab:
+    """A client network namespace and `n` `FleetHost`s h1..hn routed through it; see module doc.
+
+    `roots` gives each host's data root inside its mount namespace (default ``/mnt/vmctl`` for all).
+    """
+
+    def __init__(self, n: int = 2, roots: list[str] | None = None, base: Path | None = None):
+        if roots is not None and len(roots) != n:
+            raise ValueError(f"{len(roots)} roots for {n} hosts")
+        self.client_ns = f"vmctl-fc-{secrets.token_hex(3)}"
+        self.client_created = False
+        self.hosts: list[FleetHost] = []
+        self._n, self._roots, self._base = n, roots or ["/mnt/vmctl"] * n, base
+
+    def host(self, name: str) -> FleetHost:
+        return next(h for h in self.hosts if h.name == name)
+
+    def client_cmd(self, *argv: str) -> list[str]:
+        """`argv` run in the client network namespace (and the machine's mount namespace)."""
+        return ["ip", "netns", "exec", self.client_ns, *argv]
+
+    def client_run(self, *argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        return _run(*self.client_cmd(*argv), check=check, timeout=timeout)
+
+    def remote_virsh(self, host: FleetHost, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """virsh against `host` over qemu+tcp, from the client namespace (as vmctl would connect)."""
+        return self.client_run("virsh", "-c", host.uri, *args, check=check)
+
+    def start(self, timeout: float = 60) -> "FleetLab":
+        _run("ip", "netns", "add", self.client_ns)
+        self.client_created = True
+        _run("ip", "-n", self.client_ns, "link", "set", "lo", "up")
+        self.client_run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        for i, root in enumerate(self._roots, start=1):
+            host = FleetHost(self.client_ns, i, root, self._base)
+            self.hosts.append(host)
+            host.start(timeout)
+        deadline = time.monotonic() + timeout
+        for host in self.hosts:  # the daemon answered on its unix socket; now over TCP from here
+            while (r := self.remote_virsh(host, "version", check=False)).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{host.uri} does not answer from {self.client_ns}: {r.stderr}"
+                                       f"{host.log_tail()}")
+                time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        """Undo `start` (whatever part of it happened); never raises."""
+        for host in reversed(self.hosts):
+            try:
+                host.stop()
+            except Exception:  # noqa: BLE001 - stop the rest whatever happens
+                pass
+        self.hosts = []
+        if self.client_created:
+            try:
+                for _ in range(3):
+                    pids = [int(p) for p in _run("ip", "netns", "pids", self.client_ns, check=False).stdout.split()]
+                    if not pids:
+                        break
+                    for pid in pids:
+                        _kill(pid, 9)
+                    time.sleep(0.3)
+                _run("ip", "netns", "del", self.client_ns, check=False)
+            except Exception:  # noqa: BLE001
+                pass
+            self.client_created = False
+
+    def __enter__(self) -> "FleetLab":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

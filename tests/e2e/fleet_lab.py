@@ -1,16 +1,19 @@
 """A fleet of libvirt hosts on one machine, for end-to-end tests: several `PrivateLibvirt` daemons
 reached over ``qemu+tcp://`` from a client network namespace.
 
-Topology (everything lives in network namespaces this module creates; nothing in the machine's)::
+Topology: one layer-2 segment, 10.77.0.0/24, as the hosts of a rack share a VLAN (everything lives
+in network namespaces this module creates; nothing in the machine's)::
 
-    client ns vmctl-fc-<hex>  (lo; ip_forward=1; the tests run vmctl here: `lab.client_cmd`)
-      h1 10.77.1.1/24 ==veth== uplink 10.77.1.2/24  host ns of h1 (libvirtd on 10.77.1.2:16509)
-      h2 10.77.2.1/24 ==veth== uplink 10.77.2.2/24  host ns of h2 (libvirtd on 10.77.2.2:16509)
+    client ns vmctl-fc-<hex>: bridge lab0 10.77.0.1/24 (the tests run vmctl here: `lab.client_cmd`)
+      |-- h1 ==veth== uplink -- bridge br0 10.77.0.2/24 in h1's ns (libvirtd on 10.77.0.2:16509)
+      |-- h2 ==veth== uplink -- bridge br0 10.77.0.3/24 in h2's ns (libvirtd on 10.77.0.3:16509)
       ...
 
 - each host is a `FleetHost`, a `PrivateLibvirt` (its own network namespace and mount namespace
-  with private ``/etc/libvirt``, ``/run/libvirt``, ``/var/lib/libvirt``...) whose default route
-  points at the client namespace: hosts reach each other routed through it (migration, NBD);
+  with private ``/etc/libvirt``, ``/run/libvirt``, ``/var/lib/libvirt``...) with a bridge ``br0``
+  holding its address and its link to the segment: guests attached to ``br0`` (``--bridge br0``)
+  are on the segment too, and keep their address when they migrate to another host; hosts reach
+  each other directly (migration, NBD). No address of the segment routes anywhere else;
 - each libvirtd listens on TCP ``<address>:16509`` with ``auth_tcp = "none"`` and no TLS (started
   with ``--listen``), besides its unix socket (`host.virsh` and the start-up check use that);
   ``host.uri`` is ``qemu+tcp://<address>/system``, usable only from the client namespace (and from
@@ -59,11 +62,14 @@ from pathlib import Path, PurePosixPath
 from .netns import PrivateLibvirt, _kill, _run
 
 LIBVIRT_TCP_PORT = 16509
+CLIENT_BRIDGE = "lab0"   # in the client namespace: the segment every host's uplink joins
+HOST_BRIDGE = "br0"      # in each host's namespace: its address, its uplink and its guests' taps
+SEGMENT = "10.77.0"      # /24; .1 the client, .2.. the hosts (guests: pick from .100 up)
 MNT = PurePosixPath("/mnt")
 
 
 class FleetHost(PrivateLibvirt):
-    """One libvirt host of a `FleetLab`: libvirtd on TCP at ``10.77.<index>.2``; see module doc."""
+    """One libvirt host of a `FleetLab`: libvirtd on TCP at ``10.77.0.<index + 1>``; see module doc."""
 
     # Give the daemons cgroups of their own (see module doc); False: share the machine's.
     PRIVATE_CGROUPS = True
@@ -81,8 +87,8 @@ class FleetHost(PrivateLibvirt):
         self.client_ns = client_ns
         self.index = index
         self.name = f"h{index}"
-        self.address = f"10.77.{index}.2"
-        self.gateway = f"10.77.{index}.1"          # the client namespace's end of the veth
+        self.address = f"10.77.0.{index + 1}"
+        self.gateway = "10.77.0.1"                  # the client namespace's address on the segment
         self.uri = f"qemu+tcp://{self.address}/system"
         self.host_uuid = str(uuid.uuid4())
         self.mnt = self.tmp / "mnt"                 # bind-mounted over /mnt in the mount namespace
@@ -111,11 +117,13 @@ class FleetHost(PrivateLibvirt):
         veth = f"h{self.index}"
         c, h = ("ip", "-n", self.client_ns), ("ip", "-n", self.ns)
         _run(*c, "link", "add", veth, "type", "veth", "peer", "name", "uplink", "netns", self.ns)
-        _run(*c, "addr", "add", f"{self.gateway}/24", "dev", veth)
+        _run(*c, "link", "set", veth, "master", CLIENT_BRIDGE)
         _run(*c, "link", "set", veth, "up")
-        _run(*h, "addr", "add", f"{self.address}/24", "dev", "uplink")
+        _run(*h, "link", "add", HOST_BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        _run(*h, "link", "set", "uplink", "master", HOST_BRIDGE)
+        _run(*h, "addr", "add", f"{self.address}/24", "dev", HOST_BRIDGE)
         _run(*h, "link", "set", "uplink", "up")
-        _run(*h, "route", "add", "default", "via", self.gateway)
+        _run(*h, "link", "set", HOST_BRIDGE, "up")
 
     def _prepare_dirs(self) -> None:
         super()._prepare_dirs()
@@ -201,7 +209,7 @@ def _remove_cgroups(dirs: list[Path], timeout: float = 5) -> None:
 
 
 class FleetLab:
-    """A client network namespace and `n` `FleetHost`s h1..hn routed through it; see module doc.
+    """A client network namespace and `n` `FleetHost`s h1..hn on one segment; see module doc.
 
     `roots` gives each host's data root inside its mount namespace (default ``/mnt/vmctl`` for all).
     """
@@ -231,8 +239,11 @@ class FleetLab:
     def start(self, timeout: float = 60) -> "FleetLab":
         _run("ip", "netns", "add", self.client_ns)
         self.client_created = True
-        _run("ip", "-n", self.client_ns, "link", "set", "lo", "up")
-        self.client_run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        c = ("ip", "-n", self.client_ns)
+        _run(*c, "link", "set", "lo", "up")
+        _run(*c, "link", "add", CLIENT_BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        _run(*c, "addr", "add", f"{SEGMENT}.1/24", "dev", CLIENT_BRIDGE)
+        _run(*c, "link", "set", CLIENT_BRIDGE, "up")
         for i, root in enumerate(self._roots, start=1):
             host = FleetHost(self.client_ns, i, root, self._base)
             self.hosts.append(host)

@@ -100,4 +100,4 @@ def migrate(src, dst, name: str, *, dest_xml: str, persist_xml: str, uri: str, l
         dom.migrate3(dst.raw, params, flags)
     except libvirt.libvirtError as exc:
         message = exc.get_error_message() or str(exc)
-        raise LibvirtError(f"migration of {name} to {dst.uri} failed: {message}") from exc
+        raise LibvirtError(f"libvirt's migration failed: {message}") from exc

@@ -28,7 +28,7 @@ from vmctl.core.hostplace import HostPlace
 from vmctl.core.hostports import pick_free_port, port_free
 from vmctl.core.ports import LOOPBACK, PortForward
 from vmctl.core.instance import Instance
-from vmctl.core.limits import Limits, apply_after_start
+from vmctl.core.limits import Limits, apply_after_start, start_domain
 from vmctl.core.namelock import name_lock
 from vmctl.core.plan import DomainInputs, mac_from_uuid, plan_domain
 from vmctl.core.records import CREATING_MARK, DISK, SEED, SERIAL_LOG, InstanceRecord, list_records
@@ -263,9 +263,13 @@ def _static_address(request: CreateRequest, network: dict, seed: bool, vm_uuid: 
     return parse_static(mac_from_uuid(vm_uuid), request.ip, request.gateway, tuple(request.dns))
 
 
-def _boot_commands(request: CreateRequest, name: str, mounts: tuple[VolumeMount, ...], seed: bool) -> tuple:
-    """The seed's every-boot commands: the volumes' mounts, a stack VM's addresses and hosts."""
+def _boot_commands(request: CreateRequest, name: str, mounts: tuple[VolumeMount, ...], seed: bool,
+                   static: StaticAddress | None = None) -> tuple:
+    """The seed's every-boot commands: the volumes' mounts, a stack VM's addresses and hosts, and
+    the ``--ip`` address of a guest whose init reads no network-config (`static`)."""
     commands = list(boot_commands(mounts))
+    if static is not None:
+        commands.append(address_command(static.mac, static.address))
     for seg, address in request.segments:
         if address:
             commands.append(address_command(seg.mac, address))
@@ -323,6 +327,12 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
     elif warm.checkpoint is not None and warm.reason != "--cold" and not print_only:
         session.warn(f"{name}: {warm.reason}, so it boots instead of starting from the image's checkpoint")
     restrict = settings.restrict_network if request.restrict is None else request.restrict
+    if host and user_mode and restrict:
+        # slirp's restrict=on drops every packet the guest sends outside its virtual network, and
+        # a forward keeps the address of a client on another machine: no reply would reach it
+        raise UsageError(f"--restrict-network: a restricted user network cannot answer clients on other "
+                         f"machines, so a VM on host {host.name} would be unreachable; attach it to a "
+                         "bridge (--bridge) or a libvirt network instead, or leave the restriction off")
     host_key = generate_host_key()
     boot = config.get("boot", {"kind": "firmware", "firmware": "bios"})
     firmware = _firmware(boot, request)
@@ -392,7 +402,9 @@ def plan(session: Session, request: CreateRequest, *, print_only: bool = False) 
     return CreatePlan(record=record, directory=directory, image=image, host_key=host_key,
                       authorized_keys=list(request.ssh_keys), user_data=request.user_data, domain=domain,
                       disk_bytes=request.disk_bytes, seed=seed, static=static, volumes=mounts,
-                      bootcmd=_boot_commands(request, name, mounts, seed))
+                      bootcmd=_boot_commands(request, name, mounts, seed,
+                                             # vmctl's own guest applies bootcmd, not network-config
+                                             static if can_reidentify(image) else None))
 
 
 def print_xml(session: Session, request: CreateRequest) -> str:
@@ -548,7 +560,7 @@ def run(session: Session, request: CreateRequest, *, wait: str | None = "ssh", t
         # behind an undefined domain: power it off before the rest is undone.
         tx.on_undo(lambda: _power_off_if_running(session, name), "power off")
         ensure_binds(inst.record.volumes)
-        start_fresh(session, inst, boot=lambda: session.backend.start(name))
+        start_fresh(session, inst, boot=lambda: start_domain(session, name, inst.record.limits))
         apply_after_start(session.backend, name, inst.record.limits)
         inst._state = "running"
     if wait:

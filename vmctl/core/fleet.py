@@ -8,9 +8,9 @@ host that could go stale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from vmctl.backend import pools
+from vmctl.backend.fleet import node_facts
 from vmctl.core.hostplace import HostPlace
 from vmctl.core.placement import capacity, table
 from vmctl.core.records import list_records
@@ -123,7 +123,10 @@ def listing_all(session: Session, listing, *, show_all: bool) -> tuple[list[dict
     for name, host in sorted(table().hosts.items()):
         on = session.for_host(host)
         try:
-            rows_.extend({**row, "host": name} for row in listing(on, show_all=show_all))
+            # two names for one daemon and root (as a host added twice) show its VMs once: under
+            # the host each VM's record names
+            rows_.extend({**row, "host": name} for row in listing(on, show_all=show_all)
+                         if row.get("host") in (None, name))
         except VmctlError as exc:
             errors.append(f"{name}: {exc.message}")
         finally:

@@ -6,7 +6,8 @@ nothing there but through libvirt itself, so it needs no shell, agent or shared 
     <root>/images/layers/   storage pool vmctl-layers-<tag>: <hex>.qcow2 image layers (relative
                             backing names, as in the local store), <hex>.blob kernels and initrds
     <root>/instances/       storage pool vmctl-instances-<tag>: <name>.qcow2 (overlay on a layer,
-                            made by the host's libvirt), <name>.seed.iso, <name>.serial.log
+                            made by the host's libvirt, its backing name relative:
+                            ../images/layers/<hex>.qcow2), <name>.seed.iso, <name>.serial.log
 
 (`tag` is the root's hash: two roots on one daemon get two pairs of pools.) A VM's instance record
 is not a file but ``<vmctl:record>`` in its domain's metadata: ``ls``/``inspect`` read the host's
@@ -91,6 +92,11 @@ class HostPlace:
     def layer(self, digest: str) -> str:
         return posixpath.join(self.layers_dir, _layer_name(digest))
 
+    def overlay_backing(self, digest: str) -> str:
+        """The backing name written into a VM's overlay: relative to the instances directory, so
+        an overlay copied to another host (another data root) still finds its layer there."""
+        return posixpath.join("..", "images", "layers", _layer_name(digest))
+
     def blob(self, path: Path | str) -> str:
         """Where a kernel or initrd blob of the local store (``blobs/sha256/<hex>``) is on the host."""
         return posixpath.join(self.layers_dir, f"{Path(path).name}.blob")
@@ -145,7 +151,8 @@ class HostPlace:
         if top is None:
             raise NotFoundError(f"{self.host.name} has no layer {top_digest}")
         pools.create_overlay(self.backend, self.instances_pool, posixpath.basename(self.disk(name)),
-                             self.layer(top_digest), max(capacity or 0, top.capacity), owner=self.qemu_owner)
+                             self.overlay_backing(top_digest), max(capacity or 0, top.capacity),
+                             owner=self.qemu_owner)
 
     def put_seed(self, name: str, local: Path) -> None:
         with open(local, "rb") as fh:

@@ -7,7 +7,7 @@ would. Stopping presses the ACPI power button and waits, then powers off.
 
 from __future__ import annotations
 
-from vmctl.core.limits import apply_after_start
+from vmctl.core.limits import apply_after_start, start_domain
 from vmctl.core.volumes import ensure_binds
 from vmctl.core.warm import start_fresh
 from vmctl.core.session import Session
@@ -24,9 +24,9 @@ def start(session: Session, name: str) -> bool:
         g.instance.ensure_ssh_port()
         ensure_binds(g.instance.record.volumes)
         if g.instance.record is not None:
-            start_fresh(session, g.instance, boot=lambda: session.backend.start(name))
+            start_fresh(session, g.instance, boot=lambda: start_domain(session, name, g.instance.record.limits))
         else:
-            session.backend.start(name)
+            start_domain(session, name, None)
         apply_after_start(session.backend, name, g.instance.record.limits)
         return True
 
@@ -85,7 +85,7 @@ def restart(session: Session, name: str, timeout: float) -> None:
             power_off(session.backend, name, g.state, timeout)  # a crashed one at once
         g.instance.ensure_ssh_port()
         ensure_binds(g.instance.record.volumes)
-        session.backend.start(name)
+        start_domain(session, name, g.instance.record.limits)
         apply_after_start(session.backend, name, g.instance.record.limits)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from vmctl.errors import UsageError
+from vmctl.errors import UsageError, VmctlError
 from vmctl.limits import MAX_CPUS
 from vmctl.units import parse_rate, parse_size
 
@@ -92,3 +92,32 @@ def apply_after_start(backend, name: str, recorded: dict) -> None:
 def quota_us(percent: int) -> int:
     """The CFS quota for the whole VM in microseconds per `CPU_PERIOD_US`."""
     return CPU_PERIOD_US * percent // 100
+
+
+# libvirt 9.0 writes <blkiotune><weight> to the blkio controller's weight file, which only the bfq
+# (or, before Linux 5.0, cfq) I/O scheduler provides; on a host whose disks use none,
+# mq-deadline or kyber every start of such a domain fails with this message (seen on this
+# project's machines with cgroup v1 and no bfq module).
+NO_IO_WEIGHT = "blkio device weight is valid only for bfq or cfq"
+
+
+def start_domain(session, name: str, recorded: dict | None) -> None:
+    """Start domain `name`. Where the host cannot weigh I/O (see `NO_IO_WEIGHT`) the profile's
+    weight is dropped from the definition with a warning and the start tried again; a weight the
+    user asked for (``--io-weight``, in `recorded`) is not dropped: the start fails, saying why."""
+    backend = session.backend
+    try:
+        backend.start(name)
+        return
+    except VmctlError as exc:
+        if NO_IO_WEIGHT not in exc.message:
+            raise
+        if (recorded or {}).get("io_weight") is not None:
+            raise UsageError(f"start {name}: --io-weight needs the bfq I/O scheduler on the host's disks "
+                             "(echo bfq > /sys/block/DEV/queue/scheduler), or a VM without it") from None
+    from vmctl.core.plan.edits import drop_io_weight  # lazy: the XML model, only on such a host
+
+    backend.define(drop_io_weight(backend.xml(name, inactive=True)))
+    session.warn(f"{name}: the host's disks have no weight-aware I/O scheduler (bfq): the profile's "
+                 "blkio weight is left out")
+    backend.start(name)

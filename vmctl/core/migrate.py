@@ -110,7 +110,7 @@ def migrate(session: Session, name: str, to: str, *, live: bool = False) -> Move
             if dst.backend.exists(name):
                 raise ConflictError(f"{to} has a domain named {name} already")
             if running:
-                require_memory(capacity(dst), name, rec.memory_mib, "migrate")
+                require_memory(capacity(dst), rec.memory_mib, f"migrate {name} to {to}")
             src_place, dst_place = HostPlace(session), HostPlace(dst)
             dst_place.ensure()
             shared = _shared(src_place, dst_place)
@@ -125,22 +125,24 @@ def migrate(session: Session, name: str, to: str, *, live: bool = False) -> Move
                                 new_address=dst_host.address, record_json=new_rec.to_json())
 
             sent = 0
-            made: list[str] = []
             try:
                 if not shared:
                     sent = _bring(src_place, dst_place, rec, xml, say)
-                    made = _stage_instance(src_place, dst_place, name, copy_disk=not running, say=say)
+                    _stage_instance(src_place, dst_place, name, copy_disk=not running, say=say)
                 say(f"{name}: migrating to {to}{' (live)' if live and running else ''}", None)
                 libvirt_migrate(session.backend, dst.backend, name, dest_xml=fit(xml), persist_xml=fit(persist),
                                 uri=f"tcp://{dst_host.address}", live=live,
                                 copy_disks=() if shared or not running else copied_disks(xml, src_place.instances_dir),
                                 offline=not running)
-            except BaseException:
-                for vol in made:
+            except BaseException as exc:
+                if not shared:   # what was made there for it, the serial log a started QEMU opened too
                     try:
-                        pools.delete(dst.backend, dst_place.instances_pool, vol)
+                        dst_place.remove_files(name)
                     except VmctlError:
                         pass
+                if isinstance(exc, VmctlError):
+                    raise type(exc)(f"cannot migrate {name} to {to}: {exc.message}; it stays on "
+                                    f"{session.host.name}") from exc
                 raise
             if not shared:
                 src_place.remove_files(name)
@@ -150,26 +152,23 @@ def migrate(session: Session, name: str, to: str, *, live: bool = False) -> Move
         dst.close()
 
 
-def _stage_instance(src: HostPlace, dst: HostPlace, name: str, *, copy_disk: bool, say) -> list[str]:
-    """The VM's seed (and, for a stopped VM, its overlay) copied to `dst`; a running VM gets an
-    empty overlay on the same top layer, for libvirt's NBD copy. Returns the volumes made."""
-    made = []
+def _stage_instance(src: HostPlace, dst: HostPlace, name: str, *, copy_disk: bool, say) -> None:
+    """The VM's seed (and, for a stopped VM, its overlay: its backing name is relative, so the
+    bytes fit the other data root) copied to `dst`; a running VM gets an empty overlay on the same
+    top layer, for libvirt's NBD copy."""
     vols = pools.volumes(src.backend, src.instances_pool)
     disk, seed = posixpath.basename(src.disk(name)), posixpath.basename(src.seed(name))
     if seed in vols:
         pools.copy_between(src.backend, src.instances_pool, dst.backend, dst.instances_pool, seed,
                            min(vols[seed].physical, MAX_SEED), mode=0o400, owner=dst.qemu_owner)
-        made.append(seed)
     if copy_disk:
         say(f"{name}: copying its disk to {dst.host.name}", None)
         pools.copy_between(src.backend, src.instances_pool, dst.backend, dst.instances_pool, disk,
                            vols[disk].physical, mode=0o600, owner=dst.qemu_owner)
     else:
         rec = src.record(name)
-        pools.create_overlay(dst.backend, dst.instances_pool, disk, dst.layer(rec.layers[-1]),
+        pools.create_overlay(dst.backend, dst.instances_pool, disk, dst.overlay_backing(rec.layers[-1]),
                              vols[disk].capacity, owner=dst.qemu_owner)
-    made.append(disk)
-    return made
 
 
 def drain(session: Session, host: str, *, to: str | None = None, live: bool = True, on_moved=None) -> list[Moved]:

@@ -51,9 +51,11 @@ def capacity(session: Session) -> Capacity:
                     vms=len(records), running=len(running), vcpus=sum(r.cpus for r in running))
 
 
-def require_memory(cap: Capacity, name: str, memory_mib: int, verb: str) -> None:
+def require_memory(cap: Capacity, memory_mib: int, what: str) -> None:
+    """ResourceError unless the host has `memory_mib` free for VMs; `what` says what was asked
+    (``migrate web to h2``)."""
     if memory_mib > cap.free_mib:
-        raise ResourceError(f"cannot {verb} {name} on {cap.host.name}: it needs {memory_mib} MiB and "
+        raise ResourceError(f"cannot {what}: it needs {memory_mib} MiB and "
                             f"{cap.host.name} has {cap.free_mib} MiB free for VMs ({cap.allotted_mib} of "
                             f"{cap.memory_mib} MiB given to running VMs)")
 

@@ -97,3 +97,10 @@ def boot_files(xml: str) -> tuple[str, ...]:
     """The kernel and initrd a domain boots directly (none for firmware boot)."""
     os_ = Domain.from_xml(xml).os
     return tuple(p for p in (os_.kernel, os_.initrd) if p)
+
+
+def drop_io_weight(xml: str) -> str:
+    """`xml` without ``<blkiotune><weight>`` (for a host whose disks cannot weigh I/O)."""
+    d = Domain.from_xml(xml)
+    d.blkio_weight = None
+    return d.to_xml()

@@ -1,0 +1,238 @@
+"""End to end, several hosts: vmctl against two real libvirt daemons over ``qemu+tcp://``.
+
+The lab (tests/e2e/fleet_lab.py): hosts h1 and h2, each a libvirtd with its own state in its own
+network and mount namespace, on one segment 10.77.0.0/24 with a client namespace where vmctl runs;
+each host's data root (/mnt/vmctl on h1, /mnt/vmctl2 on h2) exists only in its own mount
+namespace, so whatever vmctl makes there it made through libvirt. Guests sit on each host's bridge
+``br0`` with a static address on the segment (no user-mode networking, nothing routed anywhere
+else), so they keep their address when they move.
+
+What only real daemons and guests can show: a VM created on a host from an image only the client
+had (layers sent once, skipped the second time), exec/cp/logs/ls/inspect on it, nothing of it on
+the client; a live migration of a running guest whose process keeps counting and whose disk,
+record and pinned key go along; refusals that leave it running where it was (too little memory
+on the target; libvirt refusing the move); an offline migration; a drain; placement; rm and prune
+leaving nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .fleet_lab import FleetLab
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network and mount namespaces)"),
+    pytest.mark.skipif(not all(shutil.which(t) for t in ("libvirtd", "virtlogd", "virsh", "ip", "nsenter", "unshare")),
+                       reason="needs libvirt-daemon-system, libvirt-clients and util-linux/iproute2"),
+]
+
+COUNTER = ("setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i >/tmp/counter; sleep 0.2; done' "
+           "</dev/null >/dev/null 2>&1 & echo $! >/tmp/counter.pid")
+
+
+class LabVmctl:
+    """`vmctl` run in the lab's client namespace, with its own data root and host table."""
+
+    def __init__(self, lab: FleetLab, base: Path):
+        self.lab, self.root = lab, base / "client"
+        self.env = dict(os.environ)
+        self.env.update({"VMCTL_CONFIG": "/dev/null", "VMCTL_HOSTS": str(base / "hosts.json"),
+                         "XDG_CONFIG_HOME": str(base / "config"), "PYTHONUNBUFFERED": "1"})
+        for var in ("VMCTL_ROOT", "VMCTL_MODE", "VMCTL_CONNECT", "VMCTL_HOST"):
+            self.env.pop(var, None)
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        argv = self.lab.client_cmd(sys.executable, "-m", "vmctl", "--root", str(self.root), *args)
+        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            tails = "\n".join(h.log_tail(10) for h in self.lab.hosts)
+            raise AssertionError(f"vmctl {' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\n"
+                                 f"stderr: {proc.stderr}\n{tails}")
+        return proc
+
+    def sh(self, host: str, name: str, script: str) -> str:
+        return self("--host", host, "exec", name, "--", "sh", "-c", script).stdout.strip()
+
+    def run(self, host: str, name: str, address: str, *extra: str) -> None:
+        self("--host", host, "run", name, "--image", "tiny", "--bridge", "br0", "--ip", f"{address}/24",
+             "--timeout", "240", *extra)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with FleetLab(2, roots=["/mnt/vmctl", "/mnt/vmctl2"]) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def vm(lab):
+    base = Path(tempfile.mkdtemp(prefix="vmctl-e2e-fleet-", dir="/var/tmp"))
+    v = LabVmctl(lab, base)
+    try:
+        v("image", "build", "tiny", timeout=1800)
+        h1, h2 = lab.hosts
+        v("host", "add", "h1", h1.uri, "--root", h1.root, "--accelerator", "tcg")
+        v("host", "add", "h2", h2.uri, "--root", h2.root, "--accelerator", "tcg")
+        # the same daemon as h2, with room for 128 MiB of VMs: a target that lacks memory
+        v("host", "add", "h2-small", h2.uri, "--root", h2.root, "--accelerator", "tcg", "--memory", "128M")
+        yield v
+    finally:
+        for host in lab.hosts:
+            host.destroy_domains()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _files(host, sub: str) -> list[str]:
+    d = host.outside(f"{host.root}/{sub}")
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def _row(vm, host: str, name: str) -> dict:
+    rows = json.loads(vm("--host", host, "ls", "-a", "--json").stdout)
+    return next((r for r in rows if r["name"] == name), None)
+
+
+def test_hosts_listed_with_their_libvirt_facts(vm):
+    rows = {r["name"]: r for r in json.loads(vm("host", "ls", "--json").stdout)}
+    assert set(rows) == {"h1", "h2", "h2-small"}
+    assert all(r["reachable"] for r in rows.values()), rows
+    assert rows["h2-small"]["memory_mib"] == 128 and rows["h1"]["memory_mib"] > 1024
+    assert rows["h1"]["address"] == "10.77.0.2" and rows["h1"]["root"] == "/mnt/vmctl"
+    # a bad host is one line, and nothing is recorded
+    bad = vm("host", "add", "h9", "qemu+tcp://10.77.0.9/system", check=False, timeout=120)
+    assert bad.returncode == 6 and bad.stderr.startswith("vmctl: error: cannot connect") and bad.stderr.count("\n") == 1
+    bad = vm("host", "add", "x", "http://h/system", check=False)
+    assert bad.returncode == 2 and "invalid libvirt URI" in bad.stderr
+    assert "h9" not in vm("host", "ls", "-q").stdout.split()
+
+
+def test_remote_create_reach_and_remove(vm, lab):
+    h1, h2 = lab.hosts
+    vm.run("h1", "r1", "10.77.0.101")
+    layers = {p.name: p.stat().st_ino for p in h1.outside(f"{h1.root}/images/layers").iterdir()}
+    assert sum(n.endswith(".qcow2") for n in layers) >= 1 and sum(n.endswith(".blob") for n in layers) == 2
+    assert _files(h1, "instances") == ["r1.qcow2", "r1.seed.iso", "r1.serial.log"]
+    assert _files(h2, "instances") == []
+    # the client keeps nothing of the VM: no instance directory, no local domain
+    assert not (vm.root / "instances").exists() or list((vm.root / "instances").iterdir()) == []
+
+    assert vm.sh("h1", "r1", "hostname; ip -4 -o addr show eth0 | grep -o '10.77.0.101'") == "r1\n10.77.0.101"
+    src = vm.root.parent / "payload.txt"
+    src.write_text("sent to a VM on another host\n")
+    vm("--host", "h1", "cp", str(src), "r1:/root/payload.txt")
+    vm("--host", "h1", "cp", "r1:/root/payload.txt", str(vm.root.parent / "back.txt"))
+    assert (vm.root.parent / "back.txt").read_text() == src.read_text()
+
+    info = json.loads(vm("--host", "h1", "inspect", "r1").stdout)[0]
+    assert (info["host"], info["state"], info["ssh"]["address"]) == ("h1", "running", "10.77.0.101")
+    assert info["disk"]["path"] == "/mnt/vmctl/instances/r1.qcow2" and info["disk"]["allocated_bytes"] > 0
+    # the serial log, read back from h1 (vmctl's guest writes its last boot lines there once its
+    # DHCP wait ends: no DHCP server on the segment, so up to ~30 s under TCG)
+    deadline = time.monotonic() + 120
+    while "vmctl-guest: ready" not in (log := vm("--host", "h1", "logs", "r1").stdout):
+        assert time.monotonic() < deadline, f"no 'ready' in the serial log read from h1: {log!r}"
+        time.sleep(2)
+    assert vm("--host", "h1", "logs", "-n", "1", "r1").stdout == "vmctl-guest: ready\n"
+    assert vm("ls", "--all-hosts", "-q").stdout.split() == ["r1"]
+
+    # a second VM of the image: the layers are on h1 already and are not sent again
+    vm.run("h1", "r2", "10.77.0.102")
+    assert {p.name: p.stat().st_ino for p in h1.outside(f"{h1.root}/images/layers").iterdir()} == layers
+    assert vm("--host", "h1", "ls", "-q").stdout.split() == ["r1", "r2"]
+    taken = vm("--host", "h1", "run", "r2", "--image", "tiny", "--bridge", "br0", check=False)
+    assert taken.returncode == 4 and "already exists on h1" in taken.stderr
+    vm("--host", "h1", "rm", "-f", "r2")
+    assert _files(h1, "instances") == ["r1.qcow2", "r1.seed.iso", "r1.serial.log"]
+    assert "r2" not in h1.virsh("list", "--all", "--name").stdout.split()
+
+
+def test_live_migration_keeps_the_guest_running(vm, lab):
+    h1, h2 = lab.hosts
+    if _row(vm, "h1", "r1") is None:
+        vm.run("h1", "r1", "10.77.0.101")
+    before = json.loads(vm("--host", "h1", "inspect", "r1").stdout)[0]
+    vm.sh("h1", "r1", "echo on-disk >/root/marker; sync; " + COUNTER)
+    pid = vm.sh("h1", "r1", "sleep 1; cat /tmp/counter.pid")
+    first = int(vm.sh("h1", "r1", "cat /tmp/counter"))
+
+    # too little memory on the target: refused before anything moves
+    small = vm("--host", "h1", "migrate", "r1", "--to", "h2-small", "--live", check=False)
+    assert small.returncode == 14 and small.stderr.count("\n") == 1, small.stderr
+    assert "needs 256 MiB" in small.stderr and "h2-small has" in small.stderr
+    # libvirt refuses the move (the target holds another domain with this VM's UUID): it stays
+    stale = h2.tmp / "stale.xml"
+    stale.write_text(f"<domain type='qemu'><name>stale</name><uuid>{before['uuid']}</uuid><memory>65536</memory>"
+                     "<os><type arch='x86_64'>hvm</type></os></domain>")
+    h2.virsh("define", str(stale))
+    try:
+        refused = vm("--host", "h1", "migrate", "r1", "--to", "h2", "--live", check=False)
+    finally:
+        h2.virsh("undefine", "stale")
+    assert refused.returncode == 7 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "cannot migrate r1 to h2" in refused.stderr and "it stays on h1" in refused.stderr
+    assert _row(vm, "h1", "r1")["state"] == "running" and _row(vm, "h2", "r1") is None
+    assert _files(h2, "instances") == []
+
+    moved = json.loads(vm("--host", "h1", "migrate", "r1", "--to", "h2", "--live", "--json").stdout)
+    assert (moved["source"], moved["destination"], moved["live"], moved["shared_storage"]) == ("h1", "h2", True, False)
+    # the same process, still counting; the disk came along (its top layer over NBD)
+    out = vm.sh("h2", "r1", "cat /tmp/counter.pid /root/marker /root/payload.txt; cat /tmp/counter").split("\n")
+    assert out[:2] == [pid, "on-disk"] and int(out[-1]) > first
+    after = json.loads(vm("--host", "h2", "inspect", "r1").stdout)[0]
+    assert (after["host"], after["uuid"], after["ssh"]["host_key"]) == ("h2", before["uuid"], before["ssh"]["host_key"])
+    assert after["disk"]["path"] == "/mnt/vmctl2/instances/r1.qcow2"
+    assert _row(vm, "h1", "r1") is None and _files(h1, "instances") == []
+    assert _files(h2, "instances") == ["r1.qcow2", "r1.seed.iso", "r1.serial.log"]
+    # the layers only h1 had are on h2 now
+    assert {n for n in _files(h1, "images/layers")} <= set(_files(h2, "images/layers"))
+    rows = {r["name"]: r["host"] for r in json.loads(vm("ls", "--all-hosts", "--json").stdout)}
+    assert rows == {"r1": "h2"}
+
+
+def test_offline_migration_drain_placement_and_cleanup(vm, lab):
+    h1, h2 = lab.hosts
+    if _row(vm, "h2", "r1") is None:
+        pytest.fail("needs r1 on h2 from the live-migration test")
+    vm.run("h1", "r3", "10.77.0.103")
+    vm.sh("h1", "r3", "echo stopped-move >/root/marker; sync")
+    vm("--host", "h1", "stop", "r3")
+    moved = json.loads(vm("--host", "h1", "migrate", "r3", "--to", "h2", "--json").stdout)
+    assert (moved["state"], moved["live"]) == ("stopped", False)
+    assert _row(vm, "h2", "r3")["state"] == "stopped" and _files(h1, "instances") == []
+
+    # drain h2: the running r1 (live) and the stopped r3 go where there is room: h1 (not h2-small)
+    counted = int(vm.sh("h2", "r1", "cat /tmp/counter"))
+    drained = json.loads(vm("host", "drain", "h2", "--json").stdout)
+    assert {(m["name"], m["destination"]) for m in drained} == {("r1", "h1"), ("r3", "h1")}
+    assert vm("--host", "h2", "ls", "-a", "-q").stdout.split() == [] and _files(h2, "instances") == []
+    assert int(vm.sh("h1", "r1", "cat /tmp/counter")) > counted
+    vm("--host", "h1", "start", "r3")
+    vm("--host", "h1", "wait", "r3", "--timeout", "240")
+    assert vm.sh("h1", "r3", "cat /root/marker") == "stopped-move"
+
+    # placement: h2 now has nothing running, h1 two VMs; both hold the layers
+    placed = vm("--host", "auto", "run", "r4", "--image", "tiny", "--bridge", "br0", "--ip", "10.77.0.104/24",
+                "--timeout", "240")
+    assert "r4: placed on h2" in placed.stderr, placed.stderr
+    assert _row(vm, "h2", "r4")["state"] == "running"
+
+    busy = vm("host", "rm", "h1", check=False)
+    assert busy.returncode == 5 and "r1, r3" in busy.stderr
+    for host, name in (("h1", "r1"), ("h1", "r3"), ("h2", "r4")):
+        vm("--host", host, "rm", "-f", name)
+    assert _files(h1, "instances") == [] and _files(h2, "instances") == []
+    pruned = vm("host", "prune", "h1").stdout.split()
+    assert pruned and [n for n in _files(h1, "images/layers")] == []
+    vm("host", "rm", "h1")
+    assert "h1" not in vm("host", "ls", "-q").stdout.split()

@@ -167,6 +167,9 @@ def cli(ctx: click.Context, uri, mode, root, host, as_json, debug, quiet):
 # a default host does not redirect them, and they need no libvirt of a host.
 _LOCAL_ONLY = {"build", "completion", "config", "host", "image", "images", "load", "login", "logout",
                "pull", "push", "rmi", "save", "search", "tag", "version", "df"}
+# VM commands that need this machine's files of a VM (qcow2 snapshot tables read with qemu-img, the
+# stack's state, doctor's leftovers, the events' record filter): refused on a host, in one line.
+_NOT_ON_HOSTS = {"snapshot", "commit", "doctor", "up", "down", "ps", "events"}
 
 
 def _host(ctx: click.Context, settings, *, explicit_uri: bool):
@@ -190,7 +193,11 @@ def _host(ctx: click.Context, settings, *, explicit_uri: bool):
         return None
     if explicit_uri:
         raise UsageError("--connect and --host exclude each other (a host has its own URI)")
-    return table.get(name)
+    host = table.get(name)
+    if command in _NOT_ON_HOSTS:
+        raise UsageError(f"vmctl {command} works on this machine's store only, not yet on host {name} "
+                         "(--host local for this machine's)")
+    return host
 
 
 def main() -> None:

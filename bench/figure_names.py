@@ -103,3 +103,12 @@ CLOUD_WARM_RUN = "vmctl run of a checkpoint of the cloud guest (warm start, qemu
 
 def warm_density(count: int) -> str:
     return f"QEMU PSS per idle warm clone, {count} clones (dense profile)"
+
+
+# fleet_bench.py
+FLEET_IMAGE_BYTES = "tiny image, all its content (what a host that lacks it is sent)"
+FLEET_RUN_SENT = "vmctl --host h1 run, image not on h1 (layers sent), until SSH accepts the key"
+FLEET_RUN_THERE = "vmctl --host h1 run, image's layers on h1 already, until SSH accepts the key"
+FLEET_LS_ALL = "vmctl ls --all-hosts -a (2 hosts)"
+FLEET_MIGRATE = "vmctl migrate --live of a running tiny VM between two hosts (top layer over NBD)"
+FLEET_VIRSH_MIGRATE = "the same move by hand: virsh vol-create-as + vol-upload seed + virsh migrate --live --copy-storage-inc"

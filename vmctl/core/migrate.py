@@ -16,6 +16,7 @@ If 2 or 3 fails, what was made on the destination is removed and the error says 
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 from dataclasses import dataclass, replace
@@ -53,16 +54,11 @@ def _shared(src: HostPlace, dst: HostPlace) -> bool:
     if src.instances_dir != dst.instances_dir:
         return False
     probe = f".vmctl-probe-{os.urandom(6).hex()}"
-    pools.upload(src.backend, src.instances_pool, probe, _Empty(), 0)
+    pools.upload(src.backend, src.instances_pool, probe, io.BytesIO(b"vmctl"), 5)
     try:
         return pools.volume(dst.backend, dst.instances_pool, probe, refresh=True) is not None
     finally:
         pools.delete(src.backend, src.instances_pool, probe)
-
-
-class _Empty:
-    def read(self, _n: int) -> bytes:
-        return b""
 
 
 def _bring(src: HostPlace, dst: HostPlace, rec, xml: str, say) -> int:

@@ -359,8 +359,10 @@ def open_backend(uri: str) -> Backend:
     except libvirt.libvirtError as exc:
         message = exc.get_error_message() or str(exc)
         hint = ""
-        if uri.startswith(("qemu:///", "test:///")) is False or uri.startswith("qemu:///"):
+        if uri.startswith("qemu:///"):
             hint = " (is libvirtd running? start it with 'virtlogd -d; libvirtd -d')"
+        elif "+" in uri.split(":", 1)[0] and not uri.startswith("qemu+unix:"):
+            hint = " (is the host up, and its libvirtd listening for this transport?)"
         raise LibvirtUnreachable(f"cannot connect to {uri}: {message}{hint}") from None
     if conn is None:  # pragma: no cover - older bindings
         raise LibvirtUnreachable(f"cannot connect to {uri}")

@@ -443,9 +443,11 @@ def _build_on_host(session: Session, request: CreateRequest, tx: Transaction) ->
     staged = place.stage_image(the_plan.image, say)
     say(f"{name}: {staged.layers_sent} layer(s) sent ({staged.sent} bytes), {staged.layers_present} already on "
         f"{host.name}", None)
-    tx.on_undo(lambda: place.remove_files(name), "remove the VM's files on the host")
     say(f"{name}: creating the disk on {host.name}", None)
+    # made before its undo is registered: an overlay of that name already there (another client's
+    # create of the same name) fails here and is not removed by this create's undo
     place.make_overlay(name, the_plan.image.layer_digests[-1], the_plan.disk_bytes)
+    tx.on_undo(lambda: place.remove_files(name), "remove the VM's files on the host")
     if the_plan.seed:
         say(f"{name}: writing the cloud-init seed", None)
         with tempfile.TemporaryDirectory(prefix="vmctl-seed-") as tmp:

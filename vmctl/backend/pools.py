@@ -114,13 +114,10 @@ def volumes(backend, pool: str) -> dict[str, Volume]:
 
 def volume(backend, pool: str, name: str, *, refresh: bool = False) -> Volume | None:
     """Volume `name` of `pool`, or None."""
-    p = _pool(backend, pool, refresh=refresh)
-    try:
-        return _info(p.storageVolLookupByName(name))
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            return None
-        raise translate(exc, f"volume {name}") from exc
+    if refresh:
+        _pool(backend, pool, refresh=True)
+    vol = _lookup(backend, pool, name)
+    return None if vol is None else _info(vol)
 
 
 def qemu_owner(backend) -> tuple[int, int] | None:
@@ -157,15 +154,21 @@ def _volume_xml(name: str, capacity: int, fmt: str, mode: int, backing: str | No
     return etree.tostring(vol, encoding="unicode")
 
 
-def delete(backend, pool: str, name: str) -> bool:
-    """Delete volume `name` of `pool`; False when there was none."""
-    p = _pool(backend, pool)
+def _lookup(backend, pool: str, name: str):
+    """Volume `name` of `pool` (libvirt's object), or None."""
     try:
-        vol = p.storageVolLookupByName(name)
+        return _pool(backend, pool).storageVolLookupByName(name)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            return False
+            return None
         raise translate(exc, f"volume {name}") from exc
+
+
+def delete(backend, pool: str, name: str) -> bool:
+    """Delete volume `name` of `pool`; False when there was none."""
+    vol = _lookup(backend, pool, name)
+    if vol is None:
+        return False
     with libvirt_errors(f"delete {name}"):
         vol.delete(0)
     return True
@@ -226,13 +229,9 @@ def download(backend, pool: str, name: str, sink: Callable[[bytes], None], *, of
     """Stream volume `name` from `offset` into `sink`; at most `limit` bytes are accepted (a
     longer volume is a ResourceError, raised before the excess is passed on). Returns the bytes
     read."""
-    p = _pool(backend, pool)
-    try:
-        vol = p.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            raise NotFoundError(f"{backend.uri} has no volume {name}") from None
-        raise translate(exc, f"volume {name}") from exc
+    vol = _lookup(backend, pool, name)
+    if vol is None:
+        raise NotFoundError(f"{backend.uri} has no volume {name}")
     stream = backend.raw.newStream(0)
     got = 0
     try:
@@ -240,8 +239,8 @@ def download(backend, pool: str, name: str, sink: Callable[[bytes], None], *, of
             vol.download(stream, offset, 0, 0)
             while True:
                 data = stream.recv(CHUNK)
-                if data == -2:   # would block: not with a blocking stream, but never spin on it
-                    continue
+                if isinstance(data, int):   # -2, "would block": only non-blocking streams say it
+                    raise LibvirtError(f"download {name}: the stream answered {data}")
                 if not data:
                     break
                 got += len(data)

@@ -103,7 +103,9 @@ NO_IO_WEIGHT = "blkio device weight is valid only for bfq or cfq"
 
 def start_domain(session, name: str, recorded: dict | None) -> None:
     """Start domain `name`. Where the host cannot weigh I/O (see `NO_IO_WEIGHT`) the profile's
-    weight is dropped from the definition with a warning and the start tried again; a weight the
+    weight is dropped from the definition and the start tried again, silently: it is the profile's
+    preference, not the user's, and `inspect`/`dumpxml` show what the VM has (as Docker applies no
+    weight, and says nothing, where the kernel has none and the user asked for none). A weight the
     user asked for (``--io-weight``, in `recorded`) is not dropped: the start fails, saying why."""
     backend = session.backend
     try:
@@ -118,6 +120,4 @@ def start_domain(session, name: str, recorded: dict | None) -> None:
     from vmctl.core.plan.edits import drop_io_weight  # lazy: the XML model, only on such a host
 
     backend.define(drop_io_weight(backend.xml(name, inactive=True)))
-    session.warn(f"{name}: the host's disks have no weight-aware I/O scheduler (bfq): the profile's "
-                 "blkio weight is left out")
     backend.start(name)

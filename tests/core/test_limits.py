@@ -37,3 +37,23 @@ def test_values_that_libvirt_refuses_or_that_kill_the_vm(limits, message):
 
 def test_a_limit_just_above_the_guest_is_fine():
     check_limits(Limits(memory_limit_bytes=320 << 20, cpu_quota_percent=800), memory_mib=256, cpus=1)
+
+
+def test_a_host_without_io_weights_gets_the_domain_without_the_profiles_weight():
+    """What vmctl.core.limits.start_domain defines again where the disks have no bfq scheduler:
+    the same domain, less <blkiotune><weight> (every other tuning kept)."""
+    from pathlib import Path
+
+    from lxml import etree
+
+    from vmctl.core.plan.edits import drop_io_weight
+
+    xml = (Path(__file__).resolve().parent.parent / "data" / "domain" / "limits.xml").read_text()
+    assert "<weight>" in xml
+    out = etree.fromstring(drop_io_weight(xml).encode())
+    assert out.find("blkiotune/weight") is None
+    original = etree.fromstring(xml.encode())
+    original.find("blkiotune").remove(original.find("blkiotune/weight"))
+    if len(original.find("blkiotune")) == 0:
+        original.remove(original.find("blkiotune"))
+    assert etree.tostring(out) == etree.tostring(original)

@@ -103,4 +103,7 @@ def drop_io_weight(xml: str) -> str:
     """`xml` without ``<blkiotune><weight>`` (for a host whose disks cannot weigh I/O)."""
     d = Domain.from_xml(xml)
     d.blkio_weight = None
+    tune = d.element.find("blkiotune")
+    if tune is not None and len(tune) == 0:   # nothing else tuned there: no empty element left
+        d.element.remove(tune)
     return d.to_xml()

@@ -102,14 +102,20 @@ NO_IO_WEIGHT = "blkio device weight is valid only for bfq or cfq"
 
 
 def start_domain(session, name: str, recorded: dict | None) -> None:
-    """Start domain `name`. Where the host cannot weigh I/O (see `NO_IO_WEIGHT`) the profile's
-    weight is dropped from the definition and the start tried again, silently: it is the profile's
-    preference, not the user's, and `inspect`/`dumpxml` show what the VM has (as Docker applies no
-    weight, and says nothing, where the kernel has none and the user asked for none). A weight the
-    user asked for (``--io-weight``, in `recorded`) is not dropped: the start fails, saying why."""
+    """Start domain `name` (see `without_io_weight_if_refused`)."""
+    without_io_weight_if_refused(session, name, recorded, lambda: session.backend.start(name))
+
+
+def without_io_weight_if_refused(session, name: str, recorded: dict | None, start) -> None:
+    """Run `start()` (a start or a restore of domain `name`). Where the host cannot weigh I/O (see
+    `NO_IO_WEIGHT`) the profile's weight is dropped from the definition and `start()` run again,
+    silently: it is the profile's preference, not the user's, and `dumpxml` shows what the VM has
+    (as Docker applies no weight, and says nothing, where the kernel has none and the user asked
+    for none). A weight the user asked for (``--io-weight``, in `recorded`) is not dropped: the
+    start fails, saying why."""
     backend = session.backend
     try:
-        backend.start(name)
+        start()
         return
     except VmctlError as exc:
         if NO_IO_WEIGHT not in exc.message:
@@ -120,4 +126,4 @@ def start_domain(session, name: str, recorded: dict | None) -> None:
     from vmctl.core.plan.edits import drop_io_weight  # lazy: the XML model, only on such a host
 
     backend.define(drop_io_weight(backend.xml(name, inactive=True)))
-    backend.start(name)
+    start()

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from vmctl.backend import saved, saveimage
 from vmctl.core.instance import Instance
+from vmctl.core.limits import without_io_weight_if_refused
 from vmctl.core.plan.devices import VMCTL_AGENT_CHANNEL
 from vmctl.core.session import Session
 from vmctl.errors import GuestNotReady, LibvirtError, VmctlError
@@ -165,9 +166,12 @@ def _restore(session: Session, inst: Instance) -> None:
         secrets = json.load(fh)
     path = inst.directory / RESTORE_FILE
     session.progress(f"{inst.name}: restoring the checkpoint", None)
-    try:
+    def restore() -> None:   # the save file carries the definition as it is now
         _write_save_file(path, saved.inactive_xml(backend, inst.name), image.memory)
         saved.restore(backend, os.fspath(path), paused=True)
+
+    try:
+        without_io_weight_if_refused(session, inst.name, inst.record.limits, restore)
     finally:
         path.unlink(missing_ok=True)   # QEMU has read it all (or failed): nothing half-made stays
     try:

@@ -167,6 +167,7 @@ def _restore(session: Session, inst: Instance) -> None:
     path = inst.directory / RESTORE_FILE
     session.progress(f"{inst.name}: restoring the checkpoint", None)
     def restore() -> None:   # the save file carries the definition as it is now
+        path.unlink(missing_ok=True)   # a first try's (it is made with O_EXCL)
         _write_save_file(path, saved.inactive_xml(backend, inst.name), image.memory)
         saved.restore(backend, os.fspath(path), paused=True)
 

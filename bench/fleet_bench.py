@@ -122,15 +122,23 @@ def virsh_migrate(lab: FleetLab, in_client, src_name: str, vm: str) -> float:
     pool = next(p for p in lab.remote_virsh(dst, "pool-list", "--name").stdout.split() if p.startswith("vmctl-instances"))
     disk = f"{DATA_ROOT}/instances/{vm}.qcow2"
     vol = etree.fromstring(in_client("virsh", "-c", src.uri, "vol-dumpxml", disk)[1].stdout.encode())
-    top, capacity = vol.findtext("backingStore/path"), vol.findtext("capacity")
+    # vmctl's overlays name their layer relatively; virsh wants the layer volume's own path
+    top = f"{DATA_ROOT}/images/layers/{Path(vol.findtext('backingStore/path')).name}"
+    capacity = vol.findtext("capacity")
     seed = Path(tempfile.mkdtemp(prefix="vmctl-fleetbench-seed-", dir="/var/tmp")) / "seed.iso"
     t0 = time.perf_counter()
     in_client("virsh", "-c", src.uri, "vol-download", f"{DATA_ROOT}/instances/{vm}.seed.iso", str(seed))
-    in_client("virsh", "-c", dst.uri, "vol-create-as", pool, f"{vm}.seed.iso", str(seed.stat().st_size),
-              "--format", "raw")
+    # the volumes as vmctl makes them: QEMU's user owns them (its domains are not relabelled)
+    uid, gid = os.stat(f"/proc/{os.getpid()}").st_uid, 0
+    qemu = subprocess.run(["id", "-u", "libvirt-qemu"], capture_output=True, text=True)
+    if qemu.returncode == 0:
+        uid = gid = int(qemu.stdout)
+    for name, size, fmt, backing in ((f"{vm}.seed.iso", seed.stat().st_size, "raw", None),
+                                     (f"{vm}.qcow2", int(capacity), "qcow2", top)):
+        xml = seed.parent / f"{name}.xml"
+        xml.write_text(volume_xml(name, size, fmt, uid, gid, backing))
+        in_client("virsh", "-c", dst.uri, "vol-create", pool, str(xml))
     in_client("virsh", "-c", dst.uri, "vol-upload", f"{DATA_ROOT}/instances/{vm}.seed.iso", str(seed))
-    in_client("virsh", "-c", dst.uri, "vol-create-as", pool, f"{vm}.qcow2", f"{capacity}b", "--format", "qcow2",
-              "--backing-vol", top, "--backing-vol-format", "qcow2")
     in_client("virsh", "-c", src.uri, "migrate", "--live", "--copy-storage-inc", "--persistent",
               "--undefinesource", vm, dst.uri, f"tcp://{dst.address}")
     took = time.perf_counter() - t0
@@ -139,6 +147,22 @@ def virsh_migrate(lab: FleetLab, in_client, src_name: str, vm: str) -> float:
     shutil.rmtree(seed.parent, ignore_errors=True)
     # (the record in the domain still names the source host; vmctl's next migrate rewrites it)
     return took
+
+
+def volume_xml(name: str, size: int, fmt: str, uid: int, gid: int, backing: str | None) -> str:
+    vol = etree.Element("volume")
+    etree.SubElement(vol, "name").text = name
+    etree.SubElement(vol, "capacity", unit="bytes").text = str(size)
+    target = etree.SubElement(vol, "target")
+    etree.SubElement(target, "format", type=fmt)
+    perms = etree.SubElement(target, "permissions")
+    for tag, value in (("mode", "0600"), ("owner", str(uid)), ("group", str(gid))):
+        etree.SubElement(perms, tag).text = value
+    if backing:
+        bs = etree.SubElement(vol, "backingStore")
+        etree.SubElement(bs, "path").text = backing
+        etree.SubElement(bs, "format", type="qcow2")
+    return etree.tostring(vol, encoding="unicode")
 
 
 if __name__ == "__main__":

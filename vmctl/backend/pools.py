@@ -154,6 +154,14 @@ def _volume_xml(name: str, capacity: int, fmt: str, mode: int, backing: str | No
     return etree.tostring(vol, encoding="unicode")
 
 
+def _quietly(call) -> None:
+    """`call()` while another error is on its way: libvirt's own failure here says nothing more."""
+    try:
+        call()
+    except libvirt.libvirtError:
+        pass
+
+
 def _lookup(backend, pool: str, name: str):
     """Volume `name` of `pool` (libvirt's object), or None."""
     try:
@@ -212,14 +220,8 @@ def upload(backend, pool: str, name: str, src: BinaryIO, size: int, *, mode: int
                     progress(sent)
             stream.finish()
     except BaseException:
-        try:
-            stream.abort()
-        except libvirt.libvirtError:
-            pass
-        try:
-            vol.delete(0)
-        except libvirt.libvirtError:
-            pass
+        _quietly(stream.abort)
+        _quietly(lambda: vol.delete(0))
         raise
     return _info(vol)
 
@@ -251,10 +253,7 @@ def download(backend, pool: str, name: str, sink: Callable[[bytes], None], *, of
                     progress(got)
             stream.finish()
     except BaseException:
-        try:
-            stream.abort()
-        except libvirt.libvirtError:
-            pass
+        _quietly(stream.abort)
         raise
     return got
 

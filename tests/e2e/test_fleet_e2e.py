@@ -11,8 +11,8 @@ What only real daemons and guests can show: a VM created on a host from an image
 had (layers sent once, skipped the second time), exec/cp/logs/ls/inspect on it, nothing of it on
 the client; a live migration of a running guest whose process keeps counting and whose disk,
 record and pinned key go along; refusals that leave it running where it was (too little memory
-on the target; libvirt refusing the move); an offline migration; a drain; placement; rm and prune
-leaving nothing.
+on the target; libvirt refusing the move); an offline migration; a drain; placement; a commit of a
+running VM on a host, booted on the other; rm and prune leaving nothing.
 """
 
 from __future__ import annotations
@@ -227,9 +227,22 @@ def test_offline_migration_drain_placement_and_cleanup(vm, lab):
     assert "r4: placed on h2" in placed.stderr, placed.stderr
     assert _row(vm, "h2", "r4")["state"] == "running"
 
+    # commit of a running VM on h2: its disk comes to the client as one new layer on the image;
+    # a VM of the new image on h1 has what was written (the layer is sent there first)
+    vm.sh("h2", "r4", "echo committed-on-h2 >/root/made-here")   # no sync: commit flushes the guest
+    image_id = vm("--host", "h2", "commit", "r4", "fleet:1", "-m", "on a host").stdout.strip().splitlines()[-1]
+    history = json.loads(vm("image", "history", "fleet:1", "--json").stdout)
+    assert history[0]["comment"] == "on a host" and len(history) == 2 and image_id.startswith("sha256:")
+    assert _row(vm, "h2", "r4")["state"] == "running"   # paused while read, running again
+    vm("--host", "h1", "run", "r5", "--image", "fleet:1", "--bridge", "br0", "--ip", "10.77.0.105/24",
+       "--timeout", "240")
+    assert vm.sh("h1", "r5", "cat /root/made-here") == "committed-on-h2"
+    refused = vm("--host", "h2", "commit", "--checkpoint", "r4", "fleet:2", check=False)
+    assert refused.returncode == 2 and "not on host h2" in refused.stderr
+
     busy = vm("host", "rm", "h1", check=False)
-    assert busy.returncode == 5 and "r1, r3" in busy.stderr
-    for host, name in (("h1", "r1"), ("h1", "r3"), ("h2", "r4")):
+    assert busy.returncode == 5 and "r1, r3, r5" in busy.stderr
+    for host, name in (("h1", "r1"), ("h1", "r3"), ("h1", "r5"), ("h2", "r4")):
         vm("--host", host, "rm", "-f", name)
     assert _files(h1, "instances") == [] and _files(h2, "instances") == []
     pruned = vm("host", "prune", "h1").stdout.split()

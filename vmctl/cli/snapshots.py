@@ -122,6 +122,8 @@ def snapshot_inspect(app: App, name, snaps):
 def commit(app: App, name, ref, snap, squash, message, checkpoint):
     """Turn VM NAME's disk (or one of its snapshots) into image IMAGE[:TAG]; the VM keeps running."""
     if checkpoint:
+        if app.session.host is not None:
+            raise UsageError(f"--checkpoint: warm starts run on this machine's store, not on host {app.session.host.name}")
         if snap or squash:
             raise UsageError("--checkpoint saves the running machine: it takes neither --snapshot nor --squash")
         from vmctl.core.checkpoint import checkpoint as do_checkpoint

@@ -41,11 +41,11 @@ from vmctl.core import snapshot_records as records
 from vmctl.core.instance import Instance
 from vmctl.core.session import Session
 from vmctl.core.states import LIVE, guard
-from vmctl.errors import IntegrityError, VmctlError
+from vmctl.errors import IntegrityError, UsageError, VmctlError
 from vmctl.guest.keys import ensure_client_key
 from vmctl.guest.ssh import GuestSession
 from vmctl.names import check_name
-from vmctl.storage import qemu_img
+from vmctl.storage import probe, qemu_img
 from vmctl.storage.manifest import RECIPE_LABEL
 from vmctl.storage.refs import parse_name
 
@@ -94,6 +94,34 @@ def _temporary_snapshot(inst: Instance):
             inst.session.warn(f"could not delete the temporary snapshot {snap} of {inst.name}: {exc}")
 
 
+def _host_disk(inst: Instance, parent, work: Path, live: bool) -> Path:
+    """A local copy of a VM's overlay on a vmctl host, backed by the parent's local top layer.
+
+    The overlay is streamed from the host (`HostPlace.download_disk`); a running VM is flushed
+    (its agent freezes its file systems, else ``sync`` over SSH) and paused while it is read, then
+    resumed. The copy comes from another machine: its header is checked (no data file, no
+    encryption) before qemu-img opens it, and its backing name is replaced (``rebase -u``) by the
+    parent's top layer in this store, which the VM's layers are copies of (same digests)."""
+    backend, name = inst.session.backend, inst.name
+    local = work / "host-disk.qcow2"
+    if live:
+        with bsnap.frozen(backend, name) as frozen:
+            if not frozen:
+                flush_guest(inst)
+            backend.suspend(name)
+            try:
+                inst.place.download_disk(name, local)
+            finally:
+                backend.resume(name)
+    else:
+        inst.place.download_disk(name, local)
+    hdr = probe.read_qcow2_header(local)
+    if hdr.data_file is not None or hdr.crypt_method:
+        raise IntegrityError(f"the disk of {name} on {inst.session.host.name} uses a data file or encryption; refused")
+    qemu_img.rebase(local, parent.top_layer.resolve(), "qcow2", unsafe=True)
+    return local
+
+
 def flush_guest(inst: Instance) -> None:
     """Without a guest agent, ask the guest over SSH to write back its dirty pages before the
     snapshot is cut, so what was just written in it (``echo built > file``, then commit) is in
@@ -136,6 +164,12 @@ def commit(session: Session, name: str, ref: str, *, snapshot: str | None = None
         live = g.state in LIVE
         parent = session.store.get(inst.record.image_id)
         job = _Job(session, inst, parent, ref, squash, message, created_by, labels)
+        if inst.on_host:
+            if snapshot is not None:
+                raise UsageError(f"--snapshot: snapshots of a VM on a host are not supported yet ({inst.name} is on "
+                                 f"{session.host.name})")
+            with session.store.session("commit-host") as work:
+                return job.build(None, False, disk=_host_disk(inst, parent, work.path, live))
         if snapshot is not None:
             records.find(inst, snapshot)  # complete snapshots only
             return job.build(snapshot, live)
@@ -151,9 +185,9 @@ class _Job:
         self.session, self.inst, self.parent, self.ref = session, inst, parent, ref
         self.squash, self.message, self.created_by, self.labels = squash, message, created_by, labels
 
-    def build(self, snapshot: str | None, live: bool):
-
-        store, parent, disk = self.session.store, self.parent, self.inst.disk
+    def build(self, snapshot: str | None, live: bool, disk: Path | None = None):
+        """The new image from the VM's disk (or `disk`, a local copy of it), or its `snapshot`."""
+        store, parent, disk = self.session.store, self.parent, disk or self.inst.disk
         progress = self.session.progress
         created = _now()
         byte_progress = (lambda phase, done, total: progress(f"commit: {phase}", done / total if total else None))

@@ -23,13 +23,14 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from vmctl.backend import pools
 from vmctl.backend.fleet import domain_xmls, set_metadata
 from vmctl.core.records import InstanceRecord
-from vmctl.errors import IntegrityError, NotFoundError
+from vmctl.errors import IntegrityError, NotFoundError, ResourceError
 from vmctl.names import check_name
 
 MAX_LOG = 64 << 20        # the most of a serial log vmctl reads back from a host
@@ -164,6 +165,20 @@ class HostPlace:
         pools.volumes(self.backend, self.instances_pool)   # refresh: the log appears at first start
         for vol in self.instance_files(name):
             pools.delete(self.backend, self.instances_pool, vol)
+
+    def download_disk(self, name: str, dest: Path) -> int:
+        """VM `name`'s overlay streamed into new file `dest` (at most its size on the host, and
+        only when this machine has room for it); bytes written."""
+        vol_name = posixpath.basename(self.disk(name))
+        vol = pools.volume(self.backend, self.instances_pool, vol_name, refresh=True)
+        if vol is None:
+            raise NotFoundError(f"{self.host.name} has no disk of {name}")
+        free = shutil.disk_usage(dest.parent).free
+        if vol.physical + (64 << 20) > free:
+            raise ResourceError(f"the disk of {name} ({vol.physical >> 20} MiB) does not fit in {dest.parent} "
+                                f"({free >> 20} MiB free); nothing was changed")
+        with open(dest, "xb") as fh:
+            return pools.download(self.backend, self.instances_pool, vol_name, fh.write, limit=vol.physical)
 
     def disk_usage(self, name: str) -> int:
         vol = pools.volume(self.backend, self.instances_pool, posixpath.basename(self.disk(name)))

@@ -120,7 +120,7 @@ def _cli(*args):
     (["--connect", "test:///default", "migrate", "vm", "--to", "h1"], 2, "name it with --host"),
     (["host", "rm", "nosuch"], 3, "no such host"),
     (["--host", "h1", "snapshot", "ls", "vm"], 2, "vmctl snapshot works on this machine's store only"),
-    (["--host", "h1", "events"], 2, "not yet on host h1"),
+    (["--host", "h1", "doctor"], 2, "not yet on host h1"),
     (["host", "use", "nosuch"], 3, "no such host"),
     (["host", "add", "h2", "ftp://x/system"], 2, "invalid libvirt URI"),
     (["host", "add", "h1", "qemu+tcp://127.0.0.3/system"], 2, "exists already"),

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +62,10 @@ class LabVmctl:
                                  f"stderr: {proc.stderr}\n{tails}")
         return proc
 
+    def popen(self, *args: str) -> subprocess.Popen:
+        argv = self.lab.client_cmd(sys.executable, "-m", "vmctl", "--root", str(self.root), *args)
+        return subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def sh(self, host: str, name: str, script: str) -> str:
         return self("--host", host, "exec", name, "--", "sh", "-c", script).stdout.strip()
 
@@ -96,6 +101,15 @@ def vm(lab):
 def _files(host, sub: str) -> list[str]:
     d = host.outside(f"{host.root}/{sub}")
     return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def _seen(lines: list[dict], name: str, event: str, detail: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any((e["vm"], e["event"], e["detail"]) == (name, event, detail) for e in list(lines)):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _row(vm, host: str, name: str) -> dict:
@@ -184,7 +198,24 @@ def test_live_migration_keeps_the_guest_running(vm, lab):
     assert _row(vm, "h1", "r1")["state"] == "running" and _row(vm, "h2", "r1") is None
     assert _files(h2, "instances") == []
 
-    moved = json.loads(vm("--host", "h1", "migrate", "r1", "--to", "h2", "--live", "--json").stdout)
+    # h1's events, as `vmctl --host h1 events` streams them: listening once a pause/resume shows
+    events = vm.popen("--host", "h1", "events", "--json", "--timeout", "300")
+    lines: list[dict] = []
+    reader = threading.Thread(target=lambda: lines.extend(json.loads(x) for x in events.stdout), daemon=True)
+    reader.start()
+    try:
+        for _ in range(30):
+            vm("--host", "h1", "pause", "r1")
+            vm("--host", "h1", "resume", "r1")
+            if _seen(lines, "r1", "resumed", "unpaused", 3):
+                break
+        else:
+            raise AssertionError(f"vmctl --host h1 events showed nothing: {lines}")
+        moved = json.loads(vm("--host", "h1", "migrate", "r1", "--to", "h2", "--live", "--json").stdout)
+        assert _seen(lines, "r1", "stopped", "migrated", 60), lines
+    finally:
+        events.terminate()
+        events.wait(timeout=30)
     assert (moved["source"], moved["destination"], moved["live"], moved["shared_storage"]) == ("h1", "h2", True, False)
     # the same process, still counting; the disk came along (its top layer over NBD)
     out = vm.sh("h2", "r1", "cat /tmp/counter.pid /root/marker /root/payload.txt; cat /tmp/counter").split("\n")

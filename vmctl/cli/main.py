@@ -169,7 +169,7 @@ _LOCAL_ONLY = {"build", "completion", "config", "host", "image", "images", "load
                "pull", "push", "rmi", "save", "search", "tag", "version", "df"}
 # VM commands that need this machine's files of a VM (qcow2 snapshot tables read with qemu-img, the
 # stack's state, doctor's leftovers, the events' record filter): refused on a host, in one line.
-_NOT_ON_HOSTS = {"snapshot", "doctor", "up", "down", "ps", "events"}
+_NOT_ON_HOSTS = {"snapshot", "doctor", "up", "down", "ps"}
 
 
 def _host(ctx: click.Context, settings, *, explicit_uri: bool):

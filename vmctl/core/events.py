@@ -17,9 +17,10 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
 from vmctl.backend.events import DETAILS, EVENTS, SNAPSHOT_PAUSE, RawEvent, open_events
+from vmctl.core.hostplace import HostPlace
 from vmctl.core.records import RECORD, list_records
 from vmctl.core.session import Session
-from vmctl.errors import UsageError
+from vmctl.errors import IntegrityError, NotFoundError, UsageError
 from vmctl.names import check_name
 
 FILTER_KEYS = ("vm", "event", "detail")
@@ -69,7 +70,10 @@ class Owners:
 
     def __init__(self, session: Session):
         self._instances = session.paths.instances
-        self._known = {r.name for r in list_records(self._instances, include_unfinished=True)}
+        # a vmctl host's VMs are the domains there that carry vmctl's record (vmctl.core.hostplace)
+        self._place = HostPlace(session) if session.host is not None else None
+        self._known = ({r.name for r in self._place.records()} if self._place is not None else
+                       {r.name for r in list_records(self._instances, include_unfinished=True)})
 
     def owns(self, name: str) -> bool:
         if name in self._known:
@@ -78,6 +82,13 @@ class Owners:
             check_name(name, "VM name")
         except UsageError:
             return False   # not a name vmctl could have given: some other tool's domain
+        if self._place is not None:
+            try:
+                self._place.record(name)   # one made (or migrated here) since the stream began
+            except (NotFoundError, IntegrityError):
+                return False
+            self._known.add(name)
+            return True
         if (self._instances / name / RECORD).is_file():
             self._known.add(name)
             return True

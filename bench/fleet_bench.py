@@ -23,6 +23,7 @@ Medians of `--runs`. No assertions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -59,7 +60,10 @@ def main() -> None:
     for var in ("VMCTL_ROOT", "VMCTL_HOST", "VMCTL_CONNECT", "VMCTL_MODE"):
         env.pop(var, None)
     times: dict[str, list[float]] = {}
-    with FleetLab(2, roots=[DATA_ROOT, DATA_ROOT]) as lab:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, base, ignore_errors=True)   # after the lab stopped
+        lab = cleanup.enter_context(FleetLab(2, roots=[DATA_ROOT, DATA_ROOT]))
+
         def in_client(*argv: str, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
             t0 = time.perf_counter()
             proc = subprocess.run(lab.client_cmd(*argv), env=env, capture_output=True, text=True)
@@ -106,7 +110,7 @@ def main() -> None:
         finally:
             for h in lab.hosts:
                 h.destroy_domains()
-    shutil.rmtree(base, ignore_errors=True)
+
     print(f"tiny guest, 256 MiB, {args.runs} runs; medians")
     for label, xs in times.items():
         print(f"  {label:<78} {median(xs):7.2f} s  ({', '.join(f'{x:.2f}' for x in xs)})")
@@ -126,6 +130,13 @@ def virsh_migrate(lab: FleetLab, in_client, src_name: str, vm: str) -> float:
     top = f"{DATA_ROOT}/images/layers/{Path(vol.findtext('backingStore/path')).name}"
     capacity = vol.findtext("capacity")
     seed = Path(tempfile.mkdtemp(prefix="vmctl-fleetbench-seed-", dir="/var/tmp")) / "seed.iso"
+    try:
+        return _by_hand(in_client, src, dst, pool, vm, top, capacity, seed)
+    finally:
+        shutil.rmtree(seed.parent, ignore_errors=True)
+
+
+def _by_hand(in_client, src, dst, pool: str, vm: str, top: str, capacity: str, seed: Path) -> float:
     t0 = time.perf_counter()
     in_client("virsh", "-c", src.uri, "vol-download", f"{DATA_ROOT}/instances/{vm}.seed.iso", str(seed))
     # the volumes as vmctl makes them: QEMU's user owns them (its domains are not relabelled)
@@ -144,7 +155,6 @@ def virsh_migrate(lab: FleetLab, in_client, src_name: str, vm: str) -> float:
     took = time.perf_counter() - t0
     for name in (f"{vm}.qcow2", f"{vm}.seed.iso", f"{vm}.serial.log"):
         in_client("virsh", "-c", src.uri, "vol-delete", f"{DATA_ROOT}/instances/{name}", check=False)
-    shutil.rmtree(seed.parent, ignore_errors=True)
     # (the record in the domain still names the source host; vmctl's next migrate rewrites it)
     return took
 

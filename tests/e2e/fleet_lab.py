@@ -65,6 +65,14 @@ LIBVIRT_TCP_PORT = 16509
 CLIENT_BRIDGE = "lab0"   # in the client namespace: the segment every host's uplink joins
 HOST_BRIDGE = "br0"      # in each host's namespace: its address, its uplink and its guests' taps
 SEGMENT = "10.77.0"      # /24; .1 the client, .2.. the hosts (guests: pick from .100 up)
+
+
+def lab_mac(role: int, index: int) -> str:
+    """A fixed, locally administered MAC for a lab link: role 0 the bridges (lab0 is index 0, host
+    i's br0 index i), 1 a host's veth end on lab0, 2 its uplink. Fixed, not left to the kernel or a
+    udev policy: no two links of the segment can share one, and a bridge whose address is set keeps
+    it when a guest's tap joins (a bridge otherwise takes its ports' lowest MAC)."""
+    return f"02:77:00:00:{role:02x}:{index:02x}"
 MNT = PurePosixPath("/mnt")
 
 
@@ -116,10 +124,12 @@ class FleetHost(PrivateLibvirt):
     def _configure_netns(self) -> None:
         veth = f"h{self.index}"
         c, h = ("ip", "-n", self.client_ns), ("ip", "-n", self.ns)
-        _run(*c, "link", "add", veth, "type", "veth", "peer", "name", "uplink", "netns", self.ns)
+        _run(*c, "link", "add", veth, "address", lab_mac(1, self.index), "type", "veth",
+             "peer", "name", "uplink", "address", lab_mac(2, self.index), "netns", self.ns)
         _run(*c, "link", "set", veth, "master", CLIENT_BRIDGE)
         _run(*c, "link", "set", veth, "up")
-        _run(*h, "link", "add", HOST_BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        _run(*h, "link", "add", HOST_BRIDGE, "address", lab_mac(0, self.index), "type", "bridge",
+             "stp_state", "0", "forward_delay", "0")
         _run(*h, "link", "set", "uplink", "master", HOST_BRIDGE)
         _run(*h, "addr", "add", f"{self.address}/24", "dev", HOST_BRIDGE)
         _run(*h, "link", "set", "uplink", "up")
@@ -241,7 +251,8 @@ class FleetLab:
         self.client_created = True
         c = ("ip", "-n", self.client_ns)
         _run(*c, "link", "set", "lo", "up")
-        _run(*c, "link", "add", CLIENT_BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        _run(*c, "link", "add", CLIENT_BRIDGE, "address", lab_mac(0, 0), "type", "bridge",
+             "stp_state", "0", "forward_delay", "0")
         _run(*c, "addr", "add", f"{SEGMENT}.1/24", "dev", CLIENT_BRIDGE)
         _run(*c, "link", "set", CLIENT_BRIDGE, "up")
         for i, root in enumerate(self._roots, start=1):
@@ -255,7 +266,29 @@ class FleetLab:
                     raise RuntimeError(f"{host.uri} does not answer from {self.client_ns}: {r.stderr}"
                                        f"{host.log_tail()}")
                 time.sleep(0.1)
+        # Hosts talk to each other directly in a live migration (QEMU's stream and NBD): check every
+        # pair now, from inside the hosts, so a broken segment fails here in one line, not as a
+        # migration's two-minute connect timeout.
+        for a in self.hosts:
+            for b in self.hosts:
+                if a is not b and (r := _run("ip", "netns", "exec", a.ns, "virsh", "-c", b.uri, "version",
+                                             check=False)).returncode != 0:
+                    raise RuntimeError(f"{a.name} cannot reach {b.uri}: {r.stderr.strip()}\n"
+                                       f"{self.network_report()}")
         return self
+
+    def network_report(self) -> str:
+        """Links, neighbours, bridge forwarding tables and TCP sockets of the client and every
+        host namespace: what a failure in the lab's network needs to be understood."""
+        out = []
+        for name, ns in [("client", self.client_ns)] + [(h.name, h.ns) for h in self.hosts]:
+            out.append(f"--- network of {name} ({ns}) ---")
+            for argv in (("ip", "-n", ns, "-br", "link"), ("ip", "-n", ns, "-br", "addr"),
+                         ("ip", "-n", ns, "neigh"), ("bridge", "-n", ns, "fdb", "show", "dynamic"),
+                         ("ip", "netns", "exec", ns, "ss", "-tan")):
+                r = _run(*argv, check=False)
+                out.append(f"$ {' '.join(argv)}\n{r.stdout}{r.stderr}".rstrip())
+        return "\n".join(out)
 
     def stop(self) -> None:
         """Undo `start` (whatever part of it happened); never raises."""

@@ -59,7 +59,7 @@ class LabVmctl:
         if check and proc.returncode != 0:
             tails = "\n".join(h.log_tail(10) for h in self.lab.hosts)
             raise AssertionError(f"vmctl {' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\n"
-                                 f"stderr: {proc.stderr}\n{tails}")
+                                 f"stderr: {proc.stderr}\n{self.lab.network_report()}\n{tails}")
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen:

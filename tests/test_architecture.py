@@ -24,6 +24,7 @@ CORE_FOUNDATION = {
     "vmctl.core.hostplace",   # where a vmctl host keeps its VMs (files, records): every verb reaches them there
     "vmctl.core.placement",   # what a host can take and where a VM goes: run, migrate and drain decide by it
     "vmctl.core.warm",   # how a VM's first start restores its image's checkpoint: run and start share it
+    "vmctl.core.findings",   # what doctor finds and how it looks: this machine's doctor and a host's share it
 }
 
 

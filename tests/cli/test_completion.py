@@ -1,6 +1,7 @@
 """Shell completion through click's real protocol (what bash's completion function runs):
 VM, image, snapshot and registry host names from vmctl's own records, never libvirt."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import sys
 import pytest
 
 from vmctl.core.records import InstanceRecord
-from vmctl.core.snapshot_records import sidecar_set
+from vmctl.core.snapshot_records import SIDECAR
 
 
 @pytest.fixture
@@ -20,8 +21,8 @@ def root(tmp_path):
         InstanceRecord(name=name, uuid="0" * 8 + "-0000-4000-8000-" + "0" * 12, mode="hosted",
                        uri="qemu:///session", profile="hosted", image_ref="tiny", image_id="sha256:" + "a" * 64,
                        created="2026-01-01T00:00:00Z", ssh_user="root", host_key="ssh-ed25519 AAAA").save(d)
-    sidecar_set(root / "instances" / "web1", "before-upgrade", {"created": 1})
-    sidecar_set(root / "instances" / "web1", "clean", {"created": 2})
+    (root / "instances" / "web1" / SIDECAR).write_text(json.dumps(
+        {"version": 1, "snapshots": {"before-upgrade": {"created": 1}, "clean": {"created": 2}}}))
     disk = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
     env = _env(root)

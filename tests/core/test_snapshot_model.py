@@ -128,7 +128,7 @@ def test_space_check(tmp_path):
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mnt)], check=True)
     try:
-        inst = SimpleNamespace(directory=mnt)
+        inst = SimpleNamespace(directory=mnt, on_host=False)
         with pytest.raises(ResourceError, match="not enough disk space.*nothing was changed"):
             snapshots._check_space(inst, 300 * snapshots.MIB, "a memory snapshot of x")
         snapshots._check_space(inst, 5 * snapshots.MIB, "a disk snapshot of x")

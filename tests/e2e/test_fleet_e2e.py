@@ -53,9 +53,12 @@ class LabVmctl:
         for var in ("VMCTL_ROOT", "VMCTL_MODE", "VMCTL_CONNECT", "VMCTL_HOST"):
             self.env.pop(var, None)
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    def __call__(self, *args: str, check: bool = True, timeout: float = 300,
+                 fault: str | None = None) -> subprocess.CompletedProcess:
+        """vmctl ARGS; with `fault`, killed by SIGKILL at that fault point (vmctl.faults)."""
         argv = self.lab.client_cmd(sys.executable, "-m", "vmctl", "--root", str(self.root), *args)
-        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+        env = self.env if fault is None else {**self.env, "VMCTL_TEST_FAULT": fault}
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             tails = "\n".join(h.log_tail(10) for h in self.lab.hosts)
             raise AssertionError(f"vmctl {' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\n"
@@ -171,6 +174,60 @@ def test_remote_create_reach_and_remove(vm, lab):
     assert "r2" not in h1.virsh("list", "--all", "--name").stdout.split()
 
 
+def _snaps(vm, host: str, name: str) -> dict:
+    return {r["name"]: r for r in json.loads(vm("--host", host, "snapshot", "ls", name, "--json").stdout)}
+
+
+def test_snapshots_and_commit_of_a_snapshot_on_a_host(vm, lab):
+    h1, _h2 = lab.hosts
+    if _row(vm, "h1", "r1") is None:
+        vm.run("h1", "r1", "10.77.0.101")
+    vm.sh("h1", "r1", "echo one >/root/state; echo snapshot-marker-5c1e >/root/kept; sync")
+    # running: memory and disks, the saved state's size read from the disk's table on h1
+    made = json.loads(vm("--host", "h1", "snapshot", "create", "r1", "s-mem", "--json").stdout)
+    assert (made["kind"], made["vm_state"]) == ("memory", "running") and made["size"] > 0
+    vm.sh("h1", "r1", "echo two >/root/state; sync")
+    vm("--host", "h1", "snapshot", "create", "r1", "s-disk", "--disk-only")
+    vm.sh("h1", "r1", "echo after-snapshot-9d2f >/root/later; sync")
+    snaps = _snaps(vm, "h1", "r1")
+    assert set(snaps) == {"s-mem", "s-disk"} and snaps["s-disk"]["kind"] == "disk-only"
+    assert snaps["s-disk"]["parent"] == "s-mem" and snaps["s-disk"]["current"]
+    assert "r1.snapshots.json" in _files(h1, "instances")        # vmctl's record of them: on h1
+
+    # a snapshot becomes an image here: the overlay comes over whole, the snapshot read from it
+    vm("--host", "h1", "commit", "r1", "snapped:1", "--snapshot", "s-disk")
+    img = json.loads(vm("image", "inspect", "snapped:1").stdout)[0]
+    assert img["labels"]["vmctl.commit.snapshot"] == "s-disk"
+    assert len(img["layers"]) == len(json.loads(vm("image", "inspect", "tiny").stdout)[0]["layers"]) + 1
+    raw = vm.root.parent / "snapped.raw"    # the new layer alone (no backing), as a sparse raw file
+    spec = {"driver": "qcow2", "backing": None, "file": {"driver": "file", "filename": img["layers"][-1]["path"]}}
+    subprocess.run(["qemu-img", "convert", "-O", "raw", "json:" + json.dumps(spec), str(raw)], check=True)
+    try:
+        def holds(text: str) -> bool:
+            return subprocess.run(["grep", "-a", "-q", text, str(raw)]).returncode == 0
+        assert holds("snapshot-marker-5c1e") and not holds("after-snapshot-9d2f")
+    finally:
+        raw.unlink()
+
+    # revert: memory and disk as they were, running
+    vm("--host", "h1", "snapshot", "revert", "r1", "s-mem")
+    assert vm.sh("h1", "r1", "cat /root/state; test -e /root/later && echo later || echo no-later") == "one\nno-later"
+    # a VM with snapshots does not migrate (libvirt moves none): said first, in one line
+    refused = vm("--host", "h1", "migrate", "r1", "--to", "h2", "--live", check=False)
+    assert refused.returncode == 4 and refused.stderr.count("\n") == 1 and "2 snapshot(s)" in refused.stderr
+    # vmctl's record of them damaged on the host: one line, nothing else touched
+    side = h1.outside(f"{h1.root}/instances/r1.snapshots.json")
+    kept = side.read_bytes()
+    side.write_bytes(b"{not json" + b" " * 100)
+    bad = vm("--host", "h1", "snapshot", "ls", "r1", check=False)
+    assert bad.returncode == 11 and bad.stderr.count("\n") == 1 and "r1.snapshots.json is damaged" in bad.stderr
+    side.write_bytes(kept)
+    vm("--host", "h1", "snapshot", "rm", "r1", "s-disk")
+    vm("--host", "h1", "snapshot", "rm", "r1", "s-mem")
+    assert _snaps(vm, "h1", "r1") == {}
+    assert h1.virsh("snapshot-list", "r1", "--name").stdout.split() == []
+
+
 def test_live_migration_keeps_the_guest_running(vm, lab):
     h1, h2 = lab.hosts
     if _row(vm, "h1", "r1") is None:
@@ -280,3 +337,72 @@ def test_offline_migration_drain_placement_and_cleanup(vm, lab):
     assert pruned and [n for n in _files(h1, "images/layers")] == []
     vm("host", "rm", "h1")
     assert "h1" not in vm("host", "ls", "-q").stdout.split()
+
+
+def _doctor(vm, host: str, *fix: str) -> dict:
+    return {(f["kind"], f["subject"]): f for f in json.loads(vm("--host", host, "doctor", *fix, "--json").stdout)}
+
+
+def _age(host, name: str, seconds: float) -> None:
+    """Make a file of the host's instances directory look `seconds` old."""
+    path = host.outside(f"{host.root}/instances/{name}")
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_doctor_on_a_host_mends_what_killed_creates_snapshots_and_migrations_left(vm, lab):
+    from vmctl import faults
+
+    h1, h2 = lab.hosts
+    assert set(faults.HOST_POINTS) == {"host.create.after-overlay", "host.create.after-define",
+                                       "migrate.after-stage"}   # each killed below
+    if "h1" not in vm("host", "ls", "-q").stdout.split():
+        vm("host", "add", "h1", h1.uri, "--root", h1.root, "--accelerator", "tcg")
+    create = ("create", "--image", "tiny", "--bridge", "br0")
+    killed = vm("--host", "h2", create[0], "g1", *create[1:], check=False, fault="host.create.after-overlay")
+    assert killed.returncode == -9
+    assert vm("--host", "h2", create[0], "g2", *create[1:], check=False, fault="host.create.after-define").returncode == -9
+    vm("--host", "h2", create[0], "g3", *create[1:])
+    snap = vm("--host", "h2", "snapshot", "create", "g3", "s1", check=False, fault="snapshot.create.after-data")
+    assert snap.returncode == -9
+    assert _files(h2, "instances") == ["g1.qcow2", "g2.qcow2", "g2.seed.iso", "g3.qcow2", "g3.seed.iso",
+                                       "g3.snapshots.json"]
+
+    found = _doctor(vm, "h2")
+    assert found[("creating-domain", "h2:g2")]["fixable"]
+    assert found[("half-made-snapshot", "g3/s1")]["fixable"]
+    young = found[("orphan-host-file", "h2:/mnt/vmctl2/instances/g1.qcow2")]
+    assert not young["fixable"] and "left alone" in young["detail"]    # may be another client's create
+    # and the killed processes' name locks (on this machine, per host)
+    locks = {("stale-lock", str(vm.root / "locks" / "hosts" / "h2" / f"vm-{n}.lock")) for n in ("g1", "g2", "g3")}
+    assert set(found) == locks | {("creating-domain", "h2:g2"), ("half-made-snapshot", "g3/s1"),
+                                  ("orphan-host-file", "h2:/mnt/vmctl2/instances/g1.qcow2")}, found
+    _age(h2, "g1.qcow2", 20 * 60)
+    fixed = _doctor(vm, "h2", "--fix")
+    assert {k for k, f in fixed.items() if f["fixed"]} == locks | {
+        ("creating-domain", "h2:g2"), ("half-made-snapshot", "g3/s1"),
+        ("orphan-host-file", "h2:/mnt/vmctl2/instances/g1.qcow2")}
+    assert _doctor(vm, "h2") == {}
+    assert _files(h2, "instances") == ["g3.qcow2", "g3.seed.iso", "g3.snapshots.json"]
+    assert h2.virsh("list", "--all", "--name").stdout.split() == ["g3"]
+    assert h2.virsh("snapshot-list", "g3", "--name").stdout.split() == []
+    table = subprocess.run(["qemu-img", "snapshot", "-l", "-U", str(h2.outside(f"{h2.root}/instances/g3.qcow2"))],
+                           capture_output=True, text=True, check=True).stdout
+    assert "s1" not in table
+
+    # a migration killed once the target has the VM's files, before libvirt moved it
+    moved = vm("--host", "h2", "migrate", "g3", "--to", "h1", check=False, fault="migrate.after-stage")
+    assert moved.returncode == -9 and _files(h1, "instances") == ["g3.qcow2", "g3.seed.iso"]
+    assert _row(vm, "h2", "g3")["state"] == "stopped"   # still where it was
+    for name in ("g3.qcow2", "g3.seed.iso"):
+        _age(h1, name, 20 * 60)
+    fixed = _doctor(vm, "h1", "--fix")
+    assert {k for k, f in fixed.items() if f["fixed"]} == {
+        ("orphan-host-file", "h1:/mnt/vmctl/instances/g3.qcow2"),
+        ("orphan-host-file", "h1:/mnt/vmctl/instances/g3.seed.iso")}
+    assert _doctor(vm, "h2", "--fix").keys() == {      # the killed migration's lock was h2's
+        ("stale-lock", str(vm.root / "locks" / "hosts" / "h2" / "vm-g3.lock"))}
+    assert _files(h1, "instances") == []
+    vm("--host", "h2", "migrate", "g3", "--to", "h1")    # and the move, done again, goes through
+    vm("--host", "h1", "rm", "g3")
+    assert _files(h1, "instances") == [] and _files(h2, "instances") == []

@@ -279,10 +279,10 @@ def _failed_create_is_rolled_back(vmctl, name: str, monkeypatch) -> None:
 
     real = snapshot_records.sidecar_set
 
-    def boom(directory, snap, entry):
+    def boom(inst, snap, entry):
         if entry is not None and not entry.get("pending"):
             raise OSError("simulated failure while recording the snapshot")
-        real(directory, snap, entry)
+        real(inst, snap, entry)
 
     monkeypatch.setattr(snapshot_records, "sidecar_set", boom)
     session = Session(settings=load_settings(root=vmctl.root))

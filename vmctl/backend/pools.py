@@ -112,6 +112,21 @@ def volumes(backend, pool: str) -> dict[str, Volume]:
         return {v.name(): _info(v) for v in p.listAllVolumes(0)}
 
 
+def mtimes(backend, pool: str) -> dict[str, float]:
+    """When each volume of `pool` was last modified (seconds since the epoch, the host's clock),
+    from the timestamps libvirt reports for files of a directory pool."""
+    p = _pool(backend, pool, refresh=True)
+    out = {}
+    with libvirt_errors(f"volumes of {pool}"):
+        for v in p.listAllVolumes(0):
+            text = etree.fromstring(v.XMLDesc(0).encode()).findtext("target/timestamps/mtime")
+            try:
+                out[v.name()] = float(text)
+            except (TypeError, ValueError):
+                out[v.name()] = 0.0
+    return out
+
+
 def volume(backend, pool: str, name: str, *, refresh: bool = False) -> Volume | None:
     """Volume `name` of `pool`, or None."""
     if refresh:
@@ -227,10 +242,10 @@ def upload(backend, pool: str, name: str, src: BinaryIO, size: int, *, mode: int
 
 
 def download(backend, pool: str, name: str, sink: Callable[[bytes], None], *, offset: int = 0,
-             limit: int, progress: Progress | None = None) -> int:
-    """Stream volume `name` from `offset` into `sink`; at most `limit` bytes are accepted (a
-    longer volume is a ResourceError, raised before the excess is passed on). Returns the bytes
-    read."""
+             limit: int, length: int = 0, progress: Progress | None = None) -> int:
+    """Stream volume `name` from `offset` into `sink` (to its end, or `length` bytes when not 0);
+    at most `limit` bytes are accepted (a longer volume is a ResourceError, raised before the
+    excess is passed on). Returns the bytes read."""
     vol = _lookup(backend, pool, name)
     if vol is None:
         raise NotFoundError(f"{backend.uri} has no volume {name}")
@@ -238,7 +253,7 @@ def download(backend, pool: str, name: str, sink: Callable[[bytes], None], *, of
     got = 0
     try:
         with libvirt_errors(f"download {name}"):
-            vol.download(stream, offset, 0, 0)
+            vol.download(stream, offset, length, 0)
             while True:
                 data = stream.recv(CHUNK)
                 if isinstance(data, int):   # -2, "would block": only non-blocking streams say it
@@ -256,6 +271,46 @@ def download(backend, pool: str, name: str, sink: Callable[[bytes], None], *, of
         _quietly(stream.abort)
         raise
     return got
+
+
+def read_range(backend, pool: str, name: str, offset: int, length: int) -> bytes:
+    """At most `length` bytes of volume `name` from `offset` (fewer where the volume ends)."""
+    parts: list[bytes] = []
+    if length > 0:
+        download(backend, pool, name, parts.append, offset=offset, length=length, limit=length)
+    return b"".join(parts)
+
+
+def rewrite(backend, pool: str, name: str, data: bytes, *, mode: int = 0o600) -> None:
+    """Put `data` at the start of volume `name`, made (raw, `len(data)` bytes) when missing.
+    An existing volume is written over in place, not deleted and made again: a small `data` is
+    one write on the host, so a reader sees the old bytes or the new ones. The caller pads
+    `data` to the volume's size (bytes past it are left as they were)."""
+    vol = _lookup(backend, pool, name)
+    if vol is None:
+        with libvirt_errors(f"create {name}"):
+            vol = _pool(backend, pool).createXML(_volume_xml(name, len(data), "raw", mode), 0)
+    stream = backend.raw.newStream(0)
+    try:
+        with libvirt_errors(f"write {name}"):
+            vol.upload(stream, 0, len(data), 0)
+            view = memoryview(data)
+            while view:
+                n = stream.send(view.tobytes())
+                if n < 0:
+                    raise LibvirtError(f"write {name}: the stream refused data")
+                view = view[n:]
+            stream.finish()
+    except BaseException:
+        _quietly(stream.abort)
+        raise
+
+
+def available(backend, pool: str) -> int:
+    """Bytes free on the file system of `pool` on the host (as libvirt reports it)."""
+    p = _pool(backend, pool, refresh=True)
+    with libvirt_errors(f"storage pool {pool}"):
+        return int(p.info()[3])
 
 
 def copy_between(src_backend, src_pool: str, dst_backend, dst_pool: str, name: str, size: int, *,

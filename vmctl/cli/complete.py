@@ -46,12 +46,12 @@ def complete_images(ctx, _param, incomplete: str) -> list[CompletionItem]:
 def complete_snapshots(ctx, _param, incomplete: str) -> list[CompletionItem]:
     """Snapshot names of the VM named earlier on the command line."""
     try:
-        from vmctl.core.snapshot_records import load_sidecar
+        from vmctl.core.snapshot_records import load_sidecar_file
 
         vm = ctx.params.get("name")
         if not vm:
             return []
-        return _items(load_sidecar(_settings(ctx).paths.instance_dir(vm)), incomplete)
+        return _items(load_sidecar_file(_settings(ctx).paths.instance_dir(vm)), incomplete)
     except Exception:  # noqa: BLE001
         return []
 

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'create': ('vms', 'Create a VM from an image (a copy-on-write disk, a cloud-init seed, a libvirt domain).'),
     'df': ('images', 'Show disk space used by images, VMs and snapshots.'),
     'down': ('stack', "Remove the stack's VMs (disks, seeds) and networks; images are kept."),
-    'doctor': ('system', 'Find leftovers of killed vmctl processes (half-made VMs, stale holds).'),
+    'doctor': ('system', 'Find leftovers of killed vmctl processes (half-made VMs, stale holds), here or on --host HOST.'),
     'events': ('monitor', "Print VMs' lifecycle events (started, stopped, paused, ...) as they happen, until Ctrl-C."),
     'exec': ('vms', 'Run COMMAND in the VM as its login user; its exit status, stdout and stderr are passed through.'),
     'image': ('images', 'Manage images: read-only templates that VMs are created from.'),
@@ -167,9 +167,8 @@ def cli(ctx: click.Context, uri, mode, root, host, as_json, debug, quiet):
 # a default host does not redirect them, and they need no libvirt of a host.
 _LOCAL_ONLY = {"build", "completion", "config", "host", "image", "images", "load", "login", "logout",
                "pull", "push", "rmi", "save", "search", "tag", "version", "df"}
-# VM commands that need this machine's files of a VM (qcow2 snapshot tables read with qemu-img, the
-# stack's state, doctor's leftovers, the events' record filter): refused on a host, in one line.
-_NOT_ON_HOSTS = {"snapshot", "doctor", "up", "down", "ps"}
+# Stack commands (the stack's state is this machine's file): refused on a host, in one line.
+_NOT_ON_HOSTS = {"up", "down", "ps"}
 
 
 def _host(ctx: click.Context, settings, *, explicit_uri: bool):

@@ -72,8 +72,11 @@ def info(app: App, as_json: bool, reprobe: bool):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
 def doctor(app: App, fix: bool, as_json: bool):
-    """Find leftovers of killed vmctl processes (half-made VMs, stale holds)."""
-    from vmctl.core.doctor import diagnose
+    """Find leftovers of killed vmctl processes (half-made VMs, stale holds), here or on --host HOST."""
+    if app.session.host is not None:
+        from vmctl.core.host_doctor import diagnose
+    else:
+        from vmctl.core.doctor import diagnose
 
     findings = diagnose(app.session, fix=fix)
     if as_json or app.json:

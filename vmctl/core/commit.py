@@ -15,6 +15,7 @@ Where the data is read from
     - a stopped VM: its overlay itself (the name lock keeps it from being started meanwhile);
     - ``--snapshot SNAP``: that internal snapshot, read with ``qemu-img convert -l`` (with
       force-share when the VM runs: clusters a snapshot references are never overwritten in place);
+      of a VM on a vmctl host, from a local copy of its overlay (which holds its snapshots);
     - a running or paused VM: a temporary internal disk-only snapshot taken in one QMP transaction
       (the guest pauses only for the qcow2 metadata update, not for the copy), read as above and
       deleted afterwards. Before it, the guest's file systems are frozen by its guest agent, or --
@@ -41,7 +42,7 @@ from vmctl.core import snapshot_records as records
 from vmctl.core.instance import Instance
 from vmctl.core.session import Session
 from vmctl.core.states import LIVE, guard
-from vmctl.errors import IntegrityError, UsageError, VmctlError
+from vmctl.errors import IntegrityError, VmctlError
 from vmctl.guest.keys import ensure_client_key
 from vmctl.guest.ssh import GuestSession
 from vmctl.names import check_name
@@ -166,10 +167,10 @@ def commit(session: Session, name: str, ref: str, *, snapshot: str | None = None
         job = _Job(session, inst, parent, ref, squash, message, created_by, labels)
         if inst.on_host:
             if snapshot is not None:
-                raise UsageError(f"--snapshot: snapshots of a VM on a host are not supported yet ({inst.name} is on "
-                                 f"{session.host.name})")
+                records.find(inst, snapshot)  # complete snapshots only
+            # the overlay comes here whole, its internal snapshots inside it: one is read locally
             with session.store.session("commit-host") as work:
-                return job.build(None, False, disk=_host_disk(inst, parent, work.path, live))
+                return job.build(snapshot, False, disk=_host_disk(inst, parent, work.path, live and snapshot is None))
         if snapshot is not None:
             records.find(inst, snapshot)  # complete snapshots only
             return job.build(snapshot, live)

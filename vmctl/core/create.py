@@ -448,6 +448,7 @@ def _build_on_host(session: Session, request: CreateRequest, tx: Transaction) ->
     # create of the same name) fails here and is not removed by this create's undo
     place.make_overlay(name, the_plan.image.layer_digests[-1], the_plan.disk_bytes)
     tx.on_undo(lambda: place.remove_files(name), "remove the VM's files on the host")
+    faults.point("host.create.after-overlay")
     if the_plan.seed:
         say(f"{name}: writing the cloud-init seed", None)
         with tempfile.TemporaryDirectory(prefix="vmctl-seed-") as tmp:
@@ -461,6 +462,7 @@ def _build_on_host(session: Session, request: CreateRequest, tx: Transaction) ->
     domain = the_plan.domain
     backend.define(domain.to_xml())
     tx.on_undo(lambda: backend.undefine(name), "undefine")
+    faults.point("host.create.after-define")
     domain.metadata.state = "created"
     backend.define(domain.to_xml())
     return Instance(session, name, rec, the_plan.directory, _state="stopped")

@@ -28,72 +28,21 @@ After ``--fix`` a second ``doctor`` finds nothing, except what it reports for th
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from vmctl.backend import snapshots as bsnap
-from vmctl.core import snapshot_records as records
-from vmctl.core.instance import Instance, all_instances
+from vmctl.core.findings import Finding, free, quiet_lock, snapshot_findings, stale_locks
+from vmctl.core.instance import Instance
 from vmctl.core.records import CREATING_MARK, REMOVING_MARK, InstanceRecord, list_records
 from vmctl.core.session import Session
 from vmctl.core.states import OFF
 from vmctl.core.teardown import finish_remove
 from vmctl.core.warm import RESTORE_FILE, WARM_KEYS
 from vmctl.errors import VmctlError
-from vmctl.fsutil import lock_file, private_dirs
 from vmctl.xml.domain import Domain
 from vmctl.hostmount import release_under
-
-
-@dataclass(frozen=True)
-class Finding:
-    kind: str
-    subject: str
-    detail: str
-    fixable: bool
-    fixed: bool = False
-
-
-@contextmanager
-def _quiet_lock(session: Session, name: str) -> Iterator[bool]:
-    """VM `name`'s lock for doctor's own look: yields True while held, False when a live vmctl
-    process holds it (doctor then leaves that VM alone).
-
-    Unlike `name_lock` it leaves a stale lock file where it was (without --fix doctor changes
-    nothing: `_stale_locks` reports the file) and removes only a file it created itself; like
-    `fsutil.lock_file` it checks, once locked, that the name still is the file it locked."""
-    path = session.settings.paths.locks / f"vm-{name}.lock"
-    private_dirs(path.parent)
-    while True:
-        created = not path.exists()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            yield False
-            return
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # a holder removed the file as it released it: lock the name afresh
-    try:
-        yield True
-    finally:
-        try:
-            if created:
-                path.unlink(missing_ok=True)
-        finally:
-            os.close(fd)
 
 
 def _dirs(session: Session) -> list[Path]:
@@ -110,7 +59,7 @@ def _staging(session: Session, fix: bool) -> list[Finding]:
         if not entry.name.startswith(".creating-"):
             continue
         name = entry.name[len(".creating-"):].rsplit("-", 1)[0]
-        with _quiet_lock(session, name) as locked:
+        with quiet_lock(session, name) as locked:
             if not locked:
                 continue  # a create of that name is running right now
             if fix:
@@ -126,7 +75,7 @@ def _unfinished(session: Session, fix: bool, only: set[str] | None = None) -> li
         creating, removing = (entry / CREATING_MARK).exists(), (entry / REMOVING_MARK).exists()
         if entry.name.startswith(".") or not (creating or removing) or (only is not None and entry.name not in only):
             continue
-        with _quiet_lock(session, entry.name) as locked:
+        with quiet_lock(session, entry.name) as locked:
             if not locked:
                 continue
             try:
@@ -164,7 +113,7 @@ def _creating_domains(session: Session, fix: bool, only: set[str] | None = None)
         mine = str(session.paths.instances) + os.sep
         if not any((d.source_file or "").startswith(mine) for d in dom.devices.disks):
             continue
-        with _quiet_lock(session, name) as locked:
+        with quiet_lock(session, name) as locked:
             if not locked:
                 continue
             if fix:
@@ -172,43 +121,6 @@ def _creating_domains(session: Session, fix: bool, only: set[str] | None = None)
                     session.backend.destroy(name)
                 session.backend.undefine(name)
             found.append(Finding("creating-domain", name, "defined by a create that never finished", True, fix))
-    return found
-
-
-def _snapshots(session: Session, fix: bool) -> list[Finding]:
-    """Half-made snapshots of each VM, and records or holds of snapshots that are gone."""
-    found = []
-    holds = session.store.all_holds()
-    for inst in all_instances(session):
-        if not session.backend.exists(inst.name):
-            continue
-        with _quiet_lock(session, inst.name) as locked:
-            if not locked:
-                continue
-            side = records.load_sidecar(inst.directory)
-            metas = {m.name for m in bsnap.list_snapshots(session.backend, inst.name)}
-            table = records.table(inst)
-            half = sorted({n for n, e in side.items() if e.get("pending")}
-                          | {n for n in table if n.startswith(records.TEMP_PREFIX)})
-            held = {h.split("/", 1)[1] for hs in holds.values() for h in hs
-                    if h.startswith(f"snapshot:{inst.name}/")}
-            stale = sorted(({n for n, e in side.items() if not e.get("pending")} | held)
-                           - metas - set(half))
-            for snap in half:
-                if fix:
-                    if snap in metas:
-                        bsnap.delete(session.backend, inst.name, snap)
-                    records.sweep_orphans(inst, inst.state())
-                    records.sidecar_set(inst.directory, snap, None)
-                    session.store.release(inst.record.image_id, records.holder(inst.name, snap))
-                found.append(Finding("half-made-snapshot", f"{inst.name}/{snap}",
-                                     "a snapshot create was interrupted", True, fix))
-            for snap in stale:
-                if fix:
-                    records.sidecar_set(inst.directory, snap, None)
-                    session.store.release(inst.record.image_id, records.holder(inst.name, snap))
-                found.append(Finding("stale-snapshot", f"{inst.name}/{snap}",
-                                     "vmctl's record or hold of a snapshot that is gone", True, fix))
     return found
 
 
@@ -244,21 +156,6 @@ def _store(session: Session, fix: bool) -> list[Finding]:
     return found
 
 
-def _free(lock: Path) -> bool:
-    """Whether nobody holds the flock on `lock` (a missing file is free)."""
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -274,39 +171,20 @@ def _caches(session: Session, fix: bool) -> list[Finding]:
     cache = session.settings.paths.cache
     registry = cache / "registry"
     found = []
-    if not any(not _free(lock) for lock in (registry / "locks").glob("*.lock")):  # no pull is running
+    if not any(not free(lock) for lock in (registry / "locks").glob("*.lock")):  # no pull is running
         for f in sorted((registry / "partial").glob("*")):
-            if f.suffix in (".partial", ".verified") and _free(f.with_suffix(".lock")):
+            if f.suffix in (".partial", ".verified") and free(f.with_suffix(".lock")):
                 found.append(Finding("cache-leftover", str(f), "an interrupted download", True, fix))
     for f in sorted((registry / "tmp").glob("*")):
         m = re.search(r"\.(\d+)\.[0-9a-f]+\.(?:zst|disk)$", f.name)
         if m is None or not _pid_alive(int(m.group(1))):
             found.append(Finding("cache-leftover", str(f), "a file of an interrupted push or pull", True, fix))
     for f in sorted((cache / "catalog").glob("*.partial")):
-        if _free(f.with_suffix(".lock")):
+        if free(f.with_suffix(".lock")):
             found.append(Finding("cache-leftover", str(f), "an interrupted cloud image download", True, fix))
     if fix:
         for f in found:
             Path(f.subject).unlink(missing_ok=True)
-    return found
-
-
-def _stale_locks(session: Session, fix: bool) -> list[Finding]:
-    """Lock files whose holder was killed (a live lock is never touched)."""
-    paths = session.settings.paths
-    candidates = [*paths.locks.glob("*.lock"), *(paths.cache / "registry" / "locks").glob("*.lock"),
-                  *(paths.cache / "registry" / "partial").glob("*.lock"), *(paths.cache / "catalog").glob("*.lock")]
-    found = []
-    for lock in sorted(candidates):
-        if not _free(lock):
-            continue
-        if fix:
-            try:
-                with lock_file(lock, wait=False):
-                    pass  # taken and removed: nobody was holding it
-            except BlockingIOError:
-                continue
-        found.append(Finding("stale-lock", str(lock), "left by a vmctl process that was killed", True, fix))
     return found
 
 
@@ -316,7 +194,7 @@ def _warm_leftovers(session: Session, fix: bool) -> list[Finding]:
     for entry in _dirs(session):
         if entry.name.startswith(".") or not (entry / RESTORE_FILE).exists() and not (entry / WARM_KEYS).exists():
             continue
-        with _quiet_lock(session, entry.name) as locked:
+        with quiet_lock(session, entry.name) as locked:
             if not locked:
                 continue   # a start of that VM is running right now
             try:
@@ -339,7 +217,8 @@ def mend(session: Session, names: set[str]) -> list[Finding]:
 
 def diagnose(session: Session, *, fix: bool = False) -> list[Finding]:
     """Everything found (and mended when `fix`), in a stable order; with `fix`, each check runs
-    after the previous ones' mends (so a hold released with its half-made VM is not listed twice)."""
-    return [*_stale_locks(session, fix), *_staging(session, fix), *_unfinished(session, fix), *_creating_domains(session, fix),
-            *_snapshots(session, fix), *_stale_holds(session, fix), *_orphan_records(session), *_store(session, fix),
+    after the previous ones' mends (so a hold released with its half-made VM is not listed twice).
+    This machine's store only: a vmctl host's are `host_doctor.diagnose`."""
+    return [*stale_locks(session, fix), *_staging(session, fix), *_unfinished(session, fix), *_creating_domains(session, fix),
+            *snapshot_findings(session, fix), *_stale_holds(session, fix), *_orphan_records(session), *_store(session, fix),
             *_caches(session, fix), *_warm_leftovers(session, fix)]

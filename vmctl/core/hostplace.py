@@ -7,7 +7,10 @@ nothing there but through libvirt itself, so it needs no shell, agent or shared 
                             backing names, as in the local store), <hex>.blob kernels and initrds
     <root>/instances/       storage pool vmctl-instances-<tag>: <name>.qcow2 (overlay on a layer,
                             made by the host's libvirt, its backing name relative:
-                            ../images/layers/<hex>.qcow2), <name>.seed.iso, <name>.serial.log
+                            ../images/layers/<hex>.qcow2), <name>.seed.iso, <name>.serial.log,
+                            <name>.snapshots.json (vmctl's record of the VM's snapshots, as
+                            snapshots.json in a local instance directory; the snapshots
+                            themselves are internal, in the overlay)
 
 (`tag` is the root's hash: two roots on one daemon get two pairs of pools.) A VM's instance record
 is not a file but ``<vmctl:record>`` in its domain's metadata: ``ls``/``inspect`` read the host's
@@ -32,9 +35,11 @@ from vmctl.backend.fleet import domain_xmls, set_metadata
 from vmctl.core.records import InstanceRecord
 from vmctl.errors import IntegrityError, NotFoundError, ResourceError
 from vmctl.names import check_name
+from vmctl.storage import qcow2_snapshots
 
 MAX_LOG = 64 << 20        # the most of a serial log vmctl reads back from a host
 MAX_RECORD = 256 << 10    # the longest <vmctl:record> taken from a host's domain
+SIDECAR_BYTES = 64 << 10  # a VM's snapshot sidecar on a host: hundreds of snapshots' entries
 
 
 def pool_tag(root: str) -> str:
@@ -102,9 +107,13 @@ class HostPlace:
         """Where a kernel or initrd blob of the local store (``blobs/sha256/<hex>``) is on the host."""
         return posixpath.join(self.layers_dir, f"{Path(path).name}.blob")
 
+    def snapshot_sidecar(self, name: str) -> str:
+        return posixpath.join(self.instances_dir, f"{check_name(name, 'VM name')}.snapshots.json")
+
     def instance_files(self, name: str) -> list[str]:
         """The volume names of VM `name` in the instances pool."""
-        return [posixpath.basename(p) for p in (self.disk(name), self.seed(name), self.serial_log(name))]
+        return [posixpath.basename(p) for p in (self.disk(name), self.seed(name), self.serial_log(name),
+                                                  self.snapshot_sidecar(name))]
 
     # ---- images ----------------------------------------------------------------------------------
     def wanted(self, image) -> list[tuple[str, Path, str]]:
@@ -178,7 +187,40 @@ class HostPlace:
             raise ResourceError(f"the disk of {name} ({vol.physical >> 20} MiB) does not fit in {dest.parent} "
                                 f"({free >> 20} MiB free); nothing was changed")
         with open(dest, "xb") as fh:
-            return pools.download(self.backend, self.instances_pool, vol_name, fh.write, limit=vol.physical)
+            # the size it had when asked: a running guest may grow it meanwhile (what a snapshot
+            # holds is in that prefix already)
+            return pools.download(self.backend, self.instances_pool, vol_name, fh.write, length=vol.physical,
+                                  limit=vol.physical)
+
+    def snapshot_table(self, name: str) -> dict[str, dict]:
+        """The internal snapshot table of VM `name`'s overlay, read from the host (its header and
+        table only; `vmctl.storage.qcow2_snapshots`); {} when the host has no such disk."""
+        vol_name = posixpath.basename(self.disk(name))
+        if pools.volume(self.backend, self.instances_pool, vol_name) is None:
+            return {}
+        return qcow2_snapshots.read_table(
+            lambda offset, length: pools.read_range(self.backend, self.instances_pool, vol_name, offset, length),
+            f"{self.host.name}:{vol_name}")
+
+    def load_sidecar(self, name: str) -> bytes | None:
+        """The bytes of VM `name`'s snapshot sidecar on the host (None when it has none)."""
+        vol_name = posixpath.basename(self.snapshot_sidecar(name))
+        if pools.volume(self.backend, self.instances_pool, vol_name) is None:
+            return None
+        return pools.read_range(self.backend, self.instances_pool, vol_name, 0, SIDECAR_BYTES)
+
+    def save_sidecar(self, name: str, data: bytes) -> None:
+        """Write VM `name`'s snapshot sidecar on the host: a fixed-size volume written over in place
+        (padded with spaces, which JSON ignores), never deleted and made again."""
+        if len(data) > SIDECAR_BYTES:
+            raise ResourceError(f"the snapshot records of {name} would exceed {SIDECAR_BYTES} bytes; "
+                                "remove snapshots first")
+        pools.rewrite(self.backend, self.instances_pool, posixpath.basename(self.snapshot_sidecar(name)),
+                      data.ljust(SIDECAR_BYTES, b" "))
+
+    def free_bytes(self) -> int:
+        """Bytes free where the host keeps its VMs' disks."""
+        return pools.available(self.backend, self.instances_pool)
 
     def disk_usage(self, name: str) -> int:
         vol = pools.volume(self.backend, self.instances_pool, posixpath.basename(self.disk(name)))

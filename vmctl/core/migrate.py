@@ -21,7 +21,9 @@ import os
 import posixpath
 from dataclasses import dataclass, replace
 
+from vmctl import faults
 from vmctl.backend import pools
+from vmctl.backend import snapshots as bsnap
 from vmctl.backend.fleet import migratable_xml, migrate as libvirt_migrate
 from vmctl.core.placement import capacity, place, require_memory, table
 from vmctl.core.hostplace import HostPlace
@@ -105,6 +107,15 @@ def migrate(session: Session, name: str, to: str, *, live: bool = False) -> Move
             running = state in ("running", "paused")
             if dst.backend.exists(name):
                 raise ConflictError(f"{to} has a domain named {name} already")
+            snaps = [m.name for m in bsnap.list_snapshots(session.backend, name)]
+            if snaps:
+                # libvirt refuses a live move of a domain with snapshots, and an offline one would
+                # leave their metadata behind (the data is inside the overlay): said here, first
+                raise ConflictError(
+                    f"{name} has {len(snaps)} snapshot(s) ({', '.join(snaps[:5])}), which libvirt does not "
+                    f"migrate: remove them (vmctl --host {session.host.name} snapshot rm {name} SNAP), or "
+                    f"keep one as an image first (vmctl --host {session.host.name} commit {name} IMAGE "
+                    "--snapshot SNAP)")
             if running:
                 require_memory(capacity(dst), rec.memory_mib, f"migrate {name} to {to}")
             src_place, dst_place = HostPlace(session), HostPlace(dst)
@@ -125,6 +136,7 @@ def migrate(session: Session, name: str, to: str, *, live: bool = False) -> Move
                 if not shared:
                     sent = _bring(src_place, dst_place, rec, xml, say)
                     _stage_instance(src_place, dst_place, name, copy_disk=not running, say=say)
+                    faults.point("migrate.after-stage")
                 say(f"{name}: migrating to {to}{' (live)' if live and running else ''}", None)
                 libvirt_migrate(session.backend, dst.backend, name, dest_xml=fit(xml), persist_xml=fit(persist),
                                 uri=f"tcp://{dst_host.address}", live=live,

@@ -1,9 +1,11 @@
 """What a VM's snapshots are, below the operations that change them (snapshot, commit, rm, doctor).
 
 A snapshot exists for vmctl when libvirt has its metadata *and* the qcow2 snapshot table of the
-VM's disk has its data, and vmctl's own record of it (``snapshots.json`` in the instance dir,
-which adds only what libvirt cannot store: the kind and the VM's state when it was taken) is not
-still marked ``pending``. A create first records its intent (``pending``), so a killed one leaves
+VM's disk has its data, and vmctl's own record of it (``snapshots.json`` in the instance dir, or
+``<name>.snapshots.json`` beside the disk on a vmctl host; it adds only what libvirt cannot store:
+the kind and the VM's state when it was taken) is not still marked ``pending``. On a host, the
+table is read from the disk's header and table bytes over libvirt (`HostPlace.snapshot_table`),
+and data without metadata is deleted through libvirt too (`drop_data`). A create first records its intent (``pending``), so a killed one leaves
 a snapshot that is never listed and that `sweep_orphans` (or ``doctor``) removes. Temporary
 snapshots vmctl takes (a live commit's) carry the ``vmctl-tmp-`` prefix.
 """
@@ -22,7 +24,7 @@ from vmctl.errors import IntegrityError, NotFoundError, UsageError
 from vmctl.fsutil import atomic_write
 from vmctl.names import check_name
 from vmctl.storage import qemu_img
-from vmctl.xml.snapshot import DomainSnapshot
+from vmctl.xml.snapshot import DomainSnapshot, build_snapshot
 
 SIDECAR = "snapshots.json"
 TEMP_PREFIX = "vmctl-tmp-"
@@ -62,29 +64,54 @@ def holder(vm: str, snap: str) -> str:
 
 
 # -- vmctl's record --------------------------------------------------------------------------
-def load_sidecar(directory: Path) -> dict:
-    try:
-        data = json.loads((directory / SIDECAR).read_text())
-    except FileNotFoundError:
+def _parse_sidecar(raw: bytes | None, where: str) -> dict:
+    if raw is None:
         return {}
-    except ValueError as exc:
-        raise IntegrityError(f"{directory / SIDECAR} is damaged: {exc}") from None
-    return data.get("snapshots", {})
+    try:
+        data = json.loads(raw)
+        snaps = data.get("snapshots", {})
+        if not isinstance(snaps, dict) or not all(isinstance(v, dict) for v in snaps.values()):
+            raise ValueError("not a table of snapshots")
+    except (ValueError, AttributeError) as exc:
+        raise IntegrityError(f"{where} is damaged: {exc}") from None
+    return snaps
 
 
-def sidecar_set(directory: Path, snap: str, entry: dict | None) -> None:
-    snaps = load_sidecar(directory)
+def load_sidecar_file(directory: Path) -> dict:
+    """The snapshot sidecar of a local instance directory (shell completion reads it alone)."""
+    try:
+        raw = (directory / SIDECAR).read_bytes()
+    except FileNotFoundError:
+        raw = None
+    return _parse_sidecar(raw, str(directory / SIDECAR))
+
+
+def load_sidecar(inst: Instance) -> dict:
+    """vmctl's entries for the VM's snapshots, by name."""
+    if inst.on_host:
+        return _parse_sidecar(inst.place.load_sidecar(inst.name), inst.place.snapshot_sidecar(inst.name))
+    return load_sidecar_file(inst.directory)
+
+
+def sidecar_set(inst: Instance, snap: str, entry: dict | None) -> None:
+    """Set (or, with None, drop) vmctl's entry for snapshot `snap` of the VM."""
+    snaps = load_sidecar(inst)
     if entry is None:
         snaps.pop(snap, None)
     else:
         snaps[snap] = entry
-    atomic_write(directory / SIDECAR, json.dumps({"version": 1, "snapshots": snaps}, indent=2,
-                                                 sort_keys=True).encode())
+    data = json.dumps({"version": 1, "snapshots": snaps}, indent=2, sort_keys=True).encode()
+    if inst.on_host:
+        inst.place.save_sidecar(inst.name, data)
+    else:
+        atomic_write(inst.directory / SIDECAR, data)
 
 
 # -- what libvirt and the disk hold ---------------------------------------------------------
 def table(inst: Instance) -> dict[str, dict]:
     """The qcow2 snapshot table of the VM's disk."""
+    if inst.on_host:
+        return inst.place.snapshot_table(inst.name)
     return qemu_img.snapshot_table(inst.disk)
 
 
@@ -94,7 +121,7 @@ def rows(inst: Instance) -> tuple[list[SnapshotRow], list[str]]:
 
     metas = bsnap.list_snapshots(inst.session.backend, inst.name)
     data = table(inst)
-    side = load_sidecar(inst.directory)
+    side = load_sidecar(inst)
     found, broken = [], []
     for meta in metas:
         doc = DomainSnapshot.from_xml(meta.xml)
@@ -141,8 +168,25 @@ def drop_data(inst: Instance, snap: str, state: str) -> None:
         if node is None:
             raise IntegrityError(f"cannot find the block node of {inst.disk} in {inst.name}'s QEMU")
         bsnap.delete_internal_disk_snapshot(backend, inst.name, node, snap)
+    elif inst.on_host:
+        # no qemu-img here for a disk on another machine: the host's libvirt deletes it, once it
+        # has metadata for it (recorded just for that; libvirt runs ``qemu-img snapshot -d`` there)
+        doc = build_snapshot(snap, state="shutoff", memory="no", disks={_disk_target(inst): "internal"},
+                             domain_xml=backend.xml(inst.name, inactive=True, secure=True))
+        bsnap.redefine(backend, inst.name, doc.to_xml(), current=False)
+        bsnap.delete(backend, inst.name, snap)
     else:
         qemu_img.delete_snapshot(inst.disk, snap)
+
+
+def _disk_target(inst: Instance) -> str:
+    """The target (``vda``) of the VM's own disk in its definition."""
+    from vmctl.xml.domain import Domain  # lazy: the model, for a host's leftover snapshot only
+
+    for d in Domain.from_xml(inst.session.backend.xml(inst.name, inactive=True)).devices.disks:
+        if d.source_file == str(inst.disk):
+            return d.target_dev
+    raise IntegrityError(f"{inst.name}'s definition has no disk {inst.disk}")
 
 
 def sweep_orphans(inst: Instance, state: str) -> dict[str, dict]:
@@ -154,7 +198,7 @@ def sweep_orphans(inst: Instance, state: str) -> dict[str, dict]:
     so a caller need not read it again."""
 
     known = {m.name for m in bsnap.list_snapshots(inst.session.backend, inst.name)}
-    side = load_sidecar(inst.directory)
+    side = load_sidecar(inst)
     data = table(inst)
     for snap in list(data):
         ours = snap.startswith(TEMP_PREFIX) or side.get(snap, {}).get("pending")
@@ -163,7 +207,7 @@ def sweep_orphans(inst: Instance, state: str) -> dict[str, dict]:
             del data[snap]
     for snap, entry in side.items():
         if entry.get("pending") and snap not in known:
-            sidecar_set(inst.directory, snap, None)
+            sidecar_set(inst, snap, None)
     return data
 
 

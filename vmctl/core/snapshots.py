@@ -76,11 +76,14 @@ DISK_SNAPSHOT_SPACE = 16 * MIB
 
 
 def _check_space(inst: Instance, need: int, what: str) -> None:
-    free = shutil.disk_usage(inst.directory).free
+    if inst.on_host:   # the disk is on the host: its pool's file system, as the host's libvirt sees it
+        free, where = inst.place.free_bytes(), f"{inst.place.instances_dir} on {inst.session.host.name}"
+    else:
+        free, where = shutil.disk_usage(inst.directory).free, str(inst.directory)
     if free < need:
         raise ResourceError(
             f"not enough disk space for {what}: about {need // MIB} MiB needed, {free // MIB} MiB "
-            f"free under {inst.directory}; nothing was changed"
+            f"free under {where}; nothing was changed"
         )
 
 
@@ -181,7 +184,7 @@ def create(session: Session, name: str, snap: str | None = None, *, mode: str | 
     action = "snapshot-create-memory" if mode == "memory" else "snapshot-create"
     with guard(session, name, action) as g:
         inst, state = g.instance, _off_or_live(g.state)
-        rec, directory = inst.record, inst.directory
+        rec = inst.record
         if bsnap.has_snapshot(backend, name, snap):
             raise ConflictError(f"VM {name} already has a snapshot {snap}")
         if snap in records.sweep_orphans(inst, state):
@@ -190,6 +193,10 @@ def create(session: Session, name: str, snap: str | None = None, *, mode: str | 
         live = state in LIVE
         domain_xml = backend.xml(name, inactive=not live)
         pflash = _pflash(domain_xml)
+        if pflash and not live and inst.on_host:
+            # vmctl makes this one with qemu-img on the disk, which is on another machine
+            raise UsageError(f"{name} boots by UEFI and is stopped on {session.host.name}: libvirt {PFLASH_LIMIT}, "
+                             "nor a disk snapshot of it; start it and take a disk-only snapshot")
         if pflash and live and mode == "memory":
             raise UsageError(f"{name} boots by UEFI: libvirt {PFLASH_LIMIT}; take a disk-only snapshot "
                              "(the default for a UEFI VM)")
@@ -213,8 +220,8 @@ def create(session: Session, name: str, snap: str | None = None, *, mode: str | 
         now = int(time.time())
         with Transaction(warn=session.warn) as tx:
             entry = {"kind": kind, "vm_state": state, "created": now}
-            records.sidecar_set(directory, snap, {**entry, "pending": True})  # intent, before any data
-            tx.on_undo(lambda: records.sidecar_set(directory, snap, None), "forget snapshot")
+            records.sidecar_set(inst, snap, {**entry, "pending": True})  # intent, before any data
+            tx.on_undo(lambda: records.sidecar_set(inst, snap, None), "forget snapshot")
             faults.point("snapshot.create.after-intent")
             if kind == "disk-only":
                 nodes = bsnap.writable_qcow2_nodes(backend, name)
@@ -250,9 +257,10 @@ def create(session: Session, name: str, snap: str | None = None, *, mode: str | 
                     raise
                 tx.on_undo(lambda: bsnap.delete(backend, name, snap), "delete snapshot")
             faults.point("snapshot.create.after-data")
-            session.store.hold(rec.image_id, records.holder(name, snap))
-            tx.on_undo(lambda: session.store.release(rec.image_id, records.holder(name, snap)), "release image")
-            records.sidecar_set(directory, snap, entry)
+            if not inst.on_host:   # a host's VM has its layers there: this store's image is not held
+                session.store.hold(rec.image_id, records.holder(name, snap))
+                tx.on_undo(lambda: session.store.release(rec.image_id, records.holder(name, snap)), "release image")
+            records.sidecar_set(inst, snap, entry)
         if kind == "memory" or not (kind == "disk-only" or pflash):
             # libvirt made it (its creation time, the saved state's size): read it back
             return records.find(inst, snap).as_dict()
@@ -305,5 +313,6 @@ def remove(session: Session, name: str, snap: str) -> None:
                 records.drop_data(inst, snap, _off_or_live(g.state))
         else:
             raise NotFoundError(f"VM {name} has no snapshot {snap}")
-        session.store.release(inst.record.image_id, records.holder(name, snap))
-        records.sidecar_set(inst.directory, snap, None)
+        if not inst.on_host:
+            session.store.release(inst.record.image_id, records.holder(name, snap))
+        records.sidecar_set(inst, snap, None)

@@ -1,0 +1,117 @@
+"""``vmctl --host HOST doctor [--fix]``: what killed vmctl processes left on a vmctl host.
+
+Every multi-step change on a host undoes itself on failure, as on this machine; SIGKILL stops the
+undo too. What can remain there, and how it is mended (through the host's libvirt, like all else):
+
+- ``creating-domain``: a domain vmctl defined whose create never finished (its metadata still
+  says ``creating``, its disks are in the host's instances directory): powered off, undefined,
+  its files deleted;
+- ``half-made-snapshot`` / ``stale-snapshot``: as on this machine (`findings.snapshot_findings`);
+- ``orphan-host-file``: a file in the host's instances pool that belongs to no domain there (a
+  create killed before it defined its domain, a migration killed before libvirt moved the domain
+  or before the source's files were deleted, a probe volume): deleted, but only once it is older
+  than `GRACE` by the host's clock. Locks are per client machine: another client's create may be
+  writing that file right now and nothing here can tell, so a younger file is reported and left;
+- ``stale-lock``: this machine's lock files for the host's VMs whose holder was killed.
+
+The host's layers are not examined: a layer cut short is sent again by the next create that
+needs it, and ``vmctl host prune`` removes those no VM stands on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+
+from vmctl.backend import pools
+from vmctl.core.findings import Finding, quiet_lock, snapshot_findings, stale_locks
+from vmctl.core.hostplace import HostPlace
+from vmctl.core.session import Session
+from vmctl.core.states import OFF
+from vmctl.errors import VmctlError
+from vmctl.xml.domain import Domain
+
+GRACE = 15 * 60          # seconds: a file younger than this may be another client's work in progress
+SUFFIXES = (".snapshots.json", ".serial.log", ".seed.iso", ".qcow2")   # a VM's files (HostPlace)
+PROBES = (".vmctl-probe-", ".vmctl-clock-")                             # vmctl's own probe volumes
+
+
+def _creating_domains(session: Session, place: HostPlace, fix: bool) -> list[Finding]:
+    found = []
+    mine = place.instances_dir.rstrip("/") + "/"
+    states = session.backend.list_states()
+    for name in sorted(states):
+        try:
+            dom = Domain.from_xml(session.backend.xml(name, inactive=True))
+        except VmctlError:
+            continue
+        if dom.metadata.state != "creating" or not any((d.source_file or "").startswith(mine)
+                                                       for d in dom.devices.disks):
+            continue
+        with quiet_lock(session, name) as locked:
+            if not locked:
+                continue
+            if fix:
+                if states[name].state not in OFF:
+                    session.backend.destroy(name)
+                session.backend.undefine(name)
+                place.remove_files(name)
+            found.append(Finding("creating-domain", f"{session.host.name}:{name}",
+                                 "defined by a create that never finished", True, fix))
+    return found
+
+
+def _host_now(place: HostPlace) -> float:
+    """The host's clock, as the modification time of a probe volume written now (file ages are
+    compared with it, never with this machine's clock)."""
+    probe = f"{PROBES[1]}{os.urandom(6).hex()}"
+    pools.upload(place.backend, place.instances_pool, probe, io.BytesIO(b"now"), 3)
+    try:
+        return pools.mtimes(place.backend, place.instances_pool)[probe]
+    finally:
+        pools.delete(place.backend, place.instances_pool, probe)
+
+
+def _owner(volume: str) -> str | None:
+    """The VM a volume of the instances pool belongs to (None for a probe or a stranger's file)."""
+    for suffix in SUFFIXES:
+        if volume.endswith(suffix) and len(volume) > len(suffix):
+            return volume[: -len(suffix)]
+    return None
+
+
+def _orphan_files(session: Session, place: HostPlace, fix: bool) -> list[Finding]:
+    found = []
+    domains = set(session.backend.list_states())
+    ages = pools.mtimes(place.backend, place.instances_pool)
+    now = _host_now(place) if ages else 0.0
+    for volume in sorted(ages):
+        probe = volume.startswith(PROBES)
+        vm = _owner(volume)
+        if not probe and (vm is None or vm in domains):
+            continue
+        age = now - ages[volume]
+        subject = f"{session.host.name}:{posixpath.join(place.instances_dir, volume)}"
+        if age < GRACE:
+            found.append(Finding("orphan-host-file", subject,
+                                 f"of no VM on the host, written {max(0, int(age))} s ago: left alone (another "
+                                 f"client's work may be under way) until it is {GRACE // 60} minutes old", False))
+            continue
+        with quiet_lock(session, vm) if vm else contextlib.nullcontext(True) as locked:
+            if not locked:
+                continue
+            if fix:
+                pools.delete(place.backend, place.instances_pool, volume)
+            what = "a probe volume of a killed vmctl" if probe else f"a file of VM {vm}, which the host has no domain of"
+            found.append(Finding("orphan-host-file", subject, f"{what} (a killed create or migration)", True, fix))
+    return found
+
+
+def diagnose(session: Session, *, fix: bool = False) -> list[Finding]:
+    """Everything found on `session`'s host (and mended when `fix`), in a stable order."""
+    place = HostPlace(session)
+    locks = sorted(session.locks.glob("*.lock")) if session.locks.is_dir() else []
+    return [*stale_locks(session, fix, locks), *_creating_domains(session, place, fix),
+            *snapshot_findings(session, fix), *_orphan_files(session, place, fix)]

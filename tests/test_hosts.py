@@ -59,11 +59,40 @@ def test_any_text_is_a_host_or_a_usage_error(name, uri, root):
     assert not any(ord(c) < 33 for c in h.uri) and h.uri.split(":", 1)[0].startswith("qemu")
 
 
+def test_the_way_to_a_hosts_guests():
+    # a qemu+ssh host's guests are reached through its own SSH server by default (as ssh -J)
+    assert make_host("r", "qemu+ssh://admin@10.0.0.5/system").jump == "admin@10.0.0.5"
+    assert make_host("r", "qemu+ssh://10.0.0.5:2222/system").jump == "root@10.0.0.5:2222"
+    assert make_host("r", "qemu+ssh://admin@10.0.0.5/system", jump="none").jump is None
+    assert make_host("r", "qemu+tcp://10.0.0.5/system").jump is None
+    assert make_host("r", "qemu+tcp://10.0.0.5/system", jump="ops@bastion.example:22").jump == "ops@bastion.example:22"
+    for bad in ("10.0.0.5", "-oProxyCommand=x@h", "root@-h", "root@h:0", "root@h:99999", "root@h;id",
+                "root@h -p 1", "r oot@h", "root@", "@h", "root@h:2x", "root@h\n"):
+        with pytest.raises(UsageError) as err:
+            make_host("r", "qemu+tcp://10.0.0.5/system", jump=bad)
+        assert "invalid --jump" in err.value.message and "\n" not in err.value.message
+
+
+@EXAMPLES
+@given(st.text(max_size=60))
+def test_any_jump_text_is_checked_or_refused(text):
+    try:
+        h = make_host("r", "qemu+tcp://10.0.0.5/system", jump=text)
+    except UsageError as exc:
+        assert "\n" not in exc.message
+        return
+    if h.jump is not None:   # nothing ssh could take for an option, nothing a shell could split
+        assert not h.jump.startswith("-") and "@-" not in h.jump
+        assert all(c.isascii() and (c.isalnum() or c in "@._-:") for c in h.jump)
+
+
 def test_the_table_round_trips_privately(tmp_path):
     path = tmp_path / "cfg" / "hosts.json"
     t = HostTable.read(path)
     assert t.hosts == {} and t.default is None
     t.hosts["h1"] = make_host("h1", "qemu+tcp://10.9.0.2/system", root="/mnt/vmctl", accelerator="tcg")
+    t.hosts["h2"] = make_host("h2", "qemu+ssh://ops@10.9.0.3/system", jump="none")
+    t.hosts["h3"] = make_host("h3", "qemu+ssh://ops@10.9.0.4/system")
     t.default = "h1"
     t.write()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

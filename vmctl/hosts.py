@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import posixpath
+import re
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +53,9 @@ class Host:
     # vmctl cannot boot its KVM probe guest on another machine: "auto" takes KVM where the host's
     # libvirt offers it; "tcg" for a host whose /dev/kvm does not really run guests
     accelerator: str = "auto"
+    # where vmctl reaches the host's guests from, as ``ssh -J``: ``user@host[:port]`` of the host's
+    # SSH server (its key pinned in ~/.ssh/known_hosts), or None to connect to them directly
+    jump: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -91,6 +95,31 @@ def check_address(address: str) -> str:
     return str(ip)
 
 
+SSH_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+SSH_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def check_jump(target: str) -> str:
+    """``user@host[:port]`` of an SSH server, each part checked (nothing that ssh could read as an
+    option or that a shell could split); UsageError otherwise."""
+    text = str(target)
+    user, at, rest = text.partition("@")
+    host, colon, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if (not at or not SSH_USER.fullmatch(user) or not SSH_HOST.fullmatch(host)
+            or (colon and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535))):
+        raise UsageError(f"invalid --jump {text[:80]!r}: USER@HOST[:PORT] of the host's SSH server")
+    return f"{user}@{host}:{int(port)}" if colon else f"{user}@{host}"
+
+
+def jump_of(uri: str) -> str | None:
+    """The SSH server a ``qemu+ssh://`` URI names (``user@host[:port]``, user root when it names
+    none), the default way to the guests of such a host; None for other transports."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("qemu+ssh", "qemu+libssh", "qemu+libssh2") or not parsed.hostname:
+        return None
+    return check_jump(f"{parsed.username or 'root'}@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else ""))
+
+
 def address_of(uri: str) -> str:
     """The IPv4 address of the URI's host (127.0.0.1 for a local daemon); UsageError if it has none."""
     hostname = urlparse(uri).hostname
@@ -109,8 +138,9 @@ def address_of(uri: str) -> str:
 
 def make_host(name: str, uri: str, *, root: str | None = None, mode: str | None = None,
               address: str | None = None, memory_mib: int | None = None,
-              accelerator: str | None = None) -> Host:
-    """A checked `Host` (every field as `read_table` would accept it)."""
+              accelerator: str | None = None, jump: str | None = None) -> Host:
+    """A checked `Host` (every field as `read_table` would accept it). `jump` ``none`` (or "")
+    reaches guests directly; None takes the ``qemu+ssh://`` URI's SSH server (`jump_of`)."""
     check_name(name, "host name")
     if name in (LOCAL, AUTO):
         raise UsageError(f"{name!r} is reserved (--host {LOCAL}: this machine's store; --host {AUTO}: placement)")
@@ -124,9 +154,15 @@ def make_host(name: str, uri: str, *, root: str | None = None, mode: str | None 
     if accelerator not in ACCELERATORS:
         raise UsageError(f"invalid accelerator {accelerator!r}: {', '.join(ACCELERATORS)}")
     uri = check_uri(uri)
+    if jump is None:
+        jump = jump_of(uri)
+    elif jump in ("", "none"):
+        jump = None
+    else:
+        jump = check_jump(jump)
     return Host(name=name, uri=uri, root=check_root(root or DEFAULT_HOST_ROOT), mode=mode,
                 address=check_address(address) if address else address_of(uri), memory_mib=memory_mib,
-                accelerator=accelerator)
+                accelerator=accelerator, jump=jump)
 
 
 @dataclass
@@ -164,7 +200,8 @@ class HostTable:
             try:
                 host = make_host(name, entry.get("uri"), root=entry.get("root"), mode=entry.get("mode"),
                                  address=entry.get("address") or None, memory_mib=entry.get("memory_mib"),
-                                 accelerator=entry.get("accelerator"))
+                                 accelerator=entry.get("accelerator"),
+                                 jump=entry.get("jump") or "none")   # as written: absent or null is none
             except UsageError as exc:
                 raise UsageError(f"{where}: host {str(name)[:40]!r}: {exc.message}") from None
             table.hosts[name] = host

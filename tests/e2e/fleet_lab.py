@@ -59,7 +59,7 @@ import time
 import uuid
 from pathlib import Path, PurePosixPath
 
-from .netns import PrivateLibvirt, _kill, _run
+from .netns import PrivateLibvirt, _die_with_parent, _kill, _run, _terminate
 
 LIBVIRT_TCP_PORT = 16509
 CLIENT_BRIDGE = "lab0"   # in the client namespace: the segment every host's uplink joins
@@ -106,6 +106,7 @@ class FleetHost(PrivateLibvirt):
         self.cgroups = "private" if self.PRIVATE_CGROUPS and _private_cgroups_possible(mounts) else "shared"
         self._cgroup_mounts = mounts if self.cgroups == "private" else []
         self._cgroup_dirs: list[Path] = []   # made by start(), removed by stop()
+        self.sshd: subprocess.Popen | None = None   # start_sshd()
 
     def cgroup_dir(self, hierarchy: str = "memory") -> Path:
         """Where this host's ``/sys/fs/cgroup/<hierarchy>`` is on the machine: a guest's cgroup is
@@ -175,7 +176,39 @@ class FleetHost(PrivateLibvirt):
         return ["sh", "-c", self._join_cgroups() + f'exec nsenter --cgroup=/proc/{self.virtlogd.pid}/ns/cgroup "$@"',
                 "sh", *argv]
 
+    def start_sshd(self, authorized: str) -> str:
+        """An OpenSSH server on ``<address>:22`` in this host's network namespace, as a host's own
+        sshd that vmctl jumps through to reach guests on the host's private networks: root logs
+        in with the key of public line `authorized` only, may open TCP forwards and run nothing
+        (``ForceCommand /bin/false``). Its files are in the host's temp dir; /run/sshd (OpenSSH's
+        privilege separation directory) is a tmpfs of the server's own mount namespace. Returns
+        the server's host key (public line) for the client's known_hosts."""
+        d = self.tmp / "sshd"
+        d.mkdir(mode=0o700)
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"fleet-lab-{self.name}", "-f", str(d / "host_key"))
+        (d / "authorized_keys").write_text(authorized.strip() + "\n")
+        (d / "sshd_config").write_text("".join(f"{line}\n" for line in (
+            f"ListenAddress {self.address}:22", f"HostKey {d / 'host_key'}",
+            f"AuthorizedKeysFile {d / 'authorized_keys'}", "StrictModes no", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "AllowTcpForwarding local",
+            "PermitTTY no", "ForceCommand /bin/false", "UsePAM no", "PidFile none")))
+        script = (f"mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0755 /run/sshd && "
+                  f"exec /usr/sbin/sshd -D -e -f {d / 'sshd_config'}")
+        self.sshd = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "unshare", "-m", "--propagation", "private", "sh", "-c", script],
+            stdout=open(self.tmp / "logs" / "sshd.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + 20
+        while f"{self.address}:22 " not in _run("ip", "netns", "exec", self.ns, "ss", "-ltnH").stdout:
+            if self.sshd.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sshd did not start on {self.name}: {self.log_tail()}")
+            time.sleep(0.1)
+        return (d / "host_key.pub").read_text().strip()
+
     def stop(self) -> None:
+        if self.sshd is not None:
+            _terminate(self.sshd)
+            self.sshd = None
         super().stop()
         _remove_cgroups(self._cgroup_dirs)
         self._cgroup_dirs = []

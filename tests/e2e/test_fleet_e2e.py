@@ -49,7 +49,11 @@ class LabVmctl:
         self.lab, self.root = lab, base / "client"
         self.env = dict(os.environ)
         self.env.update({"VMCTL_CONFIG": "/dev/null", "VMCTL_HOSTS": str(base / "hosts.json"),
-                         "XDG_CONFIG_HOME": str(base / "config"), "PYTHONUNBUFFERED": "1"})
+                         "XDG_CONFIG_HOME": str(base / "config"), "PYTHONUNBUFFERED": "1",
+                         # ~/.ssh: the user's keys and known_hosts for a jump; the build cache stays
+                         # the machine's (the tiny image is built once per run)
+                         "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"),
+                         "HOME": str(base / "home")})
         for var in ("VMCTL_ROOT", "VMCTL_MODE", "VMCTL_CONNECT", "VMCTL_HOST"):
             self.env.pop(var, None)
 
@@ -406,3 +410,46 @@ def test_doctor_on_a_host_mends_what_killed_creates_snapshots_and_migrations_lef
     vm("--host", "h2", "migrate", "g3", "--to", "h1")    # and the move, done again, goes through
     vm("--host", "h1", "rm", "g3")
     assert _files(h1, "instances") == [] and _files(h2, "instances") == []
+
+
+def test_guests_behind_a_host_are_reached_through_its_ssh_server(vm, lab):
+    h1, _h2 = lab.hosts
+    if "h1" not in vm("host", "ls", "-q").stdout.split():
+        vm("host", "add", "h1", h1.uri, "--root", h1.root, "--accelerator", "tcg")
+    ssh = Path(vm.env["HOME"]) / ".ssh"
+    ssh.mkdir(mode=0o700, parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "id_ed25519")], check=True)
+    host_key = h1.start_sshd((ssh / "id_ed25519.pub").read_text())
+    known = ssh / "known_hosts"
+    known.write_text(f"10.77.0.2 {host_key}\n")
+    # a network only h1 reaches (NAT with DHCP, inside h1's namespace): no route to it from here
+    h1.add_nat_network("hidden", "virhid0", 151)
+    vm("host", "add", "h1j", h1.uri, "--root", h1.root, "--accelerator", "tcg", "--jump", "root@10.77.0.2")
+    assert json.loads(vm("host", "ls", "--json").stdout)[0]["jump"] is None     # h1: direct
+    vm("--host", "h1j", "run", "j1", "--image", "tiny", "--network", "hidden", "--timeout", "240")
+    address = json.loads(vm("--host", "h1j", "inspect", "j1").stdout)[0]["ssh"]["address"]
+    assert address.startswith("192.168.151.")
+    assert vm.sh("h1j", "j1", "hostname; ip -4 -o addr show eth0 | grep -c 192.168.151.") == "j1\n1"
+    src = vm.root.parent / "jumped.txt"
+    src.write_text("through h1's sshd\n")
+    vm("--host", "h1j", "cp", str(src), "j1:/root/jumped.txt")
+    vm("--host", "h1j", "cp", "j1:/root/jumped.txt", str(vm.root.parent / "jumped-back.txt"))
+    assert (vm.root.parent / "jumped-back.txt").read_text() == src.read_text()
+    line = vm("--host", "h1j", "ssh", "--print-command", "j1").stdout
+    assert "-J root@10.77.0.2" in line, line
+    # the same VM through the host entry without a jump: its address routes nowhere from here
+    direct = vm("--host", "h1", "exec", "j1", "--", "true", check=False)
+    assert direct.returncode != 0 and direct.stderr.count("\n") == 1, direct.stderr
+
+    # the host's key is pinned: another key, or none known, and vmctl does not go through it
+    other = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "other")], check=True)
+    assert other.returncode == 0
+    known.write_text(f"10.77.0.2 {(ssh / 'other.pub').read_text().strip()}\n")
+    bad = vm("--host", "h1j", "exec", "j1", "--", "true", check=False)
+    assert bad.returncode == 9 and bad.stderr.count("\n") == 1 and "is not the one" in bad.stderr, bad.stderr
+    known.write_text("")
+    bad = vm("--host", "h1j", "exec", "j1", "--", "true", check=False)
+    assert bad.returncode == 9 and "is not in" in bad.stderr and "never accepts" in bad.stderr, bad.stderr
+    known.write_text(f"10.77.0.2 {host_key}\n")
+    vm("--host", "h1j", "rm", "-f", "j1")
+    assert _files(h1, "instances") == []

@@ -29,11 +29,12 @@ def host_group():
 @click.option("--address", metavar="IPV4", help="The host's address as this machine reaches it (default: the URI's host): forwarded ports listen there, migrations arrive there.")
 @click.option("--memory", metavar="SIZE", help="Most memory vmctl gives VMs on this host (default: all of it).")
 @click.option("--accelerator", type=click.Choice(ACCELERATORS), help="auto: KVM where the host's libvirt offers it; tcg for a host whose KVM does not run guests.")
+@click.option("--jump", metavar="USER@HOST[:PORT]|none", help="Reach the host's guests through this SSH server of the host, as ssh -J (its key must be in ~/.ssh/known_hosts); default: a qemu+ssh:// URI's own, else none (guests reached directly).")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default host (as 'vmctl host use').")
 @click.option("--replace", is_flag=True, help="Replace a host of that name.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
-def host_add(app: App, name, uri, root, mode, address, memory, accelerator, make_default, replace, as_json):
+def host_add(app: App, name, uri, root, mode, address, memory, accelerator, jump, make_default, replace, as_json):
     """Add host NAME at libvirt URI: checked to answer, its data root prepared (two storage pools)."""
     from vmctl.core import fleet
     from vmctl.hosts import make_host
@@ -41,7 +42,7 @@ def host_add(app: App, name, uri, root, mode, address, memory, accelerator, make
 
     memory_mib = mib(parse_size(memory, "memory", default_unit="m")) if memory else None
     host = make_host(name, uri, root=root, mode=mode, address=address, memory_mib=memory_mib,
-                     accelerator=accelerator)
+                     accelerator=accelerator, jump=jump)
     row = fleet.add(app.session, host, make_default=make_default, replace=replace)
     if as_json or app.json:
         emit_json(row)

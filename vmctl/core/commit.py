@@ -131,7 +131,7 @@ def flush_guest(inst: Instance) -> None:
     try:
         host, port = inst.address()
         with GuestSession(host, port, user=inst.record.ssh_user, client_key=ensure_client_key(inst.session.paths.keys),
-                          host_key_line=inst.record.host_key) as guest:
+                          host_key_line=inst.record.host_key, dial=inst.session.dial) as guest:
             guest.run(["sync"], stdout=io.BytesIO(), stderr=io.BytesIO())   # sync(2) needs no root
     except VmctlError as exc:
         inst.session.warn(f"{inst.name}: could not flush the guest's writes before the commit ({exc}); "

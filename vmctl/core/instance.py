@@ -129,10 +129,11 @@ class Instance:
         # the serial log of a VM on a host is on that host: not read for the diagnosis
         host, port = wait_ready(self.address_fn(), user=rec.ssh_user, client_key=key, host_key_line=rec.host_key,
                                 timeout=timeout, serial_log=None if self.on_host else self.serial_log,
-                                progress=step)
+                                progress=step, dial=self.session.dial)
         if until == "cloud-init":
             say(f"{self.name}: waiting for cloud-init to finish", None)
-            with GuestSession(host, port, user=rec.ssh_user, client_key=key, host_key_line=rec.host_key) as guest:
+            with GuestSession(host, port, user=rec.ssh_user, client_key=key, host_key_line=rec.host_key,
+                              dial=self.session.dial) as guest:
                 wait_cloud_init(guest, self.name, deadline - time.monotonic())
         return host, port
 

@@ -37,7 +37,8 @@ def _guest(inst: Instance):
     """An unopened `GuestSession` to the VM (use it as a context manager)."""
     host, port = inst.address()
     return GuestSession(host, port, user=inst.record.ssh_user,
-                        client_key=ensure_client_key(inst.session.paths.keys), host_key_line=inst.record.host_key)
+                        client_key=ensure_client_key(inst.session.paths.keys), host_key_line=inst.record.host_key,
+                        dial=inst.session.dial)
 
 
 def as_root(argv: list[str], login: str) -> list[str] | str:
@@ -74,8 +75,10 @@ def ssh_command(session: Session, name: str) -> list[str]:
     with guard(session, name, "address") as g:
         inst = g.instance
         host, port = inst.address()
+    # a VM on a host has no directory here: its pinned key goes to a private temp file
     return ssh_command_line(host, port, inst.record.ssh_user, ensure_client_key(session.paths.keys).path,
-                            inst.record.host_key, known_hosts=inst.known_hosts)
+                            inst.record.host_key, known_hosts=None if inst.on_host else inst.known_hosts,
+                            jump=session.host.jump if session.host is not None else None)
 
 
 def copy(session: Session, src: str, dst: str):

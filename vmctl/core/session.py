@@ -36,6 +36,7 @@ class Session:
     local_settings: Settings | None = field(default=None, repr=False)
     _backend: object | None = field(default=None, repr=False)
     _store: object | None = field(default=None, repr=False)
+    _jump: object | None = field(default=None, repr=False)
 
     @property
     def backend(self):
@@ -80,10 +81,25 @@ class Session:
         return Session(settings=settings, progress=self.progress, warn=self.warn, host=host,
                        local_settings=local, _store=self._store)
 
+    @property
+    def dial(self):
+        """How this command connects to its guests: None (directly), or -- on a host with a jump
+        (`Host.jump`) -- the `dial` of one SSH session to that host, opened on first use."""
+        if self.host is None or self.host.jump is None:
+            return None
+        if self._jump is None:
+            from vmctl.guest.jump import Jump  # lazy: paramiko, only when a guest is reached
+
+            self._jump = Jump(self.host.jump)
+        return self._jump.dial
+
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+        if self._jump is not None:
+            self._jump.close()
+            self._jump = None
 
     def __enter__(self) -> "Session":
         return self

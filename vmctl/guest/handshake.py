@@ -110,10 +110,13 @@ def _mismatch(where: str, server_type: str, server_blob: bytes | None, pinned_li
     )
 
 
-def probe_any_key(host: str, port: int, timeout: float) -> tuple[str, bytes] | None:
+Dial = Callable[[str, int, float], socket.socket]   # (host, port, timeout) -> a connected socket
+
+
+def probe_any_key(host: str, port: int, timeout: float, dial: Dial | None = None) -> tuple[str, bytes] | None:
     """Fetch whatever host key the server offers (only to report a mismatch; never trusted)."""
     try:
-        sock = tcp_connect(host, port, timeout)
+        sock = (dial or tcp_connect)(host, port, timeout)
     except StepFailed:
         return None
     t = paramiko.Transport(sock)

@@ -23,12 +23,14 @@ def known_hosts_line(host: str, port: int, host_key_line: str) -> str:
 def ssh_command_line(
     host: str, port: int, user: str, key_path: str | Path, host_key_line: str, *,
     known_hosts: str | Path | None = None, command: list[str] | str | None = None, tty: bool | None = None,
+    jump: str | None = None,
 ) -> list[str]:
     """An OpenSSH ``ssh`` command line equivalent to `GuestSession` (for users who want real ssh).
 
     The pinned key is written to `known_hosts` (default: a new private temp file that the caller
     may remove) and ``StrictHostKeyChecking=yes`` makes ssh refuse any other key. No config file,
-    agent, other identities or password prompts are used.
+    agent, other identities or password prompts are used for the guest; `jump` (``USER@HOST[:PORT]``)
+    goes through a vmctl host's SSH server first.
     """
     keytype, _, _ = parse_public_line(host_key_line)
     if keytype not in HOST_KEY_ALGORITHMS:
@@ -52,6 +54,10 @@ def ssh_command_line(
         "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
         "-o", "PubkeyAuthentication=yes",
     ]
+    if jump is not None:
+        # through the host's SSH server (checked USER@HOST[:PORT], vmctl.hosts.check_jump): that
+        # hop is plain ssh with the user's own keys and known_hosts, as `ssh -J` always is
+        argv += ["-J", jump]
     if tty is True:
         argv.append("-t")
     elif tty is False:

@@ -35,7 +35,7 @@ from vmctl.guest.keys import ClientKey, fingerprint
 from vmctl.guest.diagnose import console_findings, explain_auth, root_refused
 from vmctl.guest.serial import read_serial, serial_tail
 from vmctl.guest.handshake import (
-    StepFailed, authenticate, handshake, load_pkey, probe_any_key, tcp_connect, wait_banner,
+    Dial, StepFailed, authenticate, handshake, load_pkey, probe_any_key, tcp_connect, wait_banner,
 )
 
 Progress = Callable[[str, str], None]
@@ -116,7 +116,7 @@ def _not_ready(step: str, reason: str, timeout: float, serial_log: Path | None, 
 
 def try_once(
     address: tuple[str, int], *, user: str, pkey: paramiko.PKey, host_key_line: str, timeout: float,
-    progress: Progress | None = None, interrupt: Callable[[], bool] | None = None,
+    progress: Progress | None = None, interrupt: Callable[[], bool] | None = None, dial: Dial | None = None,
 ) -> paramiko.Transport:
     """One attempt at steps tcp → banner → hostkey → auth; returns the authenticated transport.
 
@@ -130,14 +130,14 @@ def try_once(
             progress(step, where)
 
     note("tcp")
-    sock = tcp_connect(host, port, timeout)
+    sock = (dial or tcp_connect)(host, port, timeout)
     t = None
     try:
         note("banner")
         wait_banner(sock, timeout, interrupt)
         note("hostkey")
         t = handshake(sock, host_key_line, timeout, where=where,
-                      probe=lambda: probe_any_key(host, port, timeout))
+                      probe=lambda: probe_any_key(host, port, timeout, dial))
         note("auth")
         authenticate(t, user, pkey, timeout)
         chan = t.open_session(timeout=timeout)
@@ -179,7 +179,7 @@ def wait_ready(
     address_fn: Callable[[], tuple[str, int] | None], *, user: str,
     client_key: ClientKey | paramiko.PKey | Path, host_key_line: str, timeout: float,
     serial_log: Path | None = None, progress: Progress | None = None,
-    attempt_timeout: float = 3.0, max_pause: float = 0.5,
+    attempt_timeout: float = 3.0, max_pause: float = 0.5, dial: Dial | None = None,
 ) -> tuple[str, int]:
     """Wait until the guest is ready (see module doc); return its (host, port).
 
@@ -206,7 +206,7 @@ def wait_ready(
             budget = max(0.05, min(attempt_timeout, deadline - time.monotonic()))
             try:
                 t = try_once(address, user=user, pkey=pkey, host_key_line=host_key_line,
-                             timeout=budget, progress=progress, interrupt=interrupt)
+                             timeout=budget, progress=progress, interrupt=interrupt, dial=dial)
             except StepFailed as exc:
                 last = (exc.step, exc.reason)
                 if exc.interrupted:

@@ -27,6 +27,7 @@ from vmctl.errors import ExternalToolError, GuestNotReady, IntegrityError
 from vmctl.guest.channels import CHUNK, CappedBuffer, command_text, drain, settle
 from vmctl.guest.files import FileCopy
 from vmctl.guest.handshake import (
+    Dial,
     StepFailed,
     authenticate,
     handshake,
@@ -50,7 +51,7 @@ class GuestSession(FileCopy):
     def __init__(
         self, host: str, port: int = 22, *, user: str, client_key: ClientKey | paramiko.PKey | Path | str,
         host_key_line: str, connect_timeout: float = 10.0, timeout: float = 30.0,
-        sftp: bool | None = None,
+        sftp: bool | None = None, dial: Dial | None = None,
     ):
         self.host = host
         self.port = int(port)
@@ -63,6 +64,7 @@ class GuestSession(FileCopy):
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_tried = False
+        self.dial = dial or tcp_connect   # through a host's SSH server for a guest behind it (guest.jump)
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -76,11 +78,11 @@ class GuestSession(FileCopy):
             return self
         pkey = load_pkey(self.client_key)
         try:
-            sock = tcp_connect(self.host, self.port, self.connect_timeout)
+            sock = self.dial(self.host, self.port, self.connect_timeout)
             try:
                 wait_banner(sock, self.connect_timeout)
                 t = handshake(sock, self.host_key_line, self.connect_timeout, where=self.where,
-                              probe=lambda: probe_any_key(self.host, self.port, self.connect_timeout))
+                              probe=lambda: probe_any_key(self.host, self.port, self.connect_timeout, self.dial))
             except BaseException:
                 sock.close()
                 raise

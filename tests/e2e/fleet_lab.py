@@ -107,6 +107,7 @@ class FleetHost(PrivateLibvirt):
         self._cgroup_mounts = mounts if self.cgroups == "private" else []
         self._cgroup_dirs: list[Path] = []   # made by start(), removed by stop()
         self.sshd: subprocess.Popen | None = None   # start_sshd()
+        self.host_key_line: str | None = None       # its sshd's host key, as the test recorded it
 
     def cgroup_dir(self, hierarchy: str = "memory") -> Path:
         """Where this host's ``/sys/fs/cgroup/<hierarchy>`` is on the machine: a guest's cgroup is

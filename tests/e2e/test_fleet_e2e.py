@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -412,16 +413,26 @@ def test_doctor_on_a_host_mends_what_killed_creates_snapshots_and_migrations_lef
     assert _files(h1, "instances") == [] and _files(h2, "instances") == []
 
 
-def test_guests_behind_a_host_are_reached_through_its_ssh_server(vm, lab):
-    h1, _h2 = lab.hosts
+def _sshd_on_h1(vm, lab) -> str:
+    """h1's own sshd, with the client's key (~/.ssh/id_ed25519 of vmctl's HOME) authorized and
+    h1's key in ~/.ssh/known_hosts; h1 in the host table. Returns h1's host key line."""
+    h1 = lab.hosts[0]
     if "h1" not in vm("host", "ls", "-q").stdout.split():
         vm("host", "add", "h1", h1.uri, "--root", h1.root, "--accelerator", "tcg")
     ssh = Path(vm.env["HOME"]) / ".ssh"
-    ssh.mkdir(mode=0o700, parents=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "id_ed25519")], check=True)
-    host_key = h1.start_sshd((ssh / "id_ed25519.pub").read_text())
+    if h1.sshd is None:
+        ssh.mkdir(mode=0o700, parents=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "id_ed25519")], check=True)
+        h1.host_key_line = h1.start_sshd((ssh / "id_ed25519.pub").read_text())
+    (ssh / "known_hosts").write_text(f"10.77.0.2 {h1.host_key_line}\n")
+    return h1.host_key_line
+
+
+def test_guests_behind_a_host_are_reached_through_its_ssh_server(vm, lab):
+    h1, _h2 = lab.hosts
+    host_key = _sshd_on_h1(vm, lab)
+    ssh = Path(vm.env["HOME"]) / ".ssh"
     known = ssh / "known_hosts"
-    known.write_text(f"10.77.0.2 {host_key}\n")
     # a network only h1 reaches (NAT with DHCP, inside h1's namespace): no route to it from here
     h1.add_nat_network("hidden", "virhid0", 151)
     vm("host", "add", "h1j", h1.uri, "--root", h1.root, "--accelerator", "tcg", "--jump", "root@10.77.0.2")
@@ -453,3 +464,76 @@ def test_guests_behind_a_host_are_reached_through_its_ssh_server(vm, lab):
     known.write_text(f"10.77.0.2 {host_key}\n")
     vm("--host", "h1j", "rm", "-f", "j1")
     assert _files(h1, "instances") == []
+
+
+def test_a_stack_on_a_host_on_its_own_libvirt_network_there(vm, lab):
+    """``vmctl --host H up``: the stack's network is a libvirt network on the host (made in its
+    namespace), its VMs are the host's, reached through the host's sshd; a peer found by name;
+    ``ps`` and ``down`` on the host; nothing of it on this machine but the stack's state file."""
+    h1, _h2 = lab.hosts
+    _sshd_on_h1(vm, lab)
+    if "h1s" not in vm("host", "ls", "-q").stdout.split():
+        vm("host", "add", "h1s", h1.uri, "--root", h1.root, "--accelerator", "tcg", "--mode", "system",
+           "--jump", "root@10.77.0.2")
+    profile = ""
+    if not _has_sys_resource(h1.libvirtd.pid):   # no memlock hard limit the daemon could not set
+        profiles = vm.root.parent / "config" / "vmctl" / "profiles"
+        profiles.mkdir(parents=True, exist_ok=True)
+        (profiles / "kvm-no-hard-limit.toml").write_text(
+            'extends = "kvm"\ndescription = "kvm without a memory hard limit"\n\n[tuning]\n'
+            'memory_headroom_mib = ""\ntcg_memory_headroom_mib = ""\n')
+        profile = "    profile: kvm-no-hard-limit\n"
+    stack = vm.root.parent / "stack"
+    stack.mkdir(exist_ok=True)
+    (stack / "vmctl.yaml").write_text(
+        "name: fleetshop\nnetworks:\n  back:\nvms:\n"
+        f"  db:\n    image: tiny\n    memory: 192M\n    networks: [back]\n{profile}"
+        "    user-data: |\n      #cloud-config\n      runcmd:\n"
+        "        - [sh, -c, 'mkdir -p /srv && echo hello-from-h1-db > /srv/index.html && httpd -p 8080 -h /srv']\n"
+        "    healthcheck:\n      test: wget -qO- http://127.0.0.1:8080/\n      interval: 1s\n      retries: 120\n"
+        f"  web:\n    image: tiny\n    memory: 192M\n    networks: [back]\n{profile}"
+        "    depends_on:\n      db: {condition: healthy}\n")
+    f = str(stack / "vmctl.yaml")
+    report = json.loads(vm("--host", "h1s", "up", "-f", f, "--json", timeout=900).stdout)
+    assert report["vms"] == {"db": "created", "web": "created"} and report["networks_created"] == ["vmctl-fleetshop-back"]
+    assert report["health"] == {"db": "healthy"}
+    net = h1.virsh("net-dumpxml", "vmctl-fleetshop-back").stdout
+    assert "<forward mode='nat'" in net and "name='fleetshop-db'" in net
+    assert vm.sh("h1s", "fleetshop-web", "wget -qO- http://db:8080/") == "hello-from-h1-db"
+    rows = {r["vm"]: r for r in json.loads(vm("--host", "h1s", "ps", "-f", f, "--json").stdout)}
+    assert rows["db"]["state"] == "running" and rows["db"]["health"] == "healthy" and rows["web"]["state"] == "running"
+    again = json.loads(vm("--host", "h1s", "up", "-d", "-f", f, "--json").stdout)
+    assert again["vms"] == {"db": "unchanged", "web": "unchanged"}
+    # in the foreground: the consoles are followed on the host, Ctrl-C stops the stack
+    fg = vm.popen("--host", "h1s", "up", "-f", f)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(fg.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("console-marker-7e1" in line for line in out):
+            assert time.monotonic() < deadline and fg.poll() is None, (out, fg.poll())
+            vm.sh("h1s", "fleetshop-db", "echo console-marker-7e1 >/dev/console")
+            time.sleep(2)
+        assert any(line.startswith("db  | ") and "console-marker-7e1" in line for line in out), out
+    finally:
+        fg.send_signal(signal.SIGINT)
+        fg.wait(timeout=180)
+    rows = {r["vm"]: r["state"] for r in json.loads(vm("--host", "h1s", "ps", "-f", f, "--json").stdout)}
+    assert rows == {"db": "stopped", "web": "stopped"}, rows
+    assert (vm.root / "stacks" / "hosts" / "h1s" / "fleetshop.json").exists()
+    assert not (vm.root / "instances").exists() or list((vm.root / "instances").iterdir()) == []
+    down = json.loads(vm("--host", "h1s", "down", "-f", f, "--json", timeout=300).stdout)
+    assert sorted(down["vms_removed"]) == ["fleetshop-db", "fleetshop-web"]
+    assert down["networks_removed"] == ["vmctl-fleetshop-back"]
+    assert "vmctl-fleetshop-back" not in h1.virsh("net-list", "--all", "--name").stdout.split()
+    assert _files(h1, "instances") == [] and not (vm.root / "stacks" / "hosts" / "h1s" / "fleetshop.json").exists()
+
+
+def _has_sys_resource(pid: int) -> bool:
+    """Whether process `pid` holds CAP_SYS_RESOURCE (libvirt needs it to raise QEMU's memlock limit
+    for a memory hard limit)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> 24 & 1)
+    return False

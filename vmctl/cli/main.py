@@ -167,8 +167,6 @@ def cli(ctx: click.Context, uri, mode, root, host, as_json, debug, quiet):
 # a default host does not redirect them, and they need no libvirt of a host.
 _LOCAL_ONLY = {"build", "completion", "config", "host", "image", "images", "load", "login", "logout",
                "pull", "push", "rmi", "save", "search", "tag", "version", "df"}
-# Stack commands (the stack's state is this machine's file): refused on a host, in one line.
-_NOT_ON_HOSTS = {"up", "down", "ps"}
 
 
 def _host(ctx: click.Context, settings, *, explicit_uri: bool):
@@ -192,11 +190,7 @@ def _host(ctx: click.Context, settings, *, explicit_uri: bool):
         return None
     if explicit_uri:
         raise UsageError("--connect and --host exclude each other (a host has its own URI)")
-    host = table.get(name)
-    if command in _NOT_ON_HOSTS:
-        raise UsageError(f"vmctl {command} works on this machine's store only, not yet on host {name} "
-                         "(--host local for this machine's)")
-    return host
+    return table.get(name)
 
 
 def main() -> None:

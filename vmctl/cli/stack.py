@@ -92,10 +92,15 @@ def _foreground(app: App, spec) -> None:
     from vmctl.stack.logs import follow
 
     app.end_progress()
-    files = {short: instance_dir(app.session, spec.vm_name(short)) / SERIAL_LOG for short in spec.vms}
     click.echo("following the consoles; Ctrl-C stops the stack", err=True)
     try:
-        follow(files, click.echo)
+        if app.session.host is not None:   # the serial logs are on the host: read there
+            from vmctl.core.hostplace import HostPlace
+            from vmctl.stack.logs import follow_host
+
+            follow_host(HostPlace(app.session), {s: spec.vm_name(s) for s in spec.vms}, click.echo)
+        else:
+            follow({s: instance_dir(app.session, spec.vm_name(s)) / SERIAL_LOG for s in spec.vms}, click.echo)
     except KeyboardInterrupt:
         click.echo("stopping...", err=True)
         for short in reversed(spec.order()):

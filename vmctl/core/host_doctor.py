@@ -38,11 +38,13 @@ SUFFIXES = (".snapshots.json", ".serial.log", ".seed.iso", ".qcow2")   # a VM's 
 PROBES = (".vmctl-probe-", ".vmctl-clock-")                             # vmctl's own probe volumes
 
 
-def _creating_domains(session: Session, place: HostPlace, fix: bool) -> list[Finding]:
+def _creating_domains(session: Session, place: HostPlace, fix: bool, only: set[str] | None = None) -> list[Finding]:
     found = []
     mine = place.instances_dir.rstrip("/") + "/"
     states = session.backend.list_states()
     for name in sorted(states):
+        if only is not None and name not in only:
+            continue
         try:
             dom = Domain.from_xml(session.backend.xml(name, inactive=True))
         except VmctlError:
@@ -107,6 +109,12 @@ def _orphan_files(session: Session, place: HostPlace, fix: bool) -> list[Finding
             what = "a probe volume of a killed vmctl" if probe else f"a file of VM {vm}, which the host has no domain of"
             found.append(Finding("orphan-host-file", subject, f"{what} (a killed create or migration)", True, fix))
     return found
+
+
+def mend(session: Session, names: set[str]) -> list[Finding]:
+    """Undo the creates of VMs `names` on the host that a killed process left half done (``vmctl
+    up`` and ``down`` on a host start with it)."""
+    return _creating_domains(session, HostPlace(session), True, names)
 
 
 def diagnose(session: Session, *, fix: bool = False) -> list[Finding]:

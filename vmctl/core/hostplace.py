@@ -226,6 +226,12 @@ class HostPlace:
         vol = pools.volume(self.backend, self.instances_pool, posixpath.basename(self.disk(name)))
         return vol.physical if vol else 0
 
+    def log_size(self, name: str) -> int | None:
+        """Bytes in VM `name`'s serial log on the host (None before its first start)."""
+        vol = pools.volume(self.backend, self.instances_pool, posixpath.basename(self.serial_log(name)),
+                           refresh=True)
+        return None if vol is None else vol.physical
+
     def read_log(self, name: str, sink, offset: int = 0) -> int:
         """The VM's serial log from `offset` into `sink`; bytes read (0 when there is none yet)."""
         vol = pools.volume(self.backend, self.instances_pool, posixpath.basename(self.serial_log(name)),

@@ -69,6 +69,13 @@ class Session:
         base = self.settings.paths.locks
         return base if self.host is None else base / "hosts" / self.host.name
 
+    @property
+    def stacks(self):
+        """Where this command's stack states go: per host for stacks on a vmctl host (a stack's
+        VMs and networks are that host's; the file is this machine's, as its lock is)."""
+        base = self.settings.paths.stacks
+        return base if self.host is None else base / "hosts" / self.host.name
+
     def for_host(self, host: Host | None) -> "Session":
         """A session like this one, on `host` (None: this machine's store); nothing is opened."""
         settings = self.local_settings or self.settings

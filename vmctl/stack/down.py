@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vmctl.backend import networks as libvirt_networks
-from vmctl.core import doctor, remove
+from vmctl.core import remove
 from vmctl.core.namelock import name_lock
 from vmctl.core.session import Session
 from vmctl.errors import NotFoundError
 from vmctl.stack import state as stack_state
-from vmctl.stack.up import stack_vm_names
+from vmctl.stack.up import mend, stack_vm_names
 
 
 @dataclass
@@ -26,15 +26,18 @@ class DownReport:
 def down(session: Session, stack: str) -> DownReport:
     """Remove stack `stack`'s VMs (powered off first), networks and state."""
     report = DownReport()
-    with name_lock(session.paths.locks, stack, what="stack"):
-        st = stack_state.StackState.load(session.paths.stacks, stack)
+    with name_lock(session.locks, stack, what="stack"):
+        st = stack_state.StackState.load(session.stacks, stack)
         # only what carries the stack's label is the stack's (a VM of the same name made otherwise
-        # is left alone); a domain a killed create left without its directory is mended too
+        # is left alone); a domain a killed create left without its directory is mended too (on a
+        # host: a domain still "creating", which mend undoes)
         names = set(stack_vm_names(session, stack))
-        if st is not None:
-            names |= {n for n in (f"{stack}-{short}" for short in st.vms)
-                      if not (session.paths.instances / n).exists()}
-        doctor.mend(session, names)   # half-made ones first: a killed up's leftovers
+        listed = {f"{stack}-{short}" for short in st.vms} if st is not None else set()
+        if session.host is None:
+            names |= {n for n in listed if not (session.paths.instances / n).exists()}
+            mend(session, names)   # half-made ones first: a killed up's leftovers
+        else:   # a host's half-made ones are domains still "creating": mend undoes just those
+            mend(session, names | listed)
         for name in sorted(names):
             try:
                 remove.remove(session, name, force=True)
@@ -47,5 +50,5 @@ def down(session: Session, stack: str) -> DownReport:
                 if net.libvirt and libvirt_networks.exists(session.backend, net.libvirt):
                     libvirt_networks.remove(session.backend, net.libvirt)
                     report.networks.append(net.libvirt)
-            stack_state.remove(session.paths.stacks, stack)
+            stack_state.remove(session.stacks, stack)
     return report

@@ -24,20 +24,50 @@ def follow(files: dict[str, Path], emit: Callable[[str], None], *, from_end: boo
            poll: float = 0.25, until: Callable[[], bool] = lambda: False) -> None:
     """Print each new line of `files` (label -> path) as ``label | line`` until `until()` (or
     KeyboardInterrupt, which propagates)."""
-    width = max(len(k) for k in files)
+
+    def read(path: Path, offset: int) -> tuple[bytes, int] | None:
+        try:
+            with open(path, "rb") as fh:
+                size = fh.seek(0, 2)
+                fh.seek(offset if size >= offset else 0)
+                return fh.read(1 << 20), size
+        except FileNotFoundError:
+            return None
+
     offsets = {k: (p.stat().st_size if from_end and p.exists() else 0) for k, p in files.items()}
-    partial = {k: b"" for k in files}
+    _follow({k: (lambda off, p=p: read(p, off)) for k, p in files.items()}, offsets, emit, poll, until)
+
+
+def follow_host(place, vms: dict[str, str], emit: Callable[[str], None], *, poll: float = 1.0,
+                until: Callable[[], bool] = lambda: False) -> None:
+    """As `follow`, for VMs (label -> name) on a vmctl host: their serial logs read there
+    (`HostPlace.read_log`, bounded), from where they end now."""
+
+    def read(name: str, offset: int) -> tuple[bytes, int] | None:
+        chunks: list[bytes] = []
+        size = place.log_size(name)
+        if size is None:
+            return None
+        place.read_log(name, chunks.append, offset if size >= offset else 0)
+        return b"".join(chunks), size
+
+    offsets = {k: place.log_size(n) or 0 for k, n in vms.items()}
+    _follow({k: (lambda off, n=n: read(n, off)) for k, n in vms.items()}, offsets, emit, poll, until)
+
+
+def _follow(readers: dict[str, Callable[[int], "tuple[bytes, int] | None"]], offsets: dict[str, int],
+            emit: Callable[[str], None], poll: float, until: Callable[[], bool]) -> None:
+    """The loop of `follow`: each reader gives (bytes from the offset, the log's size) or None."""
+    width = max(len(k) for k in readers)
+    partial = {k: b"" for k in readers}
     while not until():
-        for label, path in files.items():
-            try:
-                with open(path, "rb") as fh:
-                    size = fh.seek(0, 2)
-                    if size < offsets[label]:
-                        offsets[label] = 0   # truncated (a new boot)
-                    fh.seek(offsets[label])
-                    chunk = fh.read(1 << 20)
-            except FileNotFoundError:
+        for label, read in readers.items():
+            got = read(offsets[label])
+            if got is None:
                 continue
+            chunk, size = got
+            if size < offsets[label]:
+                offsets[label] = 0   # truncated (a new boot): read from its start
             offsets[label] += len(chunk)
             data = partial[label] + chunk
             *lines, rest = data.split(b"\n")

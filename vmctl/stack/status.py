@@ -12,7 +12,7 @@ from vmctl.stack.state import StackState
 def rows(session: Session, spec: StackSpec) -> list[dict]:
     """One row per VM of the file (state ``missing`` when it is not made), plus the stack's VMs the
     file no longer names; each with its addresses on the stack's networks."""
-    st = StackState.load(session.paths.stacks, spec.name)
+    st = StackState.load(session.stacks, spec.name)
     by_name = {r["name"]: r for r in listing(session, show_all=True)}
     out = []
     shorts = list(spec.vms) + sorted(set(st.vms if st else ()) - set(spec.vms))

@@ -7,7 +7,10 @@ VM is made by `vmctl.core.create.run` (one transaction: nothing half-made), then
 far as its dependants ask (``started``, ``ready``: SSH lets vmctl in, ``healthy``: the
 healthcheck passes). The stack's allocations are saved before anything is made and the whole
 ``up`` holds the stack's lock, so an ``up`` killed at any point leaves what it made findable, and
-the next ``up`` mends a half-made VM (`vmctl.core.doctor.mend`) and goes on.
+the next ``up`` mends a half-made VM (`vmctl.core.doctor.mend`, or on a vmctl host
+`vmctl.core.host_doctor.mend`) and goes on. On a host (``vmctl --host H up``) the VMs, their
+records and the stack's libvirt networks are the host's; the stack's state and lock are this
+machine's, per host.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from typing import Callable
 
 from vmctl import faults
 from vmctl.backend import networks as libvirt_networks
-from vmctl.core import create, doctor, lifecycle, reach, remove
-from vmctl.core.instance import instance_dir
+from vmctl.core import create, doctor, host_doctor, lifecycle, reach, remove
+from vmctl.core.hostplace import HostPlace
+from vmctl.core.instance import instance_dir, resolve
 from vmctl.core.namelock import name_lock
 from vmctl.core.records import RECORD, InstanceRecord, list_records
 from vmctl.core.session import Session
 from vmctl.perms import qemu_user
-from vmctl.errors import ConflictError, Unhealthy, UsageError, VmctlError
+from vmctl.core.states import LIVE
+from vmctl.errors import ConflictError, NotFoundError, Unhealthy, UsageError, VmctlError
 from vmctl.seed.netconfig import hosts_command
 from vmctl.stack.health import Tail, check_health
 from vmctl.stack.networks import (host_xml, hosts_digest, hosts_entries, network_xml, reservations,
@@ -51,8 +56,21 @@ class UpReport:
 
 def stack_record(session: Session, name: str) -> InstanceRecord | None:
     """The record of VM `name` when it exists (finished), else None."""
+    if session.host is not None:   # in its domain on the host (half-made ones were mended first)
+        try:
+            return HostPlace(session).record(name)
+        except NotFoundError:
+            return None
     d = instance_dir(session, name)
     return InstanceRecord.load(d) if (d / RECORD).is_file() else None
+
+
+def mend(session: Session, names: set[str]) -> None:
+    """Finish what killed creates of VMs `names` left, here or on the session's host."""
+    if session.host is not None:
+        host_doctor.mend(session, names)
+    else:
+        doctor.mend(session, names)
 
 
 class _Up:
@@ -126,7 +144,7 @@ class _Up:
         self.report.health[short] = verdict
         if short in self.state.vms:
             self.state.vms[short].health = verdict
-            self.state.save(self.session.paths.stacks)
+            self.state.save(self.session.stacks)
 
     # ---- one VM -----------------------------------------------------------------------------
     def vm(self, st: StackState, short: str) -> None:
@@ -180,11 +198,10 @@ class _Up:
                                stderr=sink, root=True)
             if code != 0:
                 raise VmctlError(f"{name}: could not update /etc/hosts (exit {code}: {sink.text()})")
-            with name_lock(self.session.paths.locks, name):
-                d = instance_dir(self.session, name)
-                rec = InstanceRecord.load(d)
-                rec.stack = {**rec.stack, "hosts": hosts_digest(entries)}
-                rec.save(d)
+            with name_lock(self.session.locks, name):
+                inst = resolve(self.session, name)
+                inst.record.stack = {**inst.record.stack, "hosts": hosts_digest(entries)}
+                inst.save_record(live=inst.state() in LIVE)   # on a host: the running domain's too
             self.say(f"{short}: /etc/hosts updated (its peers changed)")
             self.report.hosts_updated.append(short)
 
@@ -205,18 +222,18 @@ def up(session: Session, spec: StackSpec, *, recreate: bool = False, timeout: fl
     in over SSH and every VM with a healthcheck is healthy, and VMs whose peers changed have the
     new /etc/hosts. `build(ref, context, file, args)` builds an image for ``build:`` VMs; with
     `remove_orphans`, the stack's VMs the file no longer names are removed first."""
-    paths = session.paths
+    paths, stacks = session.paths, session.stacks
     session.backend.versions()   # libvirt reachable before anything is written
-    with name_lock(paths.locks, spec.name, what="stack"):
-        previous = StackState.load(paths.stacks, spec.name)
-        others = [s for s in all_states(paths.stacks) if s.name != spec.name]
+    with name_lock(session.locks, spec.name, what="stack"):
+        previous = StackState.load(stacks, spec.name)
+        others = [s for s in all_states(stacks) if s.name != spec.name]
         in_use = None
         if session.settings.mode == "system":
             own = {n.libvirt for n in (previous.networks.values() if previous else ())}
             in_use = subnets_in_use(libvirt_networks.definitions(session.backend), own)
         st = allocate(spec, session.settings.mode, previous, others, salt=str(paths.root.resolve()), in_use=in_use)
-        st.save(paths.stacks)
-        doctor.mend(session, {spec.vm_name(s) for s in spec.vms})
+        st.save(stacks)
+        mend(session, {spec.vm_name(s) for s in spec.vms})
         job = _Up(session, spec, st, recreate=recreate, timeout=timeout, build=build)
         if remove_orphans:
             job.remove_orphans()
@@ -235,7 +252,9 @@ def up(session: Session, spec: StackSpec, *, recreate: bool = False, timeout: fl
 
 
 def stack_vm_names(session: Session, stack: str) -> list[str]:
-    """Every VM of this store that stack `stack` made (by the label in its record), finished or not."""
-    return [r.name for r in list_records(session.paths.instances, include_unfinished=True)
-            if r.stack.get("name") == stack]
+    """Every VM of this store (or of the session's host) that stack `stack` made (by the label in
+    its record), finished or not."""
+    records = (HostPlace(session).records() if session.host is not None
+               else list_records(session.paths.instances, include_unfinished=True))
+    return [r.name for r in records if r.stack.get("name") == stack]
 

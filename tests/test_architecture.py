@@ -25,6 +25,7 @@ CORE_FOUNDATION = {
     "vmctl.core.placement",   # what a host can take and where a VM goes: run, migrate and drain decide by it
     "vmctl.core.warm",   # how a VM's first start restores its image's checkpoint: run and start share it
     "vmctl.core.findings",   # what doctor finds and how it looks: this machine's doctor and a host's share it
+    "vmctl.core.shared_storage",   # which hosts share a host's storage: migrate, prune and doctor ask it
 }
 
 

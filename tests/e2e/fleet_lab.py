@@ -45,6 +45,10 @@ cgroup2 hierarchy has controllers enabled (a pure v2 machine), its no-internal-p
 need the daemons in a leaf below the namespace root, which is not done: the hosts then share the
 machine's cgroups as above (``host.cgroups == "shared"``).
 
+Shared storage: ``FleetLab(shares={3: 1})`` gives h3 the same ``/mnt`` directory as h1 (both
+mount namespaces bind the one directory), as two hosts that mount one NFS export: each daemon sees
+the other's files, libvirt still takes it for a local file system.
+
 `FleetLab.stop()` is safe after any partial `start()` and never raises: the hosts are stopped (their
 domains destroyed, daemons stopped, namespaces deleted, temp dirs removed), then the client
 namespace is deleted.
@@ -146,7 +150,7 @@ class FleetHost(PrivateLibvirt):
             for name in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset takes no task until set
                 if (d / name).exists():
                     (d / name).write_text((Path(mount) / name).read_text())
-        self.mnt.mkdir(mode=0o755)
+        self.mnt.mkdir(mode=0o755, exist_ok=True)   # exists: another host's, shared (FleetLab shares)
         self.mnt.chmod(0o755)
         with open(self.tmp / "etc" / "libvirtd.conf", "a") as conf:
             conf.write(f'\n# fleet_lab host {self.name}\nlisten_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n'
@@ -258,13 +262,17 @@ class FleetLab:
     `roots` gives each host's data root inside its mount namespace (default ``/mnt/vmctl`` for all).
     """
 
-    def __init__(self, n: int = 2, roots: list[str] | None = None, base: Path | None = None):
+    def __init__(self, n: int = 2, roots: list[str] | None = None, base: Path | None = None,
+                 shares: dict[int, int] | None = None):
         if roots is not None and len(roots) != n:
             raise ValueError(f"{len(roots)} roots for {n} hosts")
+        if any(not 1 <= j < i <= n for i, j in (shares or {}).items()):
+            raise ValueError(f"shares {shares}: host i may share the /mnt of an earlier host j only")
         self.client_ns = f"vmctl-fc-{secrets.token_hex(3)}"
         self.client_created = False
         self.hosts: list[FleetHost] = []
         self._n, self._roots, self._base = n, roots or ["/mnt/vmctl"] * n, base
+        self._shares = dict(shares or {})
 
     def host(self, name: str) -> FleetHost:
         return next(h for h in self.hosts if h.name == name)
@@ -291,6 +299,8 @@ class FleetLab:
         _run(*c, "link", "set", CLIENT_BRIDGE, "up")
         for i, root in enumerate(self._roots, start=1):
             host = FleetHost(self.client_ns, i, root, self._base)
+            if i in self._shares:   # one storage seen by two hosts, as an NFS export mounted on both
+                host.mnt = self.hosts[self._shares[i] - 1].mnt
             self.hosts.append(host)
             host.start(timeout)
         deadline = time.monotonic() + timeout

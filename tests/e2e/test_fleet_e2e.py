@@ -84,7 +84,8 @@ class LabVmctl:
 
 @pytest.fixture(scope="module")
 def lab():
-    with FleetLab(2, roots=["/mnt/vmctl", "/mnt/vmctl2"]) as lab:
+    # h3 shares h1's storage (its /mnt is h1's): the last test's
+    with FleetLab(3, roots=["/mnt/vmctl", "/mnt/vmctl2", "/mnt/vmctl"], shares={3: 1}) as lab:
         yield lab
 
 
@@ -94,7 +95,7 @@ def vm(lab):
     v = LabVmctl(lab, base)
     try:
         v("image", "build", "tiny", timeout=1800)
-        h1, h2 = lab.hosts
+        h1, h2 = lab.hosts[:2]
         v("host", "add", "h1", h1.uri, "--root", h1.root, "--accelerator", "tcg")
         v("host", "add", "h2", h2.uri, "--root", h2.root, "--accelerator", "tcg")
         # the same daemon as h2, with room for 128 MiB of VMs: a target that lacks memory
@@ -140,7 +141,7 @@ def test_hosts_listed_with_their_libvirt_facts(vm):
 
 
 def test_remote_create_reach_and_remove(vm, lab):
-    h1, h2 = lab.hosts
+    h1, h2 = lab.hosts[:2]
     vm.run("h1", "r1", "10.77.0.101")
     layers = {p.name: p.stat().st_ino for p in h1.outside(f"{h1.root}/images/layers").iterdir()}
     assert sum(n.endswith(".qcow2") for n in layers) >= 1 and sum(n.endswith(".blob") for n in layers) == 2
@@ -184,7 +185,7 @@ def _snaps(vm, host: str, name: str) -> dict:
 
 
 def test_snapshots_and_commit_of_a_snapshot_on_a_host(vm, lab):
-    h1, _h2 = lab.hosts
+    h1 = lab.hosts[0]
     if _row(vm, "h1", "r1") is None:
         vm.run("h1", "r1", "10.77.0.101")
     vm.sh("h1", "r1", "echo one >/root/state; echo snapshot-marker-5c1e >/root/kept; sync")
@@ -234,7 +235,7 @@ def test_snapshots_and_commit_of_a_snapshot_on_a_host(vm, lab):
 
 
 def test_live_migration_keeps_the_guest_running(vm, lab):
-    h1, h2 = lab.hosts
+    h1, h2 = lab.hosts[:2]
     if _row(vm, "h1", "r1") is None:
         vm.run("h1", "r1", "10.77.0.101")
     before = json.loads(vm("--host", "h1", "inspect", "r1").stdout)[0]
@@ -294,7 +295,7 @@ def test_live_migration_keeps_the_guest_running(vm, lab):
 
 
 def test_offline_migration_drain_placement_and_cleanup(vm, lab):
-    h1, h2 = lab.hosts
+    h1, h2 = lab.hosts[:2]
     if _row(vm, "h2", "r1") is None:
         pytest.fail("needs r1 on h2 from the live-migration test")
     vm.run("h1", "r3", "10.77.0.103")
@@ -358,7 +359,7 @@ def _age(host, name: str, seconds: float) -> None:
 def test_doctor_on_a_host_mends_what_killed_creates_snapshots_and_migrations_left(vm, lab):
     from vmctl import faults
 
-    h1, h2 = lab.hosts
+    h1, h2 = lab.hosts[:2]
     assert set(faults.HOST_POINTS) == {"host.create.after-overlay", "host.create.after-define",
                                        "migrate.after-stage"}   # each killed below
     if "h1" not in vm("host", "ls", "-q").stdout.split():
@@ -429,7 +430,7 @@ def _sshd_on_h1(vm, lab) -> str:
 
 
 def test_guests_behind_a_host_are_reached_through_its_ssh_server(vm, lab):
-    h1, _h2 = lab.hosts
+    h1 = lab.hosts[0]
     host_key = _sshd_on_h1(vm, lab)
     ssh = Path(vm.env["HOME"]) / ".ssh"
     known = ssh / "known_hosts"
@@ -470,7 +471,7 @@ def test_a_stack_on_a_host_on_its_own_libvirt_network_there(vm, lab):
     """``vmctl --host H up``: the stack's network is a libvirt network on the host (made in its
     namespace), its VMs are the host's, reached through the host's sshd; a peer found by name;
     ``ps`` and ``down`` on the host; nothing of it on this machine but the stack's state file."""
-    h1, _h2 = lab.hosts
+    h1 = lab.hosts[0]
     _sshd_on_h1(vm, lab)
     if "h1s" not in vm("host", "ls", "-q").stdout.split():
         vm("host", "add", "h1s", h1.uri, "--root", h1.root, "--accelerator", "tcg", "--mode", "system",
@@ -537,3 +538,35 @@ def _has_sys_resource(pid: int) -> bool:
         if line.startswith("CapEff:"):
             return bool(int(line.split()[1], 16) >> 24 & 1)
     return False
+
+
+def test_hosts_that_share_storage_copy_nothing_and_prune_nothing_of_each_other(vm, lab):
+    h1, _h2, h3 = lab.hosts
+    if "h1" not in vm("host", "ls", "-q").stdout.split():
+        vm("host", "add", "h1", h1.uri, "--root", h1.root, "--accelerator", "tcg")
+    vm("host", "add", "h3", h3.uri, "--root", h3.root, "--accelerator", "tcg")
+    vm.run("h1", "s1", "10.77.0.106")
+    vm.sh("h1", "s1", "echo on-shared-storage >/root/marker; sync")
+    inode = h1.outside(f"{h1.root}/instances/s1.qcow2").stat().st_ino
+    # running, on a file system libvirt takes for a local one: it refuses, and the VM stays
+    live = vm("--host", "h1", "migrate", "s1", "--to", "h3", "--live", check=False)
+    assert live.returncode == 7 and live.stderr.count("\n") == 1 and "it stays on h1" in live.stderr, live.stderr
+    assert _row(vm, "h1", "s1")["state"] == "running"
+    # stopped: detected as shared, moved without copying a byte; the same file, now h3's VM's
+    vm("--host", "h1", "stop", "s1")
+    moved = json.loads(vm("--host", "h1", "migrate", "s1", "--to", "h3", "--json").stdout)
+    assert moved["shared_storage"] is True and moved["layers_sent"] == 0, moved
+    assert h1.outside(f"{h1.root}/instances/s1.qcow2").stat().st_ino == inode
+    # h1 has no VM now, h3's stands on the layers they share: h1's prune removes none of them, and
+    # h1's doctor takes none of h3's files for orphans
+    assert vm("--host", "h1", "ls", "-a", "-q").stdout.split() == []
+    layers = _files(h1, "images/layers")
+    assert vm("host", "prune", "h1").stdout.split() == [] and _files(h1, "images/layers") == layers
+    for name in _files(h1, "instances"):
+        _age(h1, name, 20 * 60)
+    assert [k for k in _doctor(vm, "h1", "--fix") if k[0] == "orphan-host-file"] == []
+    vm("--host", "h3", "start", "s1")
+    vm("--host", "h3", "wait", "s1", "--timeout", "240")
+    assert vm.sh("h3", "s1", "cat /root/marker") == "on-shared-storage"
+    vm("--host", "h3", "rm", "-f", "s1")
+    assert _files(h1, "instances") == []

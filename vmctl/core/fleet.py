@@ -15,7 +15,8 @@ from vmctl.core.hostplace import HostPlace
 from vmctl.core.placement import capacity, table
 from vmctl.core.records import list_records
 from vmctl.core.session import Session
-from vmctl.errors import InUseError, LibvirtUnreachable, UsageError, VmctlError
+from vmctl.core.shared_storage import neighbours
+from vmctl.errors import ConflictError, InUseError, LibvirtUnreachable, UsageError, VmctlError
 from vmctl.hosts import Host
 
 
@@ -94,15 +95,22 @@ def rows(session: Session) -> list[dict]:
 
 
 def prune(session: Session) -> list[str]:
-    """Remove the layers and kernels on `session`'s host that no vmctl VM there stands on."""
+    """Remove the layers and kernels on `session`'s host that no vmctl VM stands on: none of its
+    own, none of the hosts that share its storage (`shared_storage.neighbours`; refused while a
+    host with the same data root does not answer, since its VMs may stand on them)."""
     place_ = HostPlace(session)
+    near = neighbours(session)
+    if near.unreachable:
+        raise ConflictError(f"{', '.join(near.unreachable)} ha{'s' if len(near.unreachable) == 1 else 've'} the "
+                            f"same data root as {session.host.name} and do{'es' if len(near.unreachable) == 1 else ''} "
+                            "not answer: its VMs may stand on these layers; nothing was removed")
     used = set()
-    for rec in place_.records():
+    for rec in [*place_.records(), *near.records]:
         used |= {f"{d.split(':', 1)[-1]}.qcow2" for d in rec.layers}
     # kernels and initrds are named in the domains' XML; keep every blob a domain names
     from vmctl.backend.fleet import domain_xmls  # lazy: one more bulk read, only for prune
 
-    names = " ".join(xml for xml, _a in domain_xmls(session.backend).values())
+    names = " ".join(xml for xml, _a in domain_xmls(session.backend).values()) + near.xml_text
     removed = []
     for vol in pools.volumes(session.backend, place_.layers_pool):
         if vol in used or (vol.endswith(".blob") and vol in names):

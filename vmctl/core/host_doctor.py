@@ -11,7 +11,9 @@ undo too. What can remain there, and how it is mended (through the host's libvir
   create killed before it defined its domain, a migration killed before libvirt moved the domain
   or before the source's files were deleted, a probe volume): deleted, but only once it is older
   than `GRACE` by the host's clock. Locks are per client machine: another client's create may be
-  writing that file right now and nothing here can tell, so a younger file is reported and left;
+  writing that file right now and nothing here can tell, so a younger file is reported and left.
+  The domains of hosts that share this storage count as the host's own (`shared_storage`), and
+  while a host with the same data root does not answer, no file is deleted;
 - ``stale-lock``: this machine's lock files for the host's VMs whose holder was killed.
 
 The host's layers are not examined: a layer cut short is sent again by the next create that
@@ -29,6 +31,7 @@ from vmctl.backend import pools
 from vmctl.core.findings import Finding, quiet_lock, snapshot_findings, stale_locks
 from vmctl.core.hostplace import HostPlace
 from vmctl.core.session import Session
+from vmctl.core.shared_storage import neighbours
 from vmctl.core.states import OFF
 from vmctl.errors import VmctlError
 from vmctl.xml.domain import Domain
@@ -86,7 +89,9 @@ def _owner(volume: str) -> str | None:
 
 def _orphan_files(session: Session, place: HostPlace, fix: bool) -> list[Finding]:
     found = []
-    domains = set(session.backend.list_states())
+    # the VMs of hosts sharing this storage have their files here too (shared_storage)
+    near = neighbours(session)
+    domains = set(session.backend.list_states()) | near.domains
     ages = pools.mtimes(place.backend, place.instances_pool)
     now = _host_now(place) if ages else 0.0
     for volume in sorted(ages):
@@ -96,10 +101,12 @@ def _orphan_files(session: Session, place: HostPlace, fix: bool) -> list[Finding
             continue
         age = now - ages[volume]
         subject = f"{session.host.name}:{posixpath.join(place.instances_dir, volume)}"
-        if age < GRACE:
-            found.append(Finding("orphan-host-file", subject,
-                                 f"of no VM on the host, written {max(0, int(age))} s ago: left alone (another "
-                                 f"client's work may be under way) until it is {GRACE // 60} minutes old", False))
+        if age < GRACE or near.unreachable:
+            why = (f"{', '.join(near.unreachable)}, with the same data root, does not answer"
+                   if near.unreachable and age >= GRACE else
+                   f"written {max(0, int(age))} s ago: left alone (another client's work may be under way) "
+                   f"until it is {GRACE // 60} minutes old")
+            found.append(Finding("orphan-host-file", subject, f"of no VM on the host; {why}", False))
             continue
         with quiet_lock(session, vm) if vm else contextlib.nullcontext(True) as locked:
             if not locked:

@@ -16,8 +16,6 @@ If 2 or 3 fails, what was made on the destination is removed and the error says 
 
 from __future__ import annotations
 
-import io
-import os
 import posixpath
 from dataclasses import dataclass, replace
 
@@ -29,6 +27,7 @@ from vmctl.core.placement import capacity, place, require_memory, table
 from vmctl.core.hostplace import HostPlace
 from vmctl.core.plan.edits import boot_files, copied_disks, retarget
 from vmctl.core.session import Session
+from vmctl.core.shared_storage import shares
 from vmctl.core.states import guard
 from vmctl.errors import ConflictError, UsageError, VmctlError
 
@@ -48,19 +47,6 @@ class Moved:
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
-
-
-def _shared(src: HostPlace, dst: HostPlace) -> bool:
-    """True when the two hosts' instance pools are one storage: a probe volume made on the source
-    shows up in the destination's pool under the same path."""
-    if src.instances_dir != dst.instances_dir:
-        return False
-    probe = f".vmctl-probe-{os.urandom(6).hex()}"
-    pools.upload(src.backend, src.instances_pool, probe, io.BytesIO(b"vmctl"), 5)
-    try:
-        return pools.volume(dst.backend, dst.instances_pool, probe, refresh=True) is not None
-    finally:
-        pools.delete(src.backend, src.instances_pool, probe)
 
 
 def _bring(src: HostPlace, dst: HostPlace, rec, xml: str, say) -> int:
@@ -120,7 +106,7 @@ def migrate(session: Session, name: str, to: str, *, live: bool = False) -> Move
                 require_memory(capacity(dst), rec.memory_mib, f"migrate {name} to {to}")
             src_place, dst_place = HostPlace(session), HostPlace(dst)
             dst_place.ensure()
-            shared = _shared(src_place, dst_place)
+            shared = shares(src_place, dst_place)
             xml = migratable_xml(session.backend, name, inactive=not running)
             persist = migratable_xml(session.backend, name, inactive=True)
             new_rec = replace(rec, host=dst_host.name, uri=dst_host.uri, ssh_host=dst_host.address,

@@ -13,7 +13,13 @@ processes:
   client for the same move -- ``virsh vol-create-as`` of the overlay on its layer, ``virsh
   vol-upload`` of the seed, then ``virsh migrate --live --copy-storage-inc --persistent
   --undefinesource`` (both hosts use the same data root, so no XML needs changing);
-- ``vmctl ls --all-hosts`` with the VMs of both hosts.
+- ``vmctl ls --all-hosts`` with the VMs of both hosts;
+- **exec**: ``vmctl --host h1 exec VM -- true`` on the guest's own address, and through h1's own
+  sshd (``host add --jump``; a real OpenSSH server in h1's namespace) -- its peer is OpenSSH's
+  ``ssh -J`` through the same server, the command line ``vmctl ssh --print-command`` prints;
+- **snapshot**: ``vmctl --host h1 snapshot create`` of the running VM (memory and disk, internal,
+  its table read back from h1) and ``snapshot rm``; its peer ``virsh snapshot-create-as`` +
+  ``snapshot-delete`` on the same VM.
 
 Medians of `--runs`. No assertions.
 
@@ -26,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -56,7 +63,8 @@ def main() -> None:
     print(figs.machine)
     base = Path(tempfile.mkdtemp(prefix="vmctl-fleetbench-", dir="/var/tmp"))
     env = {**os.environ, "VMCTL_CONFIG": "/dev/null", "VMCTL_HOSTS": str(base / "hosts.json"),
-           "XDG_CONFIG_HOME": str(base / "config")}
+           "XDG_CONFIG_HOME": str(base / "config"), "HOME": str(base / "home"),   # ~/.ssh for the jump
+           "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")}
     for var in ("VMCTL_ROOT", "VMCTL_HOST", "VMCTL_CONNECT", "VMCTL_MODE"):
         env.pop(var, None)
     times: dict[str, list[float]] = {}
@@ -99,6 +107,21 @@ def main() -> None:
                 add(names.FLEET_RUN_THERE, run("h1", f"next{i}"))
             for _ in range(args.runs):
                 add(names.FLEET_LS_ALL, vmctl("ls", "--all-hosts", "-a")[0])
+            jump_host(lab, base, vmctl)
+            by_hand = hand_jump(shlex.split(vmctl("--host", "h1j", "ssh", "--print-command", "keep")[1].stdout), base)
+            for _ in range(args.runs):
+                add(names.FLEET_EXEC_DIRECT, vmctl("--host", "h1", "exec", "keep", "--", "true")[0])
+                add(names.FLEET_EXEC_JUMP, vmctl("--host", "h1j", "exec", "keep", "--", "true")[0])
+                add(names.FLEET_SSH_JUMP, in_client(*by_hand)[0])
+            for i in range(args.runs):
+                t0 = time.perf_counter()
+                vmctl("--host", "h1", "snapshot", "create", "keep", f"s{i}")
+                vmctl("--host", "h1", "snapshot", "rm", "keep", f"s{i}")
+                add(names.FLEET_SNAPSHOT, time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                in_client("virsh", "-c", lab.hosts[0].uri, "snapshot-create-as", "keep", f"v{i}")
+                in_client("virsh", "-c", lab.hosts[0].uri, "snapshot-delete", "keep", f"v{i}")
+                add(names.FLEET_VIRSH_SNAPSHOT, time.perf_counter() - t0)
             vmctl("--host", "h1", "migrate", "keep", "--to", "h2", "--live")   # h2 gets the layers once
             where = "h2"
             for i in range(args.runs):
@@ -114,9 +137,37 @@ def main() -> None:
     print(f"tiny guest, 256 MiB, {args.runs} runs; medians")
     for label, xs in times.items():
         print(f"  {label:<78} {median(xs):7.2f} s  ({', '.join(f'{x:.2f}' for x in xs)})")
-        figs.add(label, xs, peer=names.FLEET_VIRSH_MIGRATE if label == names.FLEET_MIGRATE else None)
+        figs.add(label, xs, peer=PEERS.get(label))
     if args.json_out:
         figs.save(args.json_out)
+
+
+PEERS = {names.FLEET_MIGRATE: names.FLEET_VIRSH_MIGRATE, names.FLEET_EXEC_JUMP: names.FLEET_SSH_JUMP,
+         names.FLEET_SNAPSHOT: names.FLEET_VIRSH_SNAPSHOT}
+
+
+def jump_host(lab: FleetLab, base: Path, vmctl) -> None:
+    """h1's own sshd (the client's key authorized, its key in the client's known_hosts) and host
+    h1j: h1 reached through it."""
+    ssh = base / "home" / ".ssh"
+    ssh.mkdir(mode=0o700, parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "id_ed25519")], check=True)
+    h1 = lab.hosts[0]
+    key = h1.start_sshd((ssh / "id_ed25519.pub").read_text())
+    (ssh / "known_hosts").write_text(f"{h1.address} {key}\n")
+    vmctl("host", "add", "h1j", h1.uri, "--root", h1.root, "--accelerator", "tcg", "--jump", f"root@{h1.address}")
+
+
+def hand_jump(argv: list[str], base: Path) -> list[str]:
+    """vmctl's printed ``ssh ... -J root@h1 ... -- GUEST`` with the jump spelled as the ProxyCommand
+    ``-J`` stands for, the hop given this bench's known_hosts and key: OpenSSH reads ~/.ssh from
+    the passwd entry, not $HOME, so the bench's own files must be named. Runs ``true``."""
+    i = argv.index("-J")
+    ssh = base / "home" / ".ssh"
+    user, host = argv[i + 1].split("@")
+    hop = (f"ssh -F /dev/null -o UserKnownHostsFile={ssh / 'known_hosts'} -o StrictHostKeyChecking=yes "
+           f"-i {ssh / 'id_ed25519'} -o IdentitiesOnly=yes -l {user} -W %h:%p {host}")
+    return [*argv[:i], "-o", f"ProxyCommand={hop}", *argv[i + 2:], "true"]
 
 
 def virsh_migrate(lab: FleetLab, in_client, src_name: str, vm: str) -> float:

@@ -5,9 +5,10 @@ VM's disk has its data, and vmctl's own record of it (``snapshots.json`` in the 
 ``<name>.snapshots.json`` beside the disk on a vmctl host; it adds only what libvirt cannot store:
 the kind and the VM's state when it was taken) is not still marked ``pending``. On a host, the
 table is read from the disk's header and table bytes over libvirt (`HostPlace.snapshot_table`),
-and data without metadata is deleted through libvirt too (`drop_data`). A create first records its intent (``pending``), so a killed one leaves
-a snapshot that is never listed and that `sweep_orphans` (or ``doctor``) removes. Temporary
-snapshots vmctl takes (a live commit's) carry the ``vmctl-tmp-`` prefix.
+and data without metadata is deleted through libvirt too (`drop_data`). A create first records
+its intent (``pending``), so a killed one leaves a snapshot that is never listed and that
+`sweep_orphans` (or ``doctor``) removes. Temporary snapshots vmctl takes (a live commit's) carry
+the ``vmctl-tmp-`` prefix.
 """
 
 from __future__ import annotations

@@ -62,12 +62,15 @@ def test_any_text_is_a_host_or_a_usage_error(name, uri, root):
 def test_the_way_to_a_hosts_guests():
     # a qemu+ssh host's guests are reached through its own SSH server by default (as ssh -J)
     assert make_host("r", "qemu+ssh://admin@10.0.0.5/system").jump == "admin@10.0.0.5"
-    assert make_host("r", "qemu+ssh://10.0.0.5:2222/system").jump == "root@10.0.0.5:2222"
+    assert make_host("r", "qemu+ssh://10.0.0.5:2222/system").jump == "10.0.0.5:2222"   # ssh's user: the local one
+    assert make_host("r", "qemu+ssh://Admin.X@10.0.0.5/system").jump == "Admin.X@10.0.0.5"
+    assert make_host("r", "qemu+ssh://a%20b@10.0.0.5/system").jump is None   # not a name ssh gets from vmctl
     assert make_host("r", "qemu+ssh://admin@10.0.0.5/system", jump="none").jump is None
     assert make_host("r", "qemu+tcp://10.0.0.5/system").jump is None
     assert make_host("r", "qemu+tcp://10.0.0.5/system", jump="ops@bastion.example:22").jump == "ops@bastion.example:22"
-    for bad in ("10.0.0.5", "-oProxyCommand=x@h", "root@-h", "root@h:0", "root@h:99999", "root@h;id",
-                "root@h -p 1", "r oot@h", "root@", "@h", "root@h:2x", "root@h\n"):
+    assert make_host("r", "qemu+tcp://10.0.0.5/system", jump="10.0.0.9").jump == "10.0.0.9"
+    for bad in ("-oProxyCommand=x@h", "-h", "root@-h", "root@h:0", "root@h:99999", "root@h;id",
+                "root@h -p 1", "r oot@h", "root@", "@h", "root@h:2x", "root@h\n", "a@b@h"):
         with pytest.raises(UsageError) as err:
             make_host("r", "qemu+tcp://10.0.0.5/system", jump=bad)
         assert "invalid --jump" in err.value.message and "\n" not in err.value.message

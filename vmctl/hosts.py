@@ -95,29 +95,35 @@ def check_address(address: str) -> str:
     return str(ip)
 
 
-SSH_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+SSH_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 SSH_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
 def check_jump(target: str) -> str:
-    """``user@host[:port]`` of an SSH server, each part checked (nothing that ssh could read as an
-    option or that a shell could split); UsageError otherwise."""
+    """``[user@]host[:port]`` of an SSH server, each part checked (nothing that ssh could read as
+    an option or that a shell could split); UsageError otherwise. Without a user, ssh's own
+    default applies: the local user's name."""
     text = str(target)
-    user, at, rest = text.partition("@")
+    user, at, rest = text.rpartition("@")
     host, colon, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
-    if (not at or not SSH_USER.fullmatch(user) or not SSH_HOST.fullmatch(host)
+    if ((at and not SSH_USER.fullmatch(user)) or not SSH_HOST.fullmatch(host)
             or (colon and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535))):
-        raise UsageError(f"invalid --jump {text[:80]!r}: USER@HOST[:PORT] of the host's SSH server")
-    return f"{user}@{host}:{int(port)}" if colon else f"{user}@{host}"
+        raise UsageError(f"invalid --jump {text[:80]!r}: [USER@]HOST[:PORT] of the host's SSH server")
+    return f"{user}{at}{host}" + (f":{int(port)}" if colon else "")
 
 
 def jump_of(uri: str) -> str | None:
-    """The SSH server a ``qemu+ssh://`` URI names (``user@host[:port]``, user root when it names
-    none), the default way to the guests of such a host; None for other transports."""
+    """The SSH server a ``qemu+ssh://`` URI names (``[user@]host[:port]``, as libvirt's ssh reaches
+    it), the default way to the guests of such a host; None for other transports, or when the
+    URI's parts are not ones vmctl hands to ssh (then no jump, as with ``--jump none``)."""
     parsed = urlparse(uri)
     if parsed.scheme not in ("qemu+ssh", "qemu+libssh", "qemu+libssh2") or not parsed.hostname:
         return None
-    return check_jump(f"{parsed.username or 'root'}@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else ""))
+    try:
+        return check_jump((f"{parsed.username}@" if parsed.username else "") + parsed.hostname
+                          + (f":{parsed.port}" if parsed.port else ""))
+    except (UsageError, ValueError):
+        return None
 
 
 def address_of(uri: str) -> str:

@@ -112,18 +112,19 @@ def volumes(backend, pool: str) -> dict[str, Volume]:
         return {v.name(): _info(v) for v in p.listAllVolumes(0)}
 
 
-def mtimes(backend, pool: str) -> dict[str, float]:
+def mtimes(backend, pool: str) -> dict[str, float | None]:
     """When each volume of `pool` was last modified (seconds since the epoch, the host's clock),
-    from the timestamps libvirt reports for files of a directory pool."""
+    from the timestamps libvirt reports for files of a directory pool; None where it says nothing
+    (the caller must not take such a file for an old one)."""
     p = _pool(backend, pool, refresh=True)
-    out = {}
+    out: dict[str, float | None] = {}
     with libvirt_errors(f"volumes of {pool}"):
         for v in p.listAllVolumes(0):
             text = etree.fromstring(v.XMLDesc(0).encode()).findtext("target/timestamps/mtime")
             try:
                 out[v.name()] = float(text)
             except (TypeError, ValueError):
-                out[v.name()] = 0.0
+                out[v.name()] = None
     return out
 
 

@@ -29,7 +29,7 @@ def host_group():
 @click.option("--address", metavar="IPV4", help="The host's address as this machine reaches it (default: the URI's host): forwarded ports listen there, migrations arrive there.")
 @click.option("--memory", metavar="SIZE", help="Most memory vmctl gives VMs on this host (default: all of it).")
 @click.option("--accelerator", type=click.Choice(ACCELERATORS), help="auto: KVM where the host's libvirt offers it; tcg for a host whose KVM does not run guests.")
-@click.option("--jump", metavar="USER@HOST[:PORT]|none", help="Reach the host's guests through this SSH server of the host, as ssh -J (its key must be in ~/.ssh/known_hosts); default: a qemu+ssh:// URI's own, else none (guests reached directly).")
+@click.option("--jump", metavar="[USER@]HOST[:PORT]|none", help="Reach the host's guests through this SSH server of the host, as ssh -J (its key must be in ~/.ssh/known_hosts); default: a qemu+ssh:// URI's own, else none (guests reached directly).")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default host (as 'vmctl host use').")
 @click.option("--replace", is_flag=True, help="Replace a host of that name.")
 @click.option("--json", "as_json", is_flag=True)

@@ -33,7 +33,7 @@ from vmctl.core.hostplace import HostPlace
 from vmctl.core.session import Session
 from vmctl.core.shared_storage import neighbours
 from vmctl.core.states import OFF
-from vmctl.errors import VmctlError
+from vmctl.errors import IntegrityError, VmctlError
 from vmctl.xml.domain import Domain
 
 GRACE = 15 * 60          # seconds: a file younger than this may be another client's work in progress
@@ -74,7 +74,10 @@ def _host_now(place: HostPlace) -> float:
     probe = f"{PROBES[1]}{os.urandom(6).hex()}"
     pools.upload(place.backend, place.instances_pool, probe, io.BytesIO(b"now"), 3)
     try:
-        return pools.mtimes(place.backend, place.instances_pool)[probe]
+        now = pools.mtimes(place.backend, place.instances_pool)[probe]
+        if now is None:
+            raise IntegrityError(f"{place.host.name}'s libvirt reports no file times: its files' ages are unknown")
+        return now
     finally:
         pools.delete(place.backend, place.instances_pool, probe)
 
@@ -99,7 +102,7 @@ def _orphan_files(session: Session, place: HostPlace, fix: bool) -> list[Finding
         vm = _owner(volume)
         if not probe and (vm is None or vm in domains):
             continue
-        age = now - ages[volume]
+        age = now - ages[volume] if ages[volume] is not None else 0.0   # no time known: as if just written
         subject = f"{session.host.name}:{posixpath.join(place.instances_dir, volume)}"
         if age < GRACE or near.unreachable:
             why = (f"{', '.join(near.unreachable)}, with the same data root, does not answer"
@@ -119,9 +122,27 @@ def _orphan_files(session: Session, place: HostPlace, fix: bool) -> list[Finding
 
 
 def mend(session: Session, names: set[str]) -> list[Finding]:
-    """Undo the creates of VMs `names` on the host that a killed process left half done (``vmctl
-    up`` and ``down`` on a host start with it)."""
-    return _creating_domains(session, HostPlace(session), True, names)
+    """Undo the creates of VMs `names` on the host that a killed process left half done: a domain
+    still "creating", and files of a name that has no domain (a create killed before it defined
+    one). ``vmctl up`` and ``down`` on a host start with it, holding the stack's lock: the names
+    are that stack's VMs, so their files are not left to the age rule `diagnose` applies to
+    files of any name."""
+    place = HostPlace(session)
+    found = _creating_domains(session, place, True, names)
+    domains = set(session.backend.list_states())
+    present = set(pools.volumes(place.backend, place.instances_pool))
+    for name in sorted(set(names) - domains):
+        files = [f for f in place.instance_files(name) if f in present]
+        if not files:
+            continue
+        with quiet_lock(session, name) as locked:
+            if not locked:
+                continue
+            place.remove_files(name)
+            found += [Finding("orphan-host-file", f"{session.host.name}:{posixpath.join(place.instances_dir, f)}",
+                              "a file of a create that was killed before it defined its domain", True, True)
+                      for f in files]
+    return found
 
 
 def diagnose(session: Session, *, fix: bool = False) -> list[Finding]:

@@ -25,6 +25,7 @@ from vmctl.backend import snapshots as bsnap
 from vmctl.backend.fleet import migratable_xml, migrate as libvirt_migrate
 from vmctl.core.placement import capacity, place, require_memory, table
 from vmctl.core.hostplace import HostPlace
+from vmctl.core.namelock import name_lock
 from vmctl.core.plan.edits import boot_files, copied_disks, retarget
 from vmctl.core.session import Session
 from vmctl.core.shared_storage import shares
@@ -87,7 +88,9 @@ def migrate(session: Session, name: str, to: str, *, live: bool = False) -> Move
     say = session.progress
     dst = session.for_host(dst_host)
     try:
-        with guard(session, name, "migrate") as g:
+        # the name is locked on the destination too: its doctor must not take the files staged
+        # there (a long offline copy) for a killed create's leftovers
+        with guard(session, name, "migrate") as g, name_lock(dst.locks, name):
             inst, state = g.instance, g.state
             rec = inst.record
             running = state in ("running", "paused")
@@ -152,9 +155,6 @@ def _stage_instance(src: HostPlace, dst: HostPlace, name: str, *, copy_disk: boo
     top layer, for libvirt's NBD copy."""
     vols = pools.volumes(src.backend, src.instances_pool)
     disk, seed = posixpath.basename(src.disk(name)), posixpath.basename(src.seed(name))
-    if seed in vols:
-        pools.copy_between(src.backend, src.instances_pool, dst.backend, dst.instances_pool, seed,
-                           min(vols[seed].physical, MAX_SEED), mode=0o400, owner=dst.qemu_owner)
     if copy_disk:
         say(f"{name}: copying its disk to {dst.host.name}", None)
         pools.copy_between(src.backend, src.instances_pool, dst.backend, dst.instances_pool, disk,
@@ -163,6 +163,9 @@ def _stage_instance(src: HostPlace, dst: HostPlace, name: str, *, copy_disk: boo
         rec = src.record(name)
         pools.create_overlay(dst.backend, dst.instances_pool, disk, dst.overlay_backing(rec.layers[-1]),
                              vols[disk].capacity, owner=dst.qemu_owner)
+    if seed in vols:   # after the disk: the small file last, its age that of the move's end
+        pools.copy_between(src.backend, src.instances_pool, dst.backend, dst.instances_pool, seed,
+                           min(vols[seed].physical, MAX_SEED), mode=0o400, owner=dst.qemu_owner)
 
 
 def drain(session: Session, host: str, *, to: str | None = None, live: bool = True, on_moved=None) -> list[Moved]:

@@ -73,8 +73,8 @@ def _parse_sidecar(raw: bytes | None, where: str) -> dict:
         snaps = data.get("snapshots", {})
         if not isinstance(snaps, dict) or not all(isinstance(v, dict) for v in snaps.values()):
             raise ValueError("not a table of snapshots")
-    except (ValueError, AttributeError) as exc:
-        raise IntegrityError(f"{where} is damaged: {exc}") from None
+    except (ValueError, AttributeError, RecursionError) as exc:   # RecursionError: nested too deep
+        raise IntegrityError(f"{where} is damaged: {str(exc) or type(exc).__name__}") from None
     return snaps
 
 

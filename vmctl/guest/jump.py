@@ -1,7 +1,7 @@
 """Reaching guests through a vmctl host's SSH server, as ``ssh -J``.
 
 A guest on a host's private network (a libvirt NAT network, a bridge only the host is on) has an
-address only that host can reach. A host added with ``--jump USER@HOST[:PORT]`` (a ``qemu+ssh://``
+address only that host can reach. A host added with ``--jump [USER@]HOST[:PORT]`` (a ``qemu+ssh://``
 host by default: the same SSH server libvirt's connection goes through) is reached over SSH once
 per command, and every connection to one of its guests is a ``direct-tcpip`` channel of that
 session, opened by the host's SSH server to the guest's address.
@@ -20,6 +20,7 @@ and select on the socket work unchanged.
 
 from __future__ import annotations
 
+import getpass
 import select
 import socket
 import threading
@@ -27,10 +28,11 @@ from pathlib import Path
 
 import paramiko
 
-from vmctl.errors import HostKeyMismatch, LibvirtUnreachable
+from vmctl.errors import HostKeyMismatch, LibvirtUnreachable, UsageError
 from vmctl.guest.handshake import StepFailed
 
 CHUNK = 1 << 16
+CHANNEL_TIMEOUT = 10.0   # seconds the host's sshd has to connect to a guest
 
 
 def known_hosts_file() -> Path:
@@ -41,9 +43,10 @@ class Jump:
     """One SSH session to a host's SSH server (opened at the first `dial`), for its guests."""
 
     def __init__(self, target: str, *, timeout: float = 20.0, known_hosts: Path | None = None):
-        user, _, rest = target.partition("@")
+        user, _, rest = target.rpartition("@")
         host, _, port = rest.partition(":")
-        self.user, self.host, self.port = user, host, int(port or 22)
+        # no user: ssh's default, the local user's name
+        self.user, self.host, self.port = user or getpass.getuser(), host, int(port or 22)
         self.timeout = timeout
         self.known_hosts = known_hosts or known_hosts_file()
         self._client: paramiko.SSHClient | None = None
@@ -55,9 +58,12 @@ class Jump:
 
     def _transport(self) -> paramiko.Transport:
         with self._lock:
-            if self._client is None:
+            t = self._client.get_transport() if self._client is not None else None
+            if t is None or not t.is_active():   # first use, or the session died (sshd restarted)
+                if self._client is not None:
+                    self._client.close()
                 self._client = self._connect()
-            t = self._client.get_transport()
+                t = self._client.get_transport()
             assert t is not None
             return t
 
@@ -68,7 +74,7 @@ class Jump:
         except FileNotFoundError:
             pass
         except (OSError, paramiko.SSHException) as exc:
-            raise HostKeyMismatch(f"cannot read {self.known_hosts}: {exc}") from None
+            raise UsageError(f"cannot read {self.known_hosts}: {exc}") from None
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             client.connect(self.host, self.port, username=self.user, timeout=self.timeout,
@@ -85,7 +91,9 @@ class Jump:
                 raise HostKeyMismatch(
                     f"the SSH host key of {self.where} is not in {self.known_hosts}: vmctl never accepts a host "
                     f"key on first use; check and add it (ssh-keyscan -p {self.port} {self.host})") from None
-            raise LibvirtUnreachable(f"cannot log in to {self.where} (the way to its guests): {exc}") from None
+            # the host is as unreachable as a daemon that does not answer (exit 6), the reason said
+            raise LibvirtUnreachable(f"cannot log in to {self.where} (the way to its guests) with this user's "
+                                     f"SSH keys: {exc}") from None
         except OSError as exc:
             client.close()
             raise LibvirtUnreachable(f"cannot reach {self.where} (the way to its guests): "
@@ -100,7 +108,11 @@ class Jump:
         refused or unreachable guest is `StepFailed` ``tcp``, as a direct connection's is."""
         t = self._transport()
         try:
-            chan = t.open_channel("direct-tcpip", (host, int(port)), ("127.0.0.1", 0), timeout=max(timeout, 0.05))
+            # not the caller's (short) attempt budget: a channel paramiko gave up on stays open on
+            # the host when its answer comes later, and its connection would sit on the guest's
+            # sshd; the host's own connect fails fast enough (refused, or no ARP answer)
+            chan = t.open_channel("direct-tcpip", (host, int(port)), ("127.0.0.1", 0),
+                                  timeout=max(timeout, CHANNEL_TIMEOUT))
         except paramiko.ChannelException as exc:
             raise StepFailed("tcp", f"{self.where} cannot connect to {host}:{port}: {exc.text or exc}") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -133,8 +145,6 @@ def _pump(sock: socket.socket, chan: paramiko.Channel) -> None:
                     chan.shutdown_write()
                 else:
                     sock.shutdown(socket.SHUT_WR)
-            if chan.closed:
-                break
     except OSError:
         pass
     finally:

@@ -29,7 +29,7 @@ def ssh_command_line(
 
     The pinned key is written to `known_hosts` (default: a new private temp file that the caller
     may remove) and ``StrictHostKeyChecking=yes`` makes ssh refuse any other key. No config file,
-    agent, other identities or password prompts are used for the guest; `jump` (``USER@HOST[:PORT]``)
+    agent, other identities or password prompts are used for the guest; `jump` (``[USER@]HOST[:PORT]``)
     goes through a vmctl host's SSH server first.
     """
     keytype, _, _ = parse_public_line(host_key_line)
@@ -55,7 +55,7 @@ def ssh_command_line(
         "-o", "PubkeyAuthentication=yes",
     ]
     if jump is not None:
-        # through the host's SSH server (checked USER@HOST[:PORT], vmctl.hosts.check_jump): that
+        # through the host's SSH server (checked [USER@]HOST[:PORT], vmctl.hosts.check_jump): that
         # hop is plain ssh with the user's own keys and known_hosts, as `ssh -J` always is
         argv += ["-J", jump]
     if tty is True:

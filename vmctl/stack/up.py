@@ -231,7 +231,12 @@ def up(session: Session, spec: StackSpec, *, recreate: bool = False, timeout: fl
         if session.settings.mode == "system":
             own = {n.libvirt for n in (previous.networks.values() if previous else ())}
             in_use = subnets_in_use(libvirt_networks.definitions(session.backend), own)
-        st = allocate(spec, session.settings.mode, previous, others, salt=str(paths.root.resolve()), in_use=in_use)
+        # the salt names the store (and on a host the daemon and root too: two host entries, or two
+        # clients, running one stack name there get their own segments)
+        salt = str(paths.root.resolve())
+        if session.host is not None:
+            salt += f"|{session.host.uri}|{session.host.root}"
+        st = allocate(spec, session.settings.mode, previous, others, salt=salt, in_use=in_use)
         st.save(stacks)
         mend(session, {spec.vm_name(s) for s in spec.vms})
         job = _Up(session, spec, st, recreate=recreate, timeout=timeout, build=build)

@@ -402,11 +402,13 @@ def test_doctor_on_a_host_mends_what_killed_creates_snapshots_and_migrations_lef
     assert _row(vm, "h2", "g3")["state"] == "stopped"   # still where it was
     for name in ("g3.qcow2", "g3.seed.iso"):
         _age(h1, name, 20 * 60)
+    # the killed migration held g3's name on both hosts: a stale lock file for each
     fixed = _doctor(vm, "h1", "--fix")
     assert {k for k, f in fixed.items() if f["fixed"]} == {
         ("orphan-host-file", "h1:/mnt/vmctl/instances/g3.qcow2"),
-        ("orphan-host-file", "h1:/mnt/vmctl/instances/g3.seed.iso")}
-    assert _doctor(vm, "h2", "--fix").keys() == {      # the killed migration's lock was h2's
+        ("orphan-host-file", "h1:/mnt/vmctl/instances/g3.seed.iso"),
+        ("stale-lock", str(vm.root / "locks" / "hosts" / "h1" / "vm-g3.lock"))}
+    assert _doctor(vm, "h2", "--fix").keys() == {
         ("stale-lock", str(vm.root / "locks" / "hosts" / "h2" / "vm-g3.lock"))}
     assert _files(h1, "instances") == []
     vm("--host", "h2", "migrate", "g3", "--to", "h1")    # and the move, done again, goes through

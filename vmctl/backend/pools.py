@@ -225,12 +225,7 @@ def upload(backend, pool: str, name: str, src: BinaryIO, size: int, *, mode: int
                 chunk = src.read(min(CHUNK, size - sent))
                 if not chunk:
                     raise IntegrityError(f"upload {name}: the source ended after {sent} of {size} bytes")
-                view = memoryview(chunk)
-                while view:
-                    n = stream.send(view.tobytes())
-                    if n < 0:
-                        raise LibvirtError(f"upload {name}: the stream refused data")
-                    view = view[n:]
+                _send_all(stream, chunk, f"upload {name}")
                 sent += len(chunk)
                 if progress:
                     progress(sent)
@@ -240,6 +235,16 @@ def upload(backend, pool: str, name: str, src: BinaryIO, size: int, *, mode: int
         _quietly(lambda: vol.delete(0))
         raise
     return _info(vol)
+
+
+def _send_all(stream, data: bytes, what: str) -> None:
+    """All of `data` into a libvirt stream (``send`` may take part of it)."""
+    view = memoryview(data)
+    while view:
+        n = stream.send(view.tobytes())
+        if n < 0:
+            raise LibvirtError(f"{what}: the stream refused data")
+        view = view[n:]
 
 
 def download(backend, pool: str, name: str, sink: Callable[[bytes], None], *, offset: int = 0,
@@ -295,12 +300,7 @@ def rewrite(backend, pool: str, name: str, data: bytes, *, mode: int = 0o600) ->
     try:
         with libvirt_errors(f"write {name}"):
             vol.upload(stream, 0, len(data), 0)
-            view = memoryview(data)
-            while view:
-                n = stream.send(view.tobytes())
-                if n < 0:
-                    raise LibvirtError(f"write {name}: the stream refused data")
-                view = view[n:]
+            _send_all(stream, data, f"write {name}")
             stream.finish()
     except BaseException:
         _quietly(stream.abort)

@@ -121,6 +121,15 @@ def _seen(lines: list[dict], name: str, event: str, detail: str, timeout: float)
     return False
 
 
+def _cp_both_ways(vm, host: str, name: str, file: str, text: str) -> None:
+    """`vmctl --host HOST cp` of a file into VM `name` and back: the bytes come back the same."""
+    src, back = vm.root.parent / file, vm.root.parent / f"back-{file}"
+    src.write_text(text)
+    vm("--host", host, "cp", str(src), f"{name}:/root/{file}")
+    vm("--host", host, "cp", f"{name}:/root/{file}", str(back))
+    assert back.read_text() == src.read_text()
+
+
 def _row(vm, host: str, name: str) -> dict:
     rows = json.loads(vm("--host", host, "ls", "-a", "--json").stdout)
     return next((r for r in rows if r["name"] == name), None)
@@ -151,11 +160,7 @@ def test_remote_create_reach_and_remove(vm, lab):
     assert not (vm.root / "instances").exists() or list((vm.root / "instances").iterdir()) == []
 
     assert vm.sh("h1", "r1", "hostname; ip -4 -o addr show eth0 | grep -o '10.77.0.101'") == "r1\n10.77.0.101"
-    src = vm.root.parent / "payload.txt"
-    src.write_text("sent to a VM on another host\n")
-    vm("--host", "h1", "cp", str(src), "r1:/root/payload.txt")
-    vm("--host", "h1", "cp", "r1:/root/payload.txt", str(vm.root.parent / "back.txt"))
-    assert (vm.root.parent / "back.txt").read_text() == src.read_text()
+    _cp_both_ways(vm, "h1", "r1", "payload.txt", "sent to a VM on another host\n")
 
     info = json.loads(vm("--host", "h1", "inspect", "r1").stdout)[0]
     assert (info["host"], info["state"], info["ssh"]["address"]) == ("h1", "running", "10.77.0.101")
@@ -444,11 +449,7 @@ def test_guests_behind_a_host_are_reached_through_its_ssh_server(vm, lab):
     address = json.loads(vm("--host", "h1j", "inspect", "j1").stdout)[0]["ssh"]["address"]
     assert address.startswith("192.168.151.")
     assert vm.sh("h1j", "j1", "hostname; ip -4 -o addr show eth0 | grep -c 192.168.151.") == "j1\n1"
-    src = vm.root.parent / "jumped.txt"
-    src.write_text("through h1's sshd\n")
-    vm("--host", "h1j", "cp", str(src), "j1:/root/jumped.txt")
-    vm("--host", "h1j", "cp", "j1:/root/jumped.txt", str(vm.root.parent / "jumped-back.txt"))
-    assert (vm.root.parent / "jumped-back.txt").read_text() == src.read_text()
+    _cp_both_ways(vm, "h1j", "j1", "jumped.txt", "through h1's sshd\n")
     line = vm("--host", "h1j", "ssh", "--print-command", "j1").stdout
     assert "-J root@10.77.0.2" in line, line
     # the same VM through the host entry without a jump: its address routes nowhere from here
@@ -525,7 +526,7 @@ def test_a_stack_on_a_host_on_its_own_libvirt_network_there(vm, lab):
         assert any(line.startswith("db  | ") and "console-marker-7e1" in line for line in out), out
     finally:
         fg.send_signal(signal.SIGINT)
-        fg.wait(timeout=180)
+        fg.wait(timeout=400)   # two graceful stops of up to 60 s each, then destroy
     rows = {r["vm"]: r["state"] for r in json.loads(vm("--host", "h1s", "ps", "-f", f, "--json").stdout)}
     assert rows == {"db": "stopped", "web": "stopped"}, rows
     assert (vm.root / "stacks" / "hosts" / "h1s" / "fleetshop.json").exists()
